@@ -1,0 +1,7 @@
+/* cnf: continuous normalizing flows and neural ODEs. Includes every public header. */
+#ifndef CNF_H
+#define CNF_H
+#include "cnf/core.h"
+#include "cnf/mlp.h"
+#include "cnf/solver.h"
+#endif

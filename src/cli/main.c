@@ -1,0 +1,53 @@
+/* cnf — the command-line front end. Dispatches to one function per subcommand (see cli.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cnf.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct command commands[] = {
+};
+static const size_t n_commands = sizeof commands / sizeof commands[0];
+
+void cli_error(const char *cmd, int code, const char *what)
+{
+    const char *detail = cnf_errmsg();
+    fprintf(stderr, "cnf %s: %s: %s%s%s\n", cmd, what, cnf_strerror(code), *detail ? ": " : "",
+            detail);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: cnf <command> [options]   (cnf <command> --help for its options)\n\n"
+                 "Continuous normalizing flows and neural ODEs.\n\ncommands:\n");
+    for (size_t i = 0; i < n_commands; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n  --version  print the version\n  --help     print this help\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("cnf %s\n", cnf_version());
+        return 0;
+    }
+    for (size_t i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "cnf: unknown command '%s' (cnf --help lists them)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,48 @@
+/* Error codes and the per-thread detail message (see cnf/core.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static _Thread_local char errmsg[1024];
+
+const char *cnf_strerror(int code)
+{
+    switch (code) {
+    case CNF_OK: return "CNF_OK: success";
+    case CNF_EINVAL: return "CNF_EINVAL: invalid argument";
+    case CNF_ENOMEM: return "CNF_ENOMEM: out of memory";
+    case CNF_EDIM: return "CNF_EDIM: dimensions do not match";
+    case CNF_ENAME: return "CNF_ENAME: unknown name";
+    case CNF_EIO: return "CNF_EIO: input/output error";
+    case CNF_EFORMAT: return "CNF_EFORMAT: malformed input";
+    case CNF_ENONFINITE: return "CNF_ENONFINITE: non-finite value";
+    case CNF_ESTEP_UNDERFLOW: return "CNF_ESTEP_UNDERFLOW: ODE step size underflow";
+    case CNF_EMAX_STEPS: return "CNF_EMAX_STEPS: too many ODE steps";
+    case CNF_ERHS: return "CNF_ERHS: right-hand side failed";
+    case CNF_ESOLVER: return "CNF_ESOLVER: ODE solver failure";
+    case CNF_EUNSUPPORTED: return "CNF_EUNSUPPORTED: unsupported combination";
+    default: return "unknown cnf error code";
+    }
+}
+
+const char *cnf_errmsg(void) { return errmsg; }
+
+const char *cnf_version(void) { return CNF_VERSION_STRING; }
+
+int cnf_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void *cnf_calloc(size_t n, size_t size)
+{
+    if (size && n > (size_t)-1 / size)
+        return NULL;
+    return calloc(n ? n : 1, size ? size : 1);
+}

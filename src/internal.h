@@ -1,0 +1,14 @@
+/* Private helpers shared by the library's source files; not installed. */
+#ifndef CNF_INTERNAL_H
+#define CNF_INTERNAL_H
+
+#include "cnf/core.h"
+
+/* Record a detail message for cnf_errmsg() and return code, so a failure is one line:
+ *     return cnf_fail(CNF_EINVAL, "hidden width %zu is zero", w); */
+int cnf_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* calloc that fails on n·size overflow; NULL on failure (the caller reports CNF_ENOMEM). */
+void *cnf_calloc(size_t n, size_t size);
+
+#endif
