@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 
+int cmd_demo(int argc, char **argv);
+
 
 /* Print "cnf <cmd>: <message>" to stderr together with the library's detail message for code. */
 void cli_error(const char *cmd, int code, const char *what);

@@ -12,6 +12,7 @@ struct command {
 };
 
 static const struct command commands[] = {
+    {"demo", cmd_demo, "evaluate a small random MLP velocity field and its divergence"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

@@ -1,0 +1,671 @@
+/* The MLP velocity field with forward-mode tangents and one reverse kernel (DESIGN.md §2).
+ *
+ * Rows of every buffer are samples; a buffer with tangents holds (1 + K)·n rows: the n primal rows
+ * first, then slab k (n rows) for tangent k. Each layer is then one GEMM over all rows, and the
+ * bias and time terms are added to the primal rows only (tangents are linear in the input).
+ *
+ * Reverse pass, for seeds r (on z_L) and s_k (on ż_L), layer l = L..1 (DESIGN.md §2):
+ *   ȳ = g ⊙ r,  ẏ̄_k = g ⊙ s_k;   ∇W += ȳ h_{l−1}ᵀ + Σ_k ẏ̄_k ḣ_{l−1,k}ᵀ;  ∇b += ȳ;  ∇c += t r
+ *   γ = r ⊙ y + Σ_k s_k ⊙ ẏ_k;   ∇w^g += t g(1−g) γ;  ∇b^g += g(1−g) γ
+ *   p = Wᵀ ȳ, q_k = Wᵀ ẏ̄_k;  r ← σ'(z) ⊙ p + σ''(z) ⊙ Σ_k ż_k ⊙ q_k,  s_k ← σ'(z) ⊙ q_k
+ * The time derivative: ∂z/∂t = c + g(1−g) w^g ⊙ y and ∂ż_k/∂t = g(1−g) w^g ⊙ ẏ_k, so
+ * ∂φ/∂t = Σ_l [ Σ_i r_i·c + (g(1−g) w^g)·γ ]. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf/mlp.h"
+#include "internal.h"
+
+struct layer {
+    size_t in, out;
+    size_t W, b, c, wg, bg; /* offsets into θ; c, wg, bg are (size_t)-1 when absent */
+};
+
+struct block {
+    char name[24];
+    size_t offset, rows, cols;
+};
+
+struct cnf_mlp {
+    cnf_mlp_config cfg;
+    size_t *hidden;
+    size_t L;            /* number of affine layers = n_hidden + 1 */
+    struct layer *layer; /* (L) */
+    size_t n_params, max_width;
+    struct block *blocks;
+    size_t n_blocks;
+};
+
+struct cnf_mlp_work {
+    size_t n_max, k_max, L;
+    double *X0;    /* (n_max (1+k_max), d_in): input rows and tangent directions */
+    double **Y;    /* per layer (rows, out): y (primal), ẏ (tangents) */
+    double **Z;    /* per layer: z, ż */
+    double **H;    /* per hidden layer: h = σ(z), ḣ = σ'(z) ż */
+    double **DS;   /* per hidden layer (n_max, out): σ'(z) */
+    double **D2S;  /* per hidden layer (n_max, out): σ''(z) */
+    double **G;    /* per layer (out): gate g (1 without squash) */
+    double *buf_a, *buf_b, *buf_c; /* reverse-pass scratch, (rows, max_width) each */
+    double *gamma;                 /* (max_width) */
+    /* What the last forward call computed. */
+    const cnf_mlp *m;
+    size_t n, K;
+    int unit; /* tangents are the unit vectors (exact trace) */
+    double t;
+};
+
+static const size_t ABSENT = (size_t)-1;
+
+/* ---- names ---------------------------------------------------------------------------------- */
+
+static const char *const act_names[] = {"tanh", "softplus", "elu", "swish"};
+static const char *const time_names[] = {"none", "concat", "concatsquash"};
+
+static int lookup(const char *what, const char *const *names, size_t n, const char *name, int *out)
+{
+    for (size_t i = 0; name && i < n; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (int)i;
+            return CNF_OK;
+        }
+    char list[128] = "";
+    for (size_t i = 0; i < n; i++) {
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+        if (i + 1 < n)
+            strncat(list, ", ", sizeof list - strlen(list) - 1);
+    }
+    return cnf_fail(CNF_ENAME, "unknown %s '%s' (valid: %s)", what, name ? name : "(null)", list);
+}
+
+int cnf_act_from_name(const char *name, cnf_act *out)
+{
+    int v = 0, rc = lookup("activation", act_names, 4, name, &v);
+    if (rc == CNF_OK)
+        *out = (cnf_act)v;
+    return rc;
+}
+
+const char *cnf_act_name(cnf_act act)
+{
+    return (unsigned)act < 4 ? act_names[act] : "invalid";
+}
+
+int cnf_time_mode_from_name(const char *name, cnf_time_mode *out)
+{
+    int v = 0, rc = lookup("time conditioning", time_names, 3, name, &v);
+    if (rc == CNF_OK)
+        *out = (cnf_time_mode)v;
+    return rc;
+}
+
+const char *cnf_time_mode_name(cnf_time_mode mode)
+{
+    return (unsigned)mode < 3 ? time_names[mode] : "invalid";
+}
+
+/* ---- activations ---------------------------------------------------------------------------- */
+
+static double sigmoid(double z)
+{
+    if (z >= 0)
+        return 1.0 / (1.0 + exp(-z));
+    double e = exp(z);
+    return e / (1.0 + e);
+}
+
+void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
+{
+    double h, d1, d2;
+    switch (act) {
+    case CNF_ACT_TANH:
+        h = tanh(z);
+        d1 = 1.0 - h * h;
+        d2 = -2.0 * h * d1;
+        break;
+    case CNF_ACT_SOFTPLUS: {
+        double sg = sigmoid(z);
+        h = z > 0 ? z + log1p(exp(-z)) : log1p(exp(z));
+        d1 = sg;
+        d2 = sg * (1.0 - sg);
+        break;
+    }
+    case CNF_ACT_ELU:
+        if (z > 0) {
+            h = z;
+            d1 = 1.0;
+            d2 = 0.0;
+        } else {
+            double e = exp(z);
+            h = expm1(z);
+            d1 = e;
+            d2 = e;
+        }
+        break;
+    default: { /* CNF_ACT_SWISH */
+        double sg = sigmoid(z), q = sg * (1.0 - sg);
+        h = z * sg;
+        d1 = sg + z * q;
+        d2 = q * (2.0 + z * (1.0 - 2.0 * sg));
+        break;
+    }
+    }
+    *s = h;
+    if (ds)
+        *ds = d1;
+    if (d2s)
+        *d2s = d2;
+}
+
+/* σ, σ', σ'' over n values; tanh gets its own loop since it is the common case. */
+static void act_apply(cnf_act act, size_t n, const double *z, double *h, double *ds, double *d2s)
+{
+    if (act == CNF_ACT_TANH) {
+        for (size_t i = 0; i < n; i++) {
+            double v = tanh(z[i]), d = 1.0 - v * v;
+            h[i] = v;
+            ds[i] = d;
+            d2s[i] = -2.0 * v * d;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        cnf_act_eval(act, z[i], &h[i], &ds[i], &d2s[i]);
+}
+
+/* ---- construction --------------------------------------------------------------------------- */
+
+static void add_block(cnf_mlp *m, size_t l, const char *what, size_t off, size_t rows, size_t cols)
+{
+    struct block *b = &m->blocks[m->n_blocks++];
+    snprintf(b->name, sizeof b->name, "%zu.%s", l + 1, what);
+    b->offset = off;
+    b->rows = rows;
+    b->cols = cols;
+}
+
+int cnf_mlp_create(cnf_mlp **out, const cnf_mlp_config *cfg)
+{
+    *out = NULL;
+    if (!cfg)
+        return cnf_fail(CNF_EINVAL, "MLP configuration is NULL");
+    if (cfg->d_in == 0 || cfg->d_out == 0)
+        return cnf_fail(CNF_EINVAL, "MLP dimensions must be positive (d_in = %zu, d_out = %zu)",
+                        cfg->d_in, cfg->d_out);
+    if (cfg->n_hidden > 0 && !cfg->hidden)
+        return cnf_fail(CNF_EINVAL, "MLP has %zu hidden layers but no widths", cfg->n_hidden);
+    for (size_t i = 0; i < cfg->n_hidden; i++)
+        if (cfg->hidden[i] == 0)
+            return cnf_fail(CNF_EINVAL, "MLP hidden layer %zu has width 0", i + 1);
+    if ((unsigned)cfg->act > CNF_ACT_SWISH)
+        return cnf_fail(CNF_EINVAL, "invalid activation value %d", (int)cfg->act);
+    if ((unsigned)cfg->time > CNF_TIME_CONCATSQUASH)
+        return cnf_fail(CNF_EINVAL, "invalid time-conditioning value %d", (int)cfg->time);
+
+    cnf_mlp *m = calloc(1, sizeof *m);
+    if (!m)
+        return cnf_fail(CNF_ENOMEM, "allocating the MLP");
+    m->cfg = *cfg;
+    m->L = cfg->n_hidden + 1;
+    m->hidden = cnf_calloc(cfg->n_hidden, sizeof *m->hidden);
+    m->layer = cnf_calloc(m->L, sizeof *m->layer);
+    m->blocks = cnf_calloc(5 * m->L, sizeof *m->blocks);
+    if (!m->hidden || !m->layer || !m->blocks) {
+        cnf_mlp_free(m);
+        return cnf_fail(CNF_ENOMEM, "allocating the MLP");
+    }
+    if (cfg->n_hidden)
+        memcpy(m->hidden, cfg->hidden, cfg->n_hidden * sizeof *m->hidden);
+    m->cfg.hidden = m->hidden;
+
+    size_t off = 0, in = cfg->d_in;
+    m->max_width = cfg->d_in;
+    for (size_t l = 0; l < m->L; l++) {
+        struct layer *ly = &m->layer[l];
+        ly->in = in;
+        ly->out = l + 1 < m->L ? cfg->hidden[l] : cfg->d_out;
+        ly->c = ly->wg = ly->bg = ABSENT;
+        ly->W = off;
+        add_block(m, l, "W", off, ly->out, ly->in);
+        off += ly->out * ly->in;
+        ly->b = off;
+        add_block(m, l, "b", off, ly->out, 1);
+        off += ly->out;
+        if (cfg->time != CNF_TIME_NONE) {
+            ly->c = off;
+            add_block(m, l, "c", off, ly->out, 1);
+            off += ly->out;
+        }
+        if (cfg->time == CNF_TIME_CONCATSQUASH) {
+            ly->wg = off;
+            add_block(m, l, "wg", off, ly->out, 1);
+            off += ly->out;
+            ly->bg = off;
+            add_block(m, l, "bg", off, ly->out, 1);
+            off += ly->out;
+        }
+        if (ly->out > m->max_width)
+            m->max_width = ly->out;
+        in = ly->out;
+    }
+    m->n_params = off;
+    *out = m;
+    return CNF_OK;
+}
+
+void cnf_mlp_free(cnf_mlp *m)
+{
+    if (!m)
+        return;
+    free(m->hidden);
+    free(m->layer);
+    free(m->blocks);
+    free(m);
+}
+
+size_t cnf_mlp_n_params(const cnf_mlp *m) { return m->n_params; }
+
+const cnf_mlp_config *cnf_mlp_get_config(const cnf_mlp *m) { return &m->cfg; }
+
+size_t cnf_mlp_n_blocks(const cnf_mlp *m) { return m->n_blocks; }
+
+int cnf_mlp_block(const cnf_mlp *m, size_t i, const char **name, size_t *offset, size_t *rows,
+                  size_t *cols)
+{
+    if (i >= m->n_blocks)
+        return cnf_fail(CNF_EINVAL, "MLP parameter block %zu out of range (%zu blocks)", i,
+                        m->n_blocks);
+    const struct block *b = &m->blocks[i];
+    if (name)
+        *name = b->name;
+    if (offset)
+        *offset = b->offset;
+    if (rows)
+        *rows = b->rows;
+    if (cols)
+        *cols = b->cols;
+    return CNF_OK;
+}
+
+static void uniform_fill(double *x, size_t n, double limit, cnf_rng *rng)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = limit * (2.0 * cnf_rng_uniform(rng) - 1.0);
+}
+
+void cnf_mlp_init(const cnf_mlp *m, double *theta, cnf_rng *rng)
+{
+    memset(theta, 0, m->n_params * sizeof *theta);
+    for (size_t l = 0; l < m->L; l++) {
+        const struct layer *ly = &m->layer[l];
+        double limit = m->cfg.act == CNF_ACT_TANH ? sqrt(6.0 / (double)(ly->in + ly->out))
+                                                  : sqrt(6.0 / (double)ly->in);
+        uniform_fill(theta + ly->W, ly->out * ly->in, limit, rng);
+        double small = 1.0 / sqrt((double)ly->in);
+        if (ly->c != ABSENT)
+            uniform_fill(theta + ly->c, ly->out, small, rng);
+        if (ly->wg != ABSENT)
+            uniform_fill(theta + ly->wg, ly->out, small, rng);
+    }
+}
+
+/* ---- workspace ------------------------------------------------------------------------------ */
+
+void cnf_mlp_work_free(cnf_mlp_work *w)
+{
+    if (!w)
+        return;
+    for (size_t l = 0; l < w->L; l++) {
+        if (w->Y) free(w->Y[l]);
+        if (w->Z) free(w->Z[l]);
+        if (w->H) free(w->H[l]);
+        if (w->DS) free(w->DS[l]);
+        if (w->D2S) free(w->D2S[l]);
+        if (w->G) free(w->G[l]);
+    }
+    free(w->Y);
+    free(w->Z);
+    free(w->H);
+    free(w->DS);
+    free(w->D2S);
+    free(w->G);
+    free(w->X0);
+    free(w->buf_a);
+    free(w->buf_b);
+    free(w->buf_c);
+    free(w->gamma);
+    free(w);
+}
+
+int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max)
+{
+    *out = NULL;
+    if (n_max == 0)
+        return cnf_fail(CNF_EINVAL, "MLP workspace for 0 rows");
+    if (k_max > (size_t)-1 / 2 / n_max)
+        return cnf_fail(CNF_EINVAL, "MLP workspace too large (%zu rows, %zu tangents)", n_max,
+                        k_max);
+    cnf_mlp_work *w = calloc(1, sizeof *w);
+    if (!w)
+        return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
+    size_t L = m->L, rows = n_max * (1 + k_max);
+    w->n_max = n_max;
+    w->k_max = k_max;
+    w->L = L;
+    w->Y = cnf_calloc(L, sizeof *w->Y);
+    w->Z = cnf_calloc(L, sizeof *w->Z);
+    w->H = cnf_calloc(L, sizeof *w->H);
+    w->DS = cnf_calloc(L, sizeof *w->DS);
+    w->D2S = cnf_calloc(L, sizeof *w->D2S);
+    w->G = cnf_calloc(L, sizeof *w->G);
+    int ok = w->Y && w->Z && w->H && w->DS && w->D2S && w->G;
+    for (size_t l = 0; ok && l < L; l++) {
+        size_t o = m->layer[l].out;
+        w->Y[l] = cnf_calloc(rows, o * sizeof(double));
+        w->Z[l] = cnf_calloc(rows, o * sizeof(double));
+        w->G[l] = cnf_calloc(o, sizeof(double));
+        ok = w->Y[l] && w->Z[l] && w->G[l];
+        if (ok && l + 1 < L) {
+            w->H[l] = cnf_calloc(rows, o * sizeof(double));
+            w->DS[l] = cnf_calloc(n_max, o * sizeof(double));
+            w->D2S[l] = cnf_calloc(n_max, o * sizeof(double));
+            ok = w->H[l] && w->DS[l] && w->D2S[l];
+        }
+    }
+    if (ok) {
+        w->X0 = cnf_calloc(rows, m->cfg.d_in * sizeof(double));
+        w->buf_a = cnf_calloc(rows, m->max_width * sizeof(double));
+        w->buf_b = cnf_calloc(rows, m->max_width * sizeof(double));
+        w->buf_c = cnf_calloc(rows, m->max_width * sizeof(double));
+        w->gamma = cnf_calloc(m->max_width, sizeof(double));
+        ok = w->X0 && w->buf_a && w->buf_b && w->buf_c && w->gamma;
+    }
+    if (!ok) {
+        cnf_mlp_work_free(w);
+        return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace (%zu rows)", rows);
+    }
+    *out = w;
+    return CNF_OK;
+}
+
+/* ---- forward with tangents ------------------------------------------------------------------ */
+
+static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *w, size_t ldx)
+{
+    if (!w || w->L != m->L)
+        return cnf_fail(CNF_EINVAL, "MLP workspace missing or made for another MLP");
+    if (n > w->n_max || K > w->k_max)
+        return cnf_fail(CNF_EDIM, "batch of %zu rows with %zu tangents exceeds the workspace "
+                        "(%zu rows, %zu tangents)", n, K, w->n_max, w->k_max);
+    if (ldx < m->cfg.d_in)
+        return cnf_fail(CNF_EDIM, "row stride %zu is smaller than the input dimension %zu", ldx,
+                        m->cfg.d_in);
+    return CNF_OK;
+}
+
+/* The shared pass behind forward, jvp and the divergences: fills w for n rows and K tangents. */
+static int run_forward(const cnf_mlp *m, const double *theta, double t, const double *X,
+                       size_t ldx, size_t n, const double *U, size_t K, int unit, cnf_mlp_work *w)
+{
+    int rc = check_call(m, n, K, w, ldx);
+    if (rc)
+        return rc;
+    const size_t d = m->cfg.d_in;
+    if (unit && K != d)
+        return cnf_fail(CNF_EDIM, "exact trace needs K = d = %zu tangents, got %zu", d, K);
+    w->m = m;
+    w->n = n;
+    w->K = K;
+    w->unit = unit;
+    w->t = t;
+    if (n == 0)
+        return CNF_OK;
+
+    const size_t rows = n * (1 + K);
+    for (size_t i = 0; i < n; i++)
+        memcpy(w->X0 + i * d, X + i * ldx, d * sizeof(double));
+    if (K && !unit)
+        memcpy(w->X0 + n * d, U, K * n * d * sizeof(double));
+
+    const double *in = w->X0;
+    for (size_t l = 0; l < m->L; l++) {
+        const struct layer *ly = &m->layer[l];
+        const size_t o = ly->out;
+        const double *W = theta + ly->W, *b = theta + ly->b;
+        double *Y = w->Y[l], *Z = w->Z[l], *g = w->G[l];
+
+        if (l == 0 && unit) {
+            /* ẏ_{k,i} = W e_k = column k of W: no GEMM for the tangents. */
+            cnf_gemm(0, 1, n, o, ly->in, 1.0, in, ly->in, W, ly->in, 0.0, Y, o);
+            for (size_t k = 0; k < K; k++)
+                for (size_t i = 0; i < n; i++) {
+                    double *yk = Y + ((1 + k) * n + i) * o;
+                    for (size_t j = 0; j < o; j++)
+                        yk[j] = W[j * ly->in + k];
+                }
+        } else {
+            cnf_gemm(0, 1, rows, o, ly->in, 1.0, in, ly->in, W, ly->in, 0.0, Y, o);
+        }
+
+        for (size_t j = 0; j < o; j++)
+            g[j] = ly->wg != ABSENT ? sigmoid(theta[ly->wg + j] * t + theta[ly->bg + j]) : 1.0;
+        /* Primal rows: y += b; z = g ⊙ y + c t. Tangent rows: ż = g ⊙ ẏ. */
+        for (size_t i = 0; i < n; i++) {
+            double *y = Y + i * o, *z = Z + i * o;
+            for (size_t j = 0; j < o; j++) {
+                y[j] += b[j];
+                z[j] = g[j] * y[j] + (ly->c != ABSENT ? theta[ly->c + j] * t : 0.0);
+            }
+        }
+        for (size_t r = n; r < rows; r++)
+            for (size_t j = 0; j < o; j++)
+                Z[r * o + j] = g[j] * Y[r * o + j];
+
+        if (l + 1 < m->L) {
+            double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
+            act_apply(m->cfg.act, n * o, Z, H, ds, d2s);
+            for (size_t k = 0; k < K; k++)
+                for (size_t i = 0; i < n * o; i++)
+                    H[(1 + k) * n * o + i] = ds[i] * Z[(1 + k) * n * o + i];
+            in = H;
+        }
+    }
+    return CNF_OK;
+}
+
+static void copy_output(const cnf_mlp_work *w, double *F, size_t ldf, double *JU)
+{
+    const size_t d = w->m->cfg.d_out, n = w->n;
+    const double *Z = w->Z[w->L - 1];
+    if (F)
+        for (size_t i = 0; i < n; i++)
+            memcpy(F + i * ldf, Z + i * d, d * sizeof(double));
+    if (JU && w->K)
+        memcpy(JU, Z + n * d, w->K * n * d * sizeof(double));
+}
+
+int cnf_mlp_forward(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
+                    size_t n, double *F, size_t ldf, cnf_mlp_work *w)
+{
+    if (F && ldf < m->cfg.d_out)
+        return cnf_fail(CNF_EDIM, "output row stride %zu < output dimension %zu", ldf,
+                        m->cfg.d_out);
+    int rc = run_forward(m, theta, t, X, ldx, n, NULL, 0, 0, w);
+    if (rc == CNF_OK)
+        copy_output(w, F, ldf, NULL);
+    return rc;
+}
+
+int cnf_mlp_jvp(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
+                size_t n, const double *U, size_t K, double *F, size_t ldf, double *JU,
+                cnf_mlp_work *w)
+{
+    if (F && ldf < m->cfg.d_out)
+        return cnf_fail(CNF_EDIM, "output row stride %zu < output dimension %zu", ldf,
+                        m->cfg.d_out);
+    if (JU && m->cfg.d_out != m->cfg.d_in)
+        return cnf_fail(CNF_EDIM, "Jacobian-vector products need d_out = d_in");
+    int rc = run_forward(m, theta, t, X, ldx, n, U, K, U == NULL && K > 0, w);
+    if (rc == CNF_OK)
+        copy_output(w, F, ldf, JU);
+    return rc;
+}
+
+int cnf_mlp_div_exact(const cnf_mlp *m, const double *theta, double t, const double *X,
+                      size_t ldx, size_t n, double *F, size_t ldf, double *div, cnf_mlp_work *w)
+{
+    const size_t d = m->cfg.d_in;
+    if (m->cfg.d_out != d)
+        return cnf_fail(CNF_EDIM, "divergence needs d_out = d_in (%zu != %zu)", m->cfg.d_out, d);
+    int rc = cnf_mlp_jvp(m, theta, t, X, ldx, n, NULL, d, F, ldf, NULL, w);
+    if (rc)
+        return rc;
+    const double *JU = w->Z[w->L - 1] + n * d; /* slab k: J e_k */
+    for (size_t i = 0; i < n; i++) {
+        double s = 0.0;
+        for (size_t k = 0; k < d; k++)
+            s += JU[(k * n + i) * d + k];
+        div[i] = s;
+    }
+    return CNF_OK;
+}
+
+int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t, const double *X,
+                      size_t ldx, size_t n, const double *E, size_t K, double *F, size_t ldf,
+                      double *div, cnf_mlp_work *w)
+{
+    const size_t d = m->cfg.d_in;
+    if (m->cfg.d_out != d)
+        return cnf_fail(CNF_EDIM, "divergence needs d_out = d_in (%zu != %zu)", m->cfg.d_out, d);
+    if (K == 0 || !E)
+        return cnf_fail(CNF_EINVAL, "Hutchinson estimate needs at least one probe");
+    int rc = cnf_mlp_jvp(m, theta, t, X, ldx, n, E, K, F, ldf, NULL, w);
+    if (rc)
+        return rc;
+    const double *JU = w->Z[w->L - 1] + n * d;
+    for (size_t i = 0; i < n; i++) {
+        double s = 0.0;
+        for (size_t k = 0; k < K; k++) {
+            const double *e = E + (k * n + i) * d, *ju = JU + (k * n + i) * d;
+            for (size_t j = 0; j < d; j++)
+                s += e[j] * ju[j];
+        }
+        div[i] = s / (double)K;
+    }
+    return CNF_OK;
+}
+
+/* ---- the reverse kernel --------------------------------------------------------------------- */
+
+int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
+                     const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
+                     cnf_mlp_work *w)
+{
+    if (!w || w->m != m)
+        return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
+                        "call on the same MLP");
+    if (R && ldr < m->cfg.d_out)
+        return cnf_fail(CNF_EDIM, "seed row stride %zu < output dimension %zu", ldr,
+                        m->cfg.d_out);
+    if (GX && ldgx < m->cfg.d_in)
+        return cnf_fail(CNF_EDIM, "gradient row stride %zu < input dimension %zu", ldgx,
+                        m->cfg.d_in);
+    const size_t n = w->n;
+    if (n == 0)
+        return CNF_OK;
+    /* Without tangent seeds the tangent rows carry nothing back: run over the primal rows only.
+     * (r still needs no ż terms then, since every q_k is zero.) */
+    const size_t K = S ? w->K : 0, rows = n * (1 + K);
+    const double t = w->t;
+
+    /* rs = seeds on z_l: primal rows r, then the tangent slabs s_k. */
+    double *rs = w->buf_a, *yb = w->buf_b, *pq = w->buf_c;
+    const size_t dout = m->cfg.d_out;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < dout; j++)
+            rs[i * dout + j] = R ? R[i * ldr + j] : 0.0;
+    if (K)
+        memcpy(rs + n * dout, S, K * n * dout * sizeof(double));
+
+    for (size_t l = m->L; l-- > 0;) {
+        const struct layer *ly = &m->layer[l];
+        const size_t o = ly->out, in = ly->in;
+        const double *W = theta + ly->W, *g = w->G[l], *Y = w->Y[l];
+        const int first = (l == 0);
+        const double *Hin = first ? w->X0 : w->H[l - 1];
+
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < o; j++)
+                yb[r * o + j] = g[j] * rs[r * o + j];
+
+        if (gtheta || gt) {
+            double *gam = w->gamma;
+            for (size_t j = 0; j < o; j++)
+                gam[j] = 0.0;
+            for (size_t r = 0; r < rows; r++)
+                for (size_t j = 0; j < o; j++)
+                    gam[j] += rs[r * o + j] * Y[r * o + j];
+            for (size_t j = 0; j < o; j++) {
+                double rsum = 0.0;
+                for (size_t i = 0; i < n; i++)
+                    rsum += rs[i * o + j];
+                double gg = ly->wg != ABSENT ? g[j] * (1.0 - g[j]) * gam[j] : 0.0;
+                if (gtheta) {
+                    double ybsum = 0.0;
+                    for (size_t i = 0; i < n; i++)
+                        ybsum += yb[i * o + j];
+                    gtheta[ly->b + j] += ybsum;
+                    if (ly->c != ABSENT)
+                        gtheta[ly->c + j] += t * rsum;
+                    if (ly->wg != ABSENT) {
+                        gtheta[ly->wg + j] += t * gg;
+                        gtheta[ly->bg + j] += gg;
+                    }
+                }
+                if (gt) {
+                    if (ly->c != ABSENT)
+                        *gt += rsum * theta[ly->c + j];
+                    if (ly->wg != ABSENT)
+                        *gt += gg * theta[ly->wg + j];
+                }
+            }
+        }
+        if (gtheta) {
+            /* ∇W += ȳᵀ h_{l−1} over all rows (primal and tangents) in one GEMM. */
+            if (first && w->unit && K) {
+                cnf_gemm(1, 0, o, in, n, 1.0, yb, o, Hin, in, 1.0, gtheta + ly->W, in);
+                for (size_t k = 0; k < K; k++)
+                    for (size_t i = 0; i < n; i++) {
+                        const double *yk = yb + ((1 + k) * n + i) * o;
+                        for (size_t j = 0; j < o; j++)
+                            gtheta[ly->W + j * in + k] += yk[j];
+                    }
+            } else {
+                cnf_gemm(1, 0, o, in, rows, 1.0, yb, o, Hin, in, 1.0, gtheta + ly->W, in);
+            }
+        }
+        if (first && !GX)
+            break;
+        /* p, q_k = Wᵀ ȳ, Wᵀ ẏ̄_k: rows × in. */
+        cnf_gemm(0, 0, rows, in, o, 1.0, yb, o, W, in, 0.0, pq, in);
+        if (first) {
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < in; j++)
+                    GX[i * ldgx + j] += pq[i * in + j];
+            break;
+        }
+        /* Seeds for z_{l−1}: r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k. */
+        const double *ds = w->DS[l - 1], *d2s = w->D2S[l - 1], *Zp = w->Z[l - 1];
+        for (size_t i = 0; i < n * in; i++) {
+            double acc = 0.0;
+            for (size_t k = 0; k < K; k++)
+                acc += Zp[(1 + k) * n * in + i] * pq[(1 + k) * n * in + i];
+            rs[i] = ds[i] * pq[i] + d2s[i] * acc;
+        }
+        for (size_t k = 0; k < K; k++)
+            for (size_t i = 0; i < n * in; i++)
+                rs[(1 + k) * n * in + i] = ds[i] * pq[(1 + k) * n * in + i];
+    }
+    return CNF_OK;
+}
