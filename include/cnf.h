@@ -4,4 +4,5 @@
 #include "cnf/core.h"
 #include "cnf/mlp.h"
 #include "cnf/solver.h"
+#include "cnf/data.h"
 #endif
