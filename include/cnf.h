@@ -5,4 +5,5 @@
 #include "cnf/mlp.h"
 #include "cnf/solver.h"
 #include "cnf/data.h"
+#include "cnf/optim.h"
 #endif
