@@ -1,0 +1,101 @@
+/* The explicit Runge–Kutta engine shared by every tableau method (Hairer, Nørsett & Wanner,
+ * "Solving ODEs I", §II.1): stages k_i = f(t + c_i h, y + h Σ_{j<i} a_ij k_j), the solution
+ * y + h Σ b_i k_i and the embedded error estimate h Σ e_i k_i. With an FSAL table the last
+ * stage is f(t + h, y_{n+1}), handed back through dydt_out so the driver passes it in as the
+ * next step's first stage: s − 1 evaluations per accepted step (as torchdiffeq does). */
+#include <stdlib.h>
+
+#include "internal.h"
+#include "stepper.h"
+
+typedef struct erk_state {
+    size_t dim, stages;
+    double *k;    /* (stages, dim) stage derivatives */
+    double *ytmp; /* (dim) stage argument */
+} erk_state;
+
+void *cnf_erk_alloc(const cnf_stepper_type *T, size_t dim)
+{
+    erk_state *s = cnf_calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->dim = dim;
+    s->stages = T->tableau->stages;
+    s->k = cnf_calloc(s->stages * dim, sizeof *s->k);
+    s->ytmp = cnf_calloc(dim, sizeof *s->ytmp);
+    if (!s->k || !s->ytmp) {
+        cnf_erk_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void cnf_erk_free(void *state)
+{
+    erk_state *s = state;
+    if (!s)
+        return;
+    free(s->k);
+    free(s->ytmp);
+    free(s);
+}
+
+/* The engine keeps nothing between steps (the FSAL stage lives in the driver). */
+void cnf_erk_reset(void *state) { (void)state; }
+
+/* out = y + h Σ_{j<n} w_j k_j, skipping zero weights. */
+static void combine(double *out, const double *y, double h, const double *w, size_t n,
+                    const double *const *k, size_t dim)
+{
+    for (size_t i = 0; i < dim; i++)
+        out[i] = y ? y[i] : 0.0;
+    for (size_t j = 0; j < n; j++) {
+        if (w[j] == 0.0)
+            continue;
+        double hw = h * w[j];
+        const double *kj = k[j];
+        for (size_t i = 0; i < dim; i++)
+            out[i] += hw * kj[i];
+    }
+}
+
+int cnf_erk_apply(void *state, const cnf_stepper_type *T, cnf_sys *sys, double t, double h,
+                  const double *y, double *y_out, double *yerr, const double *dydt_in,
+                  double *dydt_out)
+{
+    erk_state *s = state;
+    const cnf_rk_tableau *tab = T->tableau;
+    size_t dim = s->dim, ns = tab->stages;
+    const double *k[16]; /* stage pointers; no table has more than 16 stages */
+    int rc;
+
+    if (dydt_in) {
+        k[0] = dydt_in;
+    } else {
+        if ((rc = cnf_sys_eval(sys, t, y, s->k)))
+            return rc;
+        k[0] = s->k;
+    }
+    for (size_t i = 1; i < ns; i++) {
+        double *ki = s->k + i * dim;
+        /* With FSAL the last stage's argument is the new solution itself. */
+        double *arg = (tab->fsal && i == ns - 1) ? y_out : s->ytmp;
+        combine(arg, y, h, tab->a + i * ns, i, k, dim);
+        if ((rc = cnf_sys_eval(sys, t + tab->c[i] * h, arg, ki)))
+            return rc;
+        k[i] = ki;
+    }
+    if (!tab->fsal)
+        combine(y_out, y, h, tab->b, ns, k, dim);
+    if (yerr)
+        combine(yerr, NULL, h, tab->e, ns, k, dim);
+    if (dydt_out) {
+        if (tab->fsal) {
+            for (size_t i = 0; i < dim; i++)
+                dydt_out[i] = k[ns - 1][i];
+        } else if ((rc = cnf_sys_eval(sys, t + h, y_out, dydt_out))) {
+            return rc;
+        }
+    }
+    return 0;
+}
