@@ -6,4 +6,7 @@
 #include "cnf/solver.h"
 #include "cnf/data.h"
 #include "cnf/optim.h"
+#include "cnf/safetensors.h"
+#include "cnf/flow.h"
+#include "cnf/cflow.h"
 #endif
