@@ -7,6 +7,4 @@
 #include "cnf/data.h"
 #include "cnf/optim.h"
 #include "cnf/safetensors.h"
-#include "cnf/flow.h"
-#include "cnf/cflow.h"
 #endif
