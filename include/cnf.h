@@ -7,4 +7,5 @@
 #include "cnf/data.h"
 #include "cnf/optim.h"
 #include "cnf/safetensors.h"
+#include "cnf/plot.h"
 #endif
