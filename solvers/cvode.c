@@ -52,6 +52,7 @@ typedef struct cv_state {
     double wscale;              /* weight scale emulating the norm (see the header comment) */
     int nonfinite;              /* the RHS produced a non-finite value */
     int rhs_rc;                 /* last non-zero RHS return */
+    int rhs_fatal;              /* last negative RHS return */
     char msg[400];              /* last message from CVODE */
 } cv_state;
 
@@ -69,7 +70,9 @@ static int rhs_wrap(sunrealtype t, N_Vector y, N_Vector dy, void *data)
     int rc = cnf_sys_eval(&s->sys, t, N_VGetArrayPointer(y), out);
     if (rc)
         s->rhs_rc = rc;
-    else
+    if (rc < 0)
+        s->rhs_fatal = rc;
+    if (!rc)
         for (size_t i = 0; i < s->dim; i++)
             if (!isfinite(out[i])) {
                 s->nonfinite = 1;
@@ -116,6 +119,9 @@ static int cv_error(cv_state *s, int flag, const char *call, double t)
      * up: report the cause, not the symptom. */
     if (s->nonfinite && code != CNF_ERHS && code != CNF_EINVAL)
         code = CNF_ENONFINITE;
+    /* A fatal RHS return inside the fixed-point iteration surfaces as CV_CONV_FAILURE. */
+    if (s->rhs_fatal)
+        code = CNF_ERHS;
     char *name = CVodeGetReturnFlagName(flag);
     int rc = cnf_fail(code, "%s: %s returned %s near t = %g%s%s%s", s->T->name, call,
                       name ? name : "?", t, s->rhs_rc ? " (RHS returned non-zero)" : "",
@@ -182,7 +188,7 @@ static int cv_begin(cv_state *s, cnf_sys *sys, double t0, double t1, const doubl
     s->sys = *sys;
     s->opt = *opt;
     s->nonfinite = 0;
-    s->rhs_rc = 0;
+    s->rhs_rc = s->rhs_fatal = 0;
     s->msg[0] = 0;
     size_t nb = s->dim / opt->block, n_ctrl = nb * opt->block_ctrl;
     s->wscale = sqrt((double)s->dim / (double)(opt->norm == CNF_NORM_MAX_BLOCK
@@ -482,6 +488,7 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
     if (flag < 0) {
         a->fwd.nonfinite |= a->nonfinite_b;
         a->fwd.rhs_rc = a->rc_b;
+        a->fwd.rhs_fatal = a->rc_b < 0 ? a->rc_b : a->fwd.rhs_fatal;
         return cv_error(&a->fwd, flag, "CVodeB", a->t1);
     }
     double tret = a->t0;

@@ -6,9 +6,26 @@
 #include <stdio.h>
 
 int cmd_demo(int argc, char **argv);
+int cmd_solvers(int argc, char **argv);
 
 
 /* Print "cnf <cmd>: <message>" to stderr together with the library's detail message for code. */
 void cli_error(const char *cmd, int code, const char *what);
+
+/* ---- helpers shared by the subcommands (util.c) ---- */
+/* s as a JSON string literal (quotes and escapes). */
+void cli_json_string(FILE *out, const char *s);
+/* v as a JSON number with all 17 digits; null if NaN or Inf. */
+void cli_json_number(FILE *out, double v);
+/* Comma-separated lists for option opt of command cmd: 0 and *out (free with free(), or
+ * cli_free_list for names) with *n items, or -1 after a message on stderr (empty item, not a
+ * finite number, not a positive integer). */
+int cli_parse_doubles(const char *cmd, const char *opt, const char *arg, double **out, size_t *n);
+int cli_parse_sizes(const char *cmd, const char *opt, const char *arg, size_t **out, size_t *n);
+int cli_parse_names(const char *cmd, const char *opt, const char *arg, char ***out, size_t *n);
+void cli_free_list(char **items);
+/* If argv[*i] is option name, as "--name VALUE" (advancing *i) or "--name=VALUE": 1 with *value
+ * (NULL when the value is missing); otherwise 0. */
+int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value);
 
 #endif

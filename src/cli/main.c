@@ -13,6 +13,7 @@ struct command {
 
 static const struct command commands[] = {
     {"demo", cmd_demo, "evaluate a small random MLP velocity field and its divergence"},
+    {"solvers", cmd_solvers, "compare ODE solvers on problems with known answers"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

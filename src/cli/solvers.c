@@ -1,0 +1,267 @@
+/* `cnf solvers`: compare ODE methods on problems with known answers (issue 3). For each method
+ * and each step count (fixed-step methods) or tolerance (adaptive methods, rtol = atol) it solves
+ * the problem once and prints NFE, accepted/rejected steps, wall time and the error against the
+ * exact answer; --json adds one JSON array as the last line of stdout. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../problems.h"
+#include "cli.h"
+#include "cnf.h"
+
+#define CMD "solvers"
+
+static void help(FILE *out)
+{
+    fprintf(out,
+            "usage: cnf solvers [--problem NAME] [--methods LIST] [--steps LIST] [--tols LIST]"
+            " [--json]\n\n"
+            "Solve one problem with several ODE methods and compare their cost and error.\n"
+            "Fixed-step methods run once per step count, adaptive ones once per tolerance.\n\n"
+            "options:\n"
+            "  --problem NAME  problem to solve (default linear), one of:\n");
+    for (size_t i = 0; i < cnf_problem_count(); i++)
+        fprintf(out, "                    %-9s %s\n", cnf_problem_at(i)->name,
+                cnf_problem_at(i)->help);
+    fprintf(out, "  --methods LIST  comma-separated methods (default: all), from:\n");
+    for (size_t i = 0; i < cnf_stepper_count(); i++) {
+        const cnf_stepper_type *T = cnf_stepper_at(i);
+        fprintf(out, "                    %-12s order %u, %s\n", cnf_stepper_name(T),
+                cnf_stepper_order(T),
+                cnf_stepper_is_cvodes(T) ? "SUNDIALS CVODES, variable order (max shown)"
+                : cnf_stepper_is_adaptive(T) ? "embedded pair, adaptive (PI control)"
+                                             : "fixed step");
+    }
+    fprintf(out,
+            "  --steps LIST    step counts for the fixed-step methods (default 16,32,64,128)\n"
+            "  --tols LIST     tolerances for the adaptive methods, used as rtol = atol\n"
+            "                  (default 1e-3,1e-6,1e-9)\n"
+            "  --json          after the table, print one JSON array on the last line of stdout:\n"
+            "                  one object per run with keys method, steps (fixed-step) or rtol\n"
+            "                  (adaptive), nfe, accepted, rejected, seconds, error; gaussian adds\n"
+            "                  error_x and error_logp; a failed run has error null and a status\n"
+            "                  key naming the error\n"
+            "  --help          print this help\n\n"
+            "error: max abs error of the final state against the exact answer (robertson: a\n"
+            "reference). nfe counts every right-hand-side call, as counted by cnf's driver.\n"
+            "A run that fails (e.g. too many steps) is reported in its row, not as an exit code.\n"
+            "exit status: 0 ok, 1 setup failure, 2 bad options.\n");
+}
+
+typedef struct run_result {
+    const cnf_stepper_type *T;
+    size_t steps; /* 0 for adaptive runs */
+    double tol;
+    int rc;
+    cnf_ode_stats st;
+    double seconds, error, err_x, err_logp;
+} run_result;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int solve_one(const cnf_problem *p, const double *ref, run_result *r)
+{
+    cnf_ode_solver *s;
+    cnf_ode_options opt;
+    double *y = calloc(p->dim, sizeof *y);
+    int rc = y ? cnf_ode_solver_create(&s, r->T, p->dim) : CNF_ENOMEM;
+    if (rc) {
+        free(y);
+        return rc;
+    }
+    cnf_ode_options_default(&opt);
+    opt.steps = r->steps;
+    opt.rtol = opt.atol = r->tol;
+    opt.block = p->block;
+    p->initial(y);
+    double t = now();
+    r->rc = cnf_ode_solve(s, p->f, NULL, p->t0, p->t1, y, &opt, NULL, NULL, &r->st);
+    r->seconds = now() - t;
+    p->errors(y, ref, &r->err_x, &r->err_logp);
+    r->error = cnf_problem_error(p, y, ref);
+    cnf_ode_solver_free(s);
+    free(y);
+    return CNF_OK;
+}
+
+static void print_table(const cnf_problem *p, const run_result *r, size_t n)
+{
+    int logp = !strcmp(p->name, "gaussian");
+    printf("problem %s: %s\n\n", p->name, p->help);
+    printf("%-12s %10s %9s %9s %9s %11s %11s%s\n", "method", "steps/rtol", "nfe", "accepted",
+           "rejected", "seconds", "error", logp ? "     error_x  error_logp" : "");
+    for (size_t i = 0; i < n; i++) {
+        char setting[32];
+        if (r[i].steps)
+            snprintf(setting, sizeof setting, "%zu", r[i].steps);
+        else
+            snprintf(setting, sizeof setting, "%.0e", r[i].tol);
+        printf("%-12s %10s %9zu %9zu %9zu %11.3e ", cnf_stepper_name(r[i].T), setting,
+               r[i].st.nfe, r[i].st.accepted, r[i].st.rejected, r[i].seconds);
+        if (r[i].rc)
+            printf("failed: %s at t = %g\n", cnf_strerror(r[i].rc), r[i].st.t_reached);
+        else if (logp)
+            printf("%11.3e %11.3e %11.3e\n", r[i].error, r[i].err_x, r[i].err_logp);
+        else
+            printf("%11.3e\n", r[i].error);
+    }
+}
+
+static void print_json(const cnf_problem *p, const run_result *r, size_t n)
+{
+    int logp = !strcmp(p->name, "gaussian");
+    putchar('[');
+    for (size_t i = 0; i < n; i++) {
+        printf("%s{\"method\":", i ? "," : "");
+        cli_json_string(stdout, cnf_stepper_name(r[i].T));
+        if (r[i].steps) {
+            printf(",\"steps\":%zu", r[i].steps);
+        } else {
+            printf(",\"rtol\":");
+            cli_json_number(stdout, r[i].tol);
+        }
+        printf(",\"nfe\":%zu,\"accepted\":%zu,\"rejected\":%zu,\"seconds\":", r[i].st.nfe,
+               r[i].st.accepted, r[i].st.rejected);
+        cli_json_number(stdout, r[i].seconds);
+        printf(",\"error\":");
+        cli_json_number(stdout, r[i].rc ? NAN : r[i].error);
+        if (logp && !r[i].rc) {
+            printf(",\"error_x\":");
+            cli_json_number(stdout, r[i].err_x);
+            printf(",\"error_logp\":");
+            cli_json_number(stdout, r[i].err_logp);
+        }
+        if (r[i].rc) {
+            printf(",\"status\":");
+            cli_json_string(stdout, cnf_strerror(r[i].rc));
+        }
+        putchar('}');
+    }
+    printf("]\n");
+}
+
+static void list_names(FILE *out, int problems)
+{
+    size_t n = problems ? cnf_problem_count() : cnf_stepper_count();
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "%s%s", i ? ", " : "",
+                problems ? cnf_problem_at(i)->name : cnf_stepper_name(cnf_stepper_at(i)));
+}
+
+int cmd_solvers(int argc, char **argv)
+{
+    const char *problem = "linear", *methods = NULL, *steps_arg = "16,32,64,128";
+    const char *tols_arg = "1e-3,1e-6,1e-9", *v;
+    int json = 0, status = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help(stdout);
+            return 0;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        const char **dst = NULL, *name = NULL;
+        static const char *const opts[] = {"--problem", "--methods", "--steps", "--tols"};
+        const char **dsts[] = {&problem, &methods, &steps_arg, &tols_arg};
+        for (size_t k = 0; k < 4 && !dst; k++)
+            if (cli_option_value(argc, argv, &i, opts[k], &v)) {
+                dst = dsts[k];
+                name = opts[k];
+            }
+        if (!dst) {
+            fprintf(stderr, "cnf solvers: unknown option '%s' (cnf solvers --help lists them)\n",
+                    a);
+            return 2;
+        }
+        if (!v) {
+            fprintf(stderr, "cnf solvers: %s needs a value\n", name);
+            return 2;
+        }
+        *dst = v;
+    }
+
+    const cnf_problem *p = cnf_problem_find(problem);
+    if (!p) {
+        fprintf(stderr, "cnf solvers: unknown problem '%s' (valid: ", problem);
+        list_names(stderr, 1);
+        fprintf(stderr, ")\n");
+        return 2;
+    }
+    char **mnames = NULL;
+    size_t n_methods = cnf_stepper_count(), n_steps = 0, n_tols = 0, n_runs = 0;
+    size_t *steps = NULL;
+    double *tols = NULL, *ref = NULL;
+    const cnf_stepper_type **types = NULL;
+    run_result *runs = NULL;
+    if ((methods && cli_parse_names(CMD, "--methods", methods, &mnames, &n_methods)) ||
+        cli_parse_sizes(CMD, "--steps", steps_arg, &steps, &n_steps) ||
+        cli_parse_doubles(CMD, "--tols", tols_arg, &tols, &n_tols))
+        goto done;
+    for (size_t k = 0; k < n_tols; k++)
+        if (!(tols[k] > 0)) {
+            fprintf(stderr, "cnf solvers: --tols: %g is not a positive tolerance\n", tols[k]);
+            goto done;
+        }
+    types = calloc(n_methods, sizeof *types);
+    if (!types)
+        goto oom;
+    for (size_t m = 0; m < n_methods; m++) {
+        if (!mnames) {
+            types[m] = cnf_stepper_at(m);
+        } else if (cnf_stepper_from_name(mnames[m], &types[m])) {
+            fprintf(stderr, "cnf solvers: --methods: unknown method '%s' (valid: ", mnames[m]);
+            list_names(stderr, 0);
+            fprintf(stderr, ")\n");
+            goto done;
+        }
+        n_runs += cnf_stepper_is_adaptive(types[m]) ? n_tols : n_steps;
+    }
+
+    status = 1;
+    runs = calloc(n_runs ? n_runs : 1, sizeof *runs);
+    ref = calloc(p->dim, sizeof *ref);
+    if (!runs || !ref)
+        goto oom;
+    int rc = p->reference(ref);
+    if (rc) {
+        cli_error(CMD, rc, "computing the reference solution");
+        goto done;
+    }
+    size_t r = 0;
+    for (size_t m = 0; m < n_methods; m++) {
+        int adaptive = cnf_stepper_is_adaptive(types[m]);
+        for (size_t k = 0; k < (adaptive ? n_tols : n_steps); k++, r++) {
+            runs[r].T = types[m];
+            runs[r].steps = adaptive ? 0 : steps[k];
+            runs[r].tol = adaptive ? tols[k] : 0;
+            if ((rc = solve_one(p, ref, &runs[r]))) {
+                cli_error(CMD, rc, "setting up a solver");
+                goto done;
+            }
+        }
+    }
+    print_table(p, runs, n_runs);
+    if (json)
+        print_json(p, runs, n_runs);
+    status = 0;
+    goto done;
+oom:
+    fprintf(stderr, "cnf solvers: out of memory\n");
+done:
+    cli_free_list(mnames);
+    free(steps);
+    free(tols);
+    free(types);
+    free(runs);
+    free(ref);
+    return status;
+}

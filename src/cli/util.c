@@ -1,0 +1,153 @@
+/* Helpers shared by the `cnf` subcommands: JSON output and comma-separated option lists. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+void cli_json_string(FILE *out, const char *s)
+{
+    fputc('"', out);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", out); break;
+        case '\\': fputs("\\\\", out); break;
+        case '\n': fputs("\\n", out); break;
+        case '\t': fputs("\\t", out); break;
+        case '\r': fputs("\\r", out); break;
+        default:
+            if (*p < 0x20)
+                fprintf(out, "\\u%04x", *p);
+            else
+                fputc(*p, out);
+        }
+    }
+    fputc('"', out);
+}
+
+void cli_json_number(FILE *out, double v)
+{
+    if (isfinite(v))
+        fprintf(out, "%.17g", v);
+    else
+        fputs("null", out); /* JSON has no NaN or Inf */
+}
+
+/* The items of a comma-separated list, or NULL (message on stderr) if an item is empty. */
+static char **split(const char *cmd, const char *opt, const char *arg, size_t *n)
+{
+    size_t count = 1, len = strlen(arg);
+    for (const char *p = arg; *p; p++)
+        count += *p == ',';
+    char **items = calloc(count, sizeof *items);
+    char *buf = malloc(len + 1);
+    if (!items || !buf) {
+        free(items);
+        free(buf);
+        fprintf(stderr, "cnf %s: out of memory reading %s\n", cmd, opt);
+        return NULL;
+    }
+    memcpy(buf, arg, len + 1);
+    char *p = buf;
+    for (size_t i = 0; i < count; i++) {
+        items[i] = p;
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = 0;
+        if (!*items[i]) {
+            fprintf(stderr, "cnf %s: %s '%s': empty item %zu in the comma-separated list\n",
+                    cmd, opt, arg, i + 1);
+            free(buf);
+            free(items);
+            return NULL;
+        }
+        p = comma ? comma + 1 : p + strlen(p);
+    }
+    *n = count;
+    return items; /* items[0] is the start of buf: cli_free_list frees both */
+}
+
+void cli_free_list(char **items)
+{
+    if (items)
+        free(items[0]);
+    free(items);
+}
+
+int cli_parse_names(const char *cmd, const char *opt, const char *arg, char ***out, size_t *n)
+{
+    *out = split(cmd, opt, arg, n);
+    return *out ? 0 : -1;
+}
+
+int cli_parse_doubles(const char *cmd, const char *opt, const char *arg, double **out, size_t *n)
+{
+    char **items = split(cmd, opt, arg, n);
+    *out = NULL;
+    if (!items)
+        return -1;
+    double *v = calloc(*n, sizeof *v);
+    int rc = v ? 0 : -1;
+    for (size_t i = 0; !rc && i < *n; i++) {
+        char *end;
+        errno = 0;
+        v[i] = strtod(items[i], &end);
+        if (*end || errno || !isfinite(v[i])) {
+            fprintf(stderr, "cnf %s: %s: '%s' is not a finite number\n", cmd, opt, items[i]);
+            rc = -1;
+        }
+    }
+    cli_free_list(items);
+    if (rc)
+        free(v);
+    else
+        *out = v;
+    return rc;
+}
+
+int cli_parse_sizes(const char *cmd, const char *opt, const char *arg, size_t **out, size_t *n)
+{
+    char **items = split(cmd, opt, arg, n);
+    *out = NULL;
+    if (!items)
+        return -1;
+    size_t *v = calloc(*n, sizeof *v);
+    int rc = v ? 0 : -1;
+    for (size_t i = 0; !rc && i < *n; i++) {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(items[i], &end, 10);
+        if (*end || errno || items[i][0] == '-' || items[i][0] == '+' || x == 0) {
+            fprintf(stderr, "cnf %s: %s: '%s' is not a positive integer\n", cmd, opt, items[i]);
+            rc = -1;
+        }
+        v[i] = (size_t)x;
+    }
+    cli_free_list(items);
+    if (rc)
+        free(v);
+    else
+        *out = v;
+    return rc;
+}
+
+int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value)
+{
+    size_t len = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, len))
+        return 0;
+    if (a[len] == '=') {
+        *value = a + len + 1;
+        return 1;
+    }
+    if (a[len])
+        return 0;
+    if (*i + 1 >= argc) {
+        *value = NULL;
+        return 1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
