@@ -8,4 +8,6 @@
 #include "cnf/optim.h"
 #include "cnf/safetensors.h"
 #include "cnf/plot.h"
+#include "cnf/flow.h"
+#include "cnf/cflow.h"
 #endif

@@ -1,0 +1,78 @@
+/* The flow interface shared by continuous and discrete flows (DESIGN.md §1).
+ *
+ * A flow maps data x ∈ R^d to a base point z with a standard normal base density, and gives
+ *     log p(x) = log N(z; 0, I) + log |det ∂z/∂x|.
+ * Training, evaluation, sampling, the CLI and the examples use only these calls, so they work for
+ * every kind of flow unchanged. The flow owns its parameters: one flat array of n_params doubles
+ * (cnf_flow_params), which the optimizer updates in place and model files store. */
+#ifndef CNF_FLOW_H
+#define CNF_FLOW_H
+
+#include "cnf/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cnf_flow cnf_flow;
+
+/* What one call cost and found. Every field is set by the call (zeros where not applicable). */
+typedef struct cnf_flow_stats {
+    size_t nfe_forward;   /* right-hand-side evaluations in the forward solve(s) */
+    size_t nfe_backward;  /* right-hand-side evaluations in the gradient pass */
+    size_t steps;         /* accepted forward steps */
+    size_t rejected;      /* rejected forward steps */
+    double nll;           /* mean negative log-likelihood (nats) of the batch */
+    double reg_kinetic;   /* mean kinetic-energy integral ∫||v||² (CNF with regularizers) */
+    double reg_jacobian;  /* mean Jacobian Frobenius integral ∫||J||_F² (estimated) */
+} cnf_flow_stats;
+
+/* Kind of flow ("cnf", "realnvp", ...), data dimension, parameter count and the parameters. */
+CNF_API const char *cnf_flow_kind(const cnf_flow *f);
+CNF_API size_t cnf_flow_dim(const cnf_flow *f);
+CNF_API size_t cnf_flow_n_params(const cnf_flow *f);
+CNF_API double *cnf_flow_params(cnf_flow *f); /* (n_params), owned by f */
+
+/* The map to the base and back. encode: Z (n, d) = z(x_i) and logdet[i] = log|det ∂z/∂x| at x_i,
+ * so log p(x) = log N(z; 0, I) + logdet. decode: X (n, d) = x(z_i), the inverse map, with
+ * logdet[i] the same quantity at the decoded point. logdet may be NULL. */
+CNF_API int cnf_flow_encode(cnf_flow *f, const double *X, size_t n, double *Z, double *logdet,
+                            cnf_flow_stats *stats);
+CNF_API int cnf_flow_decode(cnf_flow *f, const double *Z, size_t n, double *X, double *logdet,
+                            cnf_flow_stats *stats);
+
+/* logp[i] = log p(x_i) for the n rows of X (n, d). stats may be NULL. On failure logp is
+ * unspecified and the code says why (e.g. CNF_ESTEP_UNDERFLOW from the ODE solver). */
+CNF_API int cnf_flow_log_prob(cnf_flow *f, const double *X, size_t n, double *logp,
+                              cnf_flow_stats *stats);
+
+/* Draw n samples: z_i ~ N(0, I) (n·d normals from rng, row by row), X (n, d) = decode(z) and,
+ * if logp is not NULL, their log-density. Draws only from rng. */
+CNF_API int cnf_flow_sample(cnf_flow *f, size_t n, cnf_rng *rng, double *X, double *logp,
+                            cnf_flow_stats *stats);
+
+/* The training objective on a batch X (n, d) — the mean negative log-likelihood plus the flow's
+ * regularizers — into *loss, and its gradient w.r.t. the parameters into grad (n_params,
+ * overwritten). rng supplies any randomness of the objective (Hutchinson probes); it may be NULL
+ * for flows that need none. */
+CNF_API int cnf_flow_nll_grad(cnf_flow *f, const double *X, size_t n, cnf_rng *rng,
+                              double *loss, double *grad, cnf_flow_stats *stats);
+
+/* As cnf_flow_nll_grad, and also gx (n, d) = ∂loss/∂X (either of grad and gx may be NULL). */
+CNF_API int cnf_flow_nll_grad_x(cnf_flow *f, const double *X, size_t n, cnf_rng *rng,
+                                double *loss, double *grad, double *gx, cnf_flow_stats *stats);
+
+/* The objective alone, with the same randomness as cnf_flow_nll_grad given the same rng state
+ * (what finite-difference checks compare against). */
+CNF_API int cnf_flow_loss(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *loss,
+                          cnf_flow_stats *stats);
+
+CNF_API void cnf_flow_free(cnf_flow *f);
+
+/* log N(z; 0, I) for one point of dimension d. */
+CNF_API double cnf_std_normal_logpdf(const double *z, size_t d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1016 @@
+/* Continuous normalizing flow: the augmented ODE, log-density, sampling, and the three gradient
+ * passes (see cnf/cflow.h for the math and DESIGN.md §2 for its derivation).
+ *
+ * State layout: one block of S = d + 3 numbers per sample, (x, ℓ, E, N), so the MLP reads x with
+ * row stride S and the solver's max-over-blocks norm sees one sample per block; only x and ℓ are
+ * under error control (block_ctrl = d + 1). Time is τ ∈ [0, 1]: g(τ, s) = T·[v, −D, ||v||², F̂]
+ * evaluated at t = Tτ.
+ *
+ * The adjoint of the loss L w.r.t. the state, λ = (a, λ_ℓ, λ_E, λ_N) per sample, has constant
+ * λ_ℓ, λ_E, λ_N (g does not depend on ℓ, E, N). Every backward pass needs the same vector-Jacobian
+ * product of g, φ = λ·g, which is one call of the field's reverse kernel with seeds
+ *     R = T (a + 2 λ_E v),   S_k = T (−λ_ℓ w u_k + (2 λ_N / K) J u_k),
+ * w = 1 for the exact trace (u_k = e_k) and 1/K for Hutchinson; and ∂φ/∂T = φ/T + τ ∂φ/∂t. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf/cflow.h"
+#include "flow.h"
+#include "internal.h"
+
+/* ---- names and defaults --------------------------------------------------------------------- */
+
+static const char *const trace_names[] = {"exact", "hutchinson-gauss", "hutchinson-rademacher"};
+static const char *const grad_names[] = {"backprop", "adjoint", "backsolve"};
+
+static int name_lookup(const char *what, const char *const *names, int n, const char *name)
+{
+    for (int i = 0; name && i < n; i++)
+        if (!strcmp(name, names[i]))
+            return i;
+    cnf_fail(CNF_ENAME, "unknown %s '%s' (valid: %s, %s, %s)", what, name ? name : "(null)",
+             names[0], names[1], names[2]);
+    return -1;
+}
+
+int cnf_trace_from_name(const char *name, cnf_trace *out)
+{
+    int i = name_lookup("trace estimator", trace_names, 3, name);
+    if (i < 0)
+        return CNF_ENAME;
+    *out = (cnf_trace)i;
+    return CNF_OK;
+}
+
+const char *cnf_trace_name(cnf_trace t) { return (unsigned)t < 3 ? trace_names[t] : "invalid"; }
+
+int cnf_grad_mode_from_name(const char *name, cnf_grad_mode *out)
+{
+    int i = name_lookup("gradient mode", grad_names, 3, name);
+    if (i < 0)
+        return CNF_ENAME;
+    *out = (cnf_grad_mode)i;
+    return CNF_OK;
+}
+
+const char *cnf_grad_mode_name(cnf_grad_mode g)
+{
+    return (unsigned)g < 3 ? grad_names[g] : "invalid";
+}
+
+void cnf_cflow_config_default(cnf_cflow_config *cfg, size_t dim)
+{
+    static const size_t toy_hidden[] = {64, 64, 64};
+    memset(cfg, 0, sizeof *cfg);
+    cfg->dim = dim;
+    cfg->n_hidden = 3;
+    cfg->hidden = toy_hidden;
+    cfg->act = CNF_ACT_TANH;
+    cfg->time = CNF_TIME_CONCATSQUASH;
+    cfg->blocks = 1;
+    cfg->T = 1.0;
+    cfg->trace = CNF_TRACE_EXACT;
+    cfg->probes = 1;
+    cfg->eval_trace = CNF_TRACE_EXACT;
+    cfg->grad = CNF_GRAD_ADJOINT;
+    cfg->train.stepper = cnf_stepper_dopri5;
+    cnf_ode_options_default(&cfg->train.opt);
+    cfg->train.opt.rtol = cfg->train.opt.atol = 1e-5;
+    cfg->eval = cfg->train;
+    cfg->checkpoint_steps = 50;
+}
+
+/* ---- the MLP as a field --------------------------------------------------------------------- */
+
+static int mlp_work_create(void *ctx, size_t n_max, size_t k_max, void **work)
+{
+    return cnf_mlp_work_create((cnf_mlp_work **)work, ctx, n_max, k_max);
+}
+
+static void mlp_work_free(void *work) { cnf_mlp_work_free(work); }
+
+static int mlp_jvp(void *ctx, const double *theta, double t, const double *X, size_t ldx,
+                   size_t n, const double *U, size_t K, double *F, size_t ldf, double *JU,
+                   void *work)
+{
+    return cnf_mlp_jvp(ctx, theta, t, X, ldx, n, U, K, F, ldf, JU, work);
+}
+
+static int mlp_backward(void *ctx, const double *theta, const double *R, size_t ldr,
+                        const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
+                        void *work)
+{
+    return cnf_mlp_backward(ctx, theta, R, ldr, S, GX, ldgx, gtheta, gt, work);
+}
+
+/* ---- the flow object ------------------------------------------------------------------------ */
+
+/* One evaluation of g with everything its VJP needs: the field's workspace and v, J u, D, F̂. */
+typedef struct slot {
+    void *work;
+    double *F;  /* (n, d) v, unscaled */
+    double *JU; /* (K, n, d) */
+    double *D;  /* (n) divergence (estimate) */
+    double *Fh; /* (n) Frobenius (estimate) */
+    double *R, *S; /* (n, d), (K, n, d) seeds */
+} slot;
+
+enum { MAX_STAGES = 16 };
+
+typedef struct cflow {
+    cnf_flow base;
+    cnf_cflow_config cfg;
+    size_t *hidden;
+    cnf_mlp *mlp; /* NULL for a user field */
+    cnf_field_ops ops;
+    void *field_ctx;
+    size_t P; /* field parameters per block */
+    /* Scratch sized for n_cap samples and k_cap tangents, grown on demand. */
+    size_t n_cap, k_cap;
+    slot slots[MAX_STAGES + 1]; /* slots[0] for RHS calls, 1.. for backprop stages */
+    size_t n_slots;
+} cflow;
+
+static const cnf_flow_type cflow_type;
+
+static cflow *as_cflow(cnf_flow *f) { return f && f->type == &cflow_type ? (cflow *)f : NULL; }
+
+static void slot_free(cflow *c, slot *s)
+{
+    if (s->work)
+        c->ops.work_free(s->work);
+    free(s->F);
+    free(s->JU);
+    free(s->D);
+    free(s->Fh);
+    free(s->R);
+    free(s->S);
+    memset(s, 0, sizeof *s);
+}
+
+static int slot_alloc(cflow *c, slot *s, size_t n, size_t K)
+{
+    const size_t d = c->cfg.dim;
+    int rc = c->ops.work_create(c->field_ctx, n, K, &s->work);
+    if (rc)
+        return rc;
+    s->F = cnf_calloc(n * d, sizeof(double));
+    s->JU = cnf_calloc(K * n * d, sizeof(double));
+    s->D = cnf_calloc(n, sizeof(double));
+    s->Fh = cnf_calloc(n, sizeof(double));
+    s->R = cnf_calloc(n * d, sizeof(double));
+    s->S = cnf_calloc(K * n * d, sizeof(double));
+    if (!s->F || !s->JU || !s->D || !s->Fh || !s->R || !s->S)
+        return cnf_fail(CNF_ENOMEM, "allocating CNF scratch for %zu samples", n);
+    return CNF_OK;
+}
+
+/* Make n_slots slots for n samples and K tangents available. */
+static int ensure_slots(cflow *c, size_t n, size_t K, size_t n_slots)
+{
+    if (n > c->n_cap || K > c->k_cap) {
+        for (size_t i = 0; i < c->n_slots; i++)
+            slot_free(c, &c->slots[i]);
+        c->n_slots = 0;
+        c->n_cap = n > c->n_cap ? n : c->n_cap;
+        c->k_cap = K > c->k_cap ? K : c->k_cap;
+    }
+    while (c->n_slots < n_slots) {
+        int rc = slot_alloc(c, &c->slots[c->n_slots], c->n_cap, c->k_cap);
+        c->n_slots++;
+        if (rc)
+            return rc;
+    }
+    return CNF_OK;
+}
+
+static double end_time(const cflow *c)
+{
+    if (!c->cfg.train_T)
+        return c->cfg.T;
+    double s = c->base.theta[c->base.n_params - 1];
+    return s * s;
+}
+
+/* ---- the augmented field -------------------------------------------------------------------- */
+
+/* What one solve integrates: block b, n samples, its divergence estimator and probes. */
+typedef struct aug {
+    cflow *c;
+    size_t b, n;
+    cnf_trace trace;
+    size_t K;
+    const double *U; /* (K, n, d) probes; NULL for the exact trace */
+    double T;
+    /* Backward passes: the constant adjoint components per sample (stride S) and, for the
+     * built-in adjoint, the solve's own parameter count. */
+    const double *lam;
+    size_t nq;
+    size_t nfe; /* field evaluations (forward or reverse) counted here */
+} aug;
+
+static const double *block_theta(const aug *a) { return a->c->base.theta + a->b * a->c->P; }
+
+/* v, J u, D, F̂ at (τ, X) into slot s. */
+static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx)
+{
+    const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
+    int rc = a->c->ops.jvp(a->c->field_ctx, block_theta(a), a->T * tau, X, ldx, n, a->U, K, s->F,
+                           d, s->JU, s->work);
+    if (rc)
+        return rc;
+    a->nfe++;
+    const double w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
+    for (size_t i = 0; i < n; i++) {
+        double D = 0.0, Fh = 0.0;
+        for (size_t k = 0; k < K; k++) {
+            const double *ju = s->JU + (k * n + i) * d;
+            if (a->U) {
+                const double *u = a->U + (k * n + i) * d;
+                for (size_t j = 0; j < d; j++)
+                    D += u[j] * ju[j];
+            } else {
+                D += ju[k];
+            }
+            for (size_t j = 0; j < d; j++)
+                Fh += ju[j] * ju[j];
+        }
+        s->D[i] = w * D;
+        s->Fh[i] = w * Fh;
+    }
+    return CNF_OK;
+}
+
+/* dy = g(τ, y) from a slot filled by aug_eval; y and dy have the state layout. */
+static void aug_store(const aug *a, const slot *s, double *dy)
+{
+    const size_t d = a->c->cfg.dim, S = d + 3;
+    const double T = a->T;
+    for (size_t i = 0; i < a->n; i++) {
+        const double *v = s->F + i * d;
+        double *o = dy + i * S, e = 0.0;
+        for (size_t j = 0; j < d; j++) {
+            o[j] = T * v[j];
+            e += v[j] * v[j];
+        }
+        o[d] = -T * s->D[i];
+        o[d + 1] = T * e;
+        o[d + 2] = T * s->Fh[i];
+    }
+}
+
+/* φ = Σ_i λ_i·g(τ, s_i) for cotangents ax (n, lda) on x and lam (stride S, components d..d+2)
+ * on (ℓ, E, N), after aug_eval on slot s: accumulates ∇ₓφ into gx (n, ldgx), ∇_θφ into gtheta
+ * (the block's slice) and ∂φ/∂T into *gT; any may be NULL. */
+static int aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, const double *lam,
+                   double *gx, size_t ldgx, double *gtheta, double *gT)
+{
+    const size_t d = a->c->cfg.dim, n = a->n, K = a->K, S = d + 3;
+    const double T = a->T, w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
+    double phi0 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double *v = s->F + i * d, *ai = ax + i * lda;
+        const double ll = lam[i * S + d], lE = lam[i * S + d + 1], lN = lam[i * S + d + 2];
+        double e = 0.0, av = 0.0;
+        for (size_t j = 0; j < d; j++) {
+            s->R[i * d + j] = T * (ai[j] + 2.0 * lE * v[j]);
+            e += v[j] * v[j];
+            av += ai[j] * v[j];
+        }
+        phi0 += av - ll * s->D[i] + lE * e + lN * s->Fh[i];
+        for (size_t k = 0; k < K; k++) {
+            const double *ju = s->JU + (k * n + i) * d;
+            double *sk = s->S + (k * n + i) * d;
+            for (size_t j = 0; j < d; j++)
+                sk[j] = T * (2.0 * lN * w) * ju[j];
+            if (a->U) {
+                const double *u = a->U + (k * n + i) * d;
+                for (size_t j = 0; j < d; j++)
+                    sk[j] -= T * ll * w * u[j];
+            } else {
+                sk[k] -= T * ll;
+            }
+        }
+    }
+    double gt = 0.0;
+    int rc = a->c->ops.backward(a->c->field_ctx, block_theta(a), s->R, d, K ? s->S : NULL, gx,
+                                ldgx, gtheta, gT ? &gt : NULL, s->work);
+    if (rc)
+        return rc;
+    a->nfe++;
+    if (gT)
+        *gT += phi0 + tau * gt;
+    return CNF_OK;
+}
+
+static int aug_rhs(double tau, const double *y, double *dy, void *ctx)
+{
+    aug *a = ctx;
+    slot *s = &a->c->slots[0];
+    int rc = aug_eval(a, s, tau, y, a->c->cfg.dim + 3);
+    if (rc)
+        return rc < 0 ? rc : -1;
+    aug_store(a, s, dy);
+    return 0;
+}
+
+/* ---- forward solves ------------------------------------------------------------------------- */
+
+/* Accepted steps of one block's forward solve: τ_n, h_n and the state before each step. */
+typedef struct traj {
+    size_t dim, len, cap;
+    double *t, *h, *y;
+} traj;
+
+static void traj_free(traj *tr)
+{
+    free(tr->t);
+    free(tr->h);
+    free(tr->y);
+    memset(tr, 0, sizeof *tr);
+}
+
+static int traj_record(double t, double h, const double *y_old, const double *y_new, void *ctx)
+{
+    traj *tr = ctx;
+    (void)y_new;
+    if (tr->len == tr->cap) {
+        size_t cap = tr->cap ? 2 * tr->cap : 64;
+        double *nt = realloc(tr->t, cap * sizeof(double));
+        if (nt)
+            tr->t = nt;
+        double *nh = realloc(tr->h, cap * sizeof(double));
+        if (nh)
+            tr->h = nh;
+        double *ny = cap > (size_t)-1 / sizeof(double) / tr->dim
+                         ? NULL
+                         : realloc(tr->y, cap * tr->dim * sizeof(double));
+        if (ny)
+            tr->y = ny;
+        if (!nt || !nh || !ny)
+            return cnf_fail(CNF_ENOMEM, "storing %zu forward steps for the gradient", cap);
+        tr->cap = cap;
+    }
+    tr->t[tr->len] = t;
+    tr->h[tr->len] = h;
+    memcpy(tr->y + tr->len * tr->dim, y_old, tr->dim * sizeof(double));
+    tr->len++;
+    return 0;
+}
+
+static void add_stats(cnf_flow_stats *st, const cnf_ode_stats *os)
+{
+    if (!st)
+        return;
+    st->nfe_forward += os->nfe;
+    st->steps += os->accepted;
+    st->rejected += os->rejected;
+}
+
+/* Options of a solve over the state layout: per-sample blocks, x and ℓ under error control. */
+static cnf_ode_options state_options(const cflow *c, const cnf_solve_config *sc)
+{
+    cnf_ode_options o = sc->opt;
+    o.block = c->cfg.dim + 3;
+    o.block_ctrl = c->cfg.dim + 1;
+    return o;
+}
+
+static int solve(const cnf_solve_config *sc, cnf_ode_rhs f, void *ctx, size_t dim, double t0,
+                 double t1, double *y, const cnf_ode_options *opt, cnf_ode_observer obs,
+                 void *obs_ctx, cnf_ode_stats *os)
+{
+    cnf_ode_solver *s = NULL;
+    int rc = cnf_ode_solver_create(&s, sc->stepper, dim);
+    if (rc == CNF_OK)
+        rc = cnf_ode_solve(s, f, ctx, t0, t1, y, opt, obs, obs_ctx, os);
+    cnf_ode_solver_free(s);
+    return rc;
+}
+
+static size_t n_tangents(const cflow *c, cnf_trace trace)
+{
+    return trace == CNF_TRACE_EXACT ? c->cfg.dim : c->cfg.probes;
+}
+
+static void draw_probes(cnf_trace trace, double *U, size_t m, cnf_rng *rng)
+{
+    for (size_t i = 0; i < m; i++)
+        U[i] = trace == CNF_TRACE_HUTCH_GAUSS ? cnf_rng_normal(rng) : cnf_rng_rademacher(rng);
+}
+
+/* Integrate every block in turn over the state y (n, S), from τ = 0 to 1 (dir > 0, data to
+ * base) or from 1 to 0 in reverse block order (dir < 0, base to data). */
+static int integrate_blocks(cflow *c, double *y, size_t n, cnf_trace trace, const double *U,
+                            const cnf_solve_config *sc, int dir, cnf_flow_stats *st)
+{
+    const size_t K = n_tangents(c, trace), d = c->cfg.dim;
+    int rc = ensure_slots(c, n, K, 1);
+    if (rc)
+        return rc;
+    cnf_ode_options opt = state_options(c, sc);
+    for (size_t i = 0; i < c->cfg.blocks; i++) {
+        size_t b = dir > 0 ? i : c->cfg.blocks - 1 - i;
+        aug a = {.c = c, .b = b, .n = n, .trace = trace, .K = K,
+                 .U = U ? U + b * K * n * d : NULL, .T = end_time(c)};
+        cnf_ode_stats os = {0};
+        rc = solve(sc, aug_rhs, &a, n * (d + 3), dir > 0 ? 0.0 : 1.0, dir > 0 ? 1.0 : 0.0, y,
+                   &opt, NULL, NULL, &os);
+        add_stats(st, &os);
+        if (rc)
+            return rc;
+    }
+    return CNF_OK;
+}
+
+/* Probes for an evaluation with a Hutchinson trace: from a fixed seed, so log_prob is a
+ * deterministic function of its input. NULL for the exact trace (or on allocation failure,
+ * reported through *rc). */
+static double *eval_probes(cflow *c, cnf_trace trace, size_t n, int *rc)
+{
+    *rc = CNF_OK;
+    if (trace == CNF_TRACE_EXACT)
+        return NULL;
+    size_t m = c->cfg.blocks * c->cfg.probes * n * c->cfg.dim;
+    double *U = cnf_calloc(m, sizeof(double));
+    if (!U) {
+        *rc = cnf_fail(CNF_ENOMEM, "allocating %zu probes", m);
+        return NULL;
+    }
+    cnf_rng r;
+    cnf_rng_seed(&r, 0);
+    draw_probes(trace, U, m, &r);
+    return U;
+}
+
+/* encode (dir > 0): data → base, logdet = −ℓ(1). decode (dir < 0): base → data integrating
+ * τ from 1 down to 0 with ℓ(1) = 0, so that ℓ(0) is −(ℓ(1) − ℓ(0)) of the forward direction and
+ * logdet = +ℓ(0). */
+static int cflow_map(cflow *c, int dir, const double *in, size_t n, double *out, double *logdet,
+                     cnf_flow_stats *st)
+{
+    const size_t d = c->cfg.dim, S = d + 3;
+    int rc;
+    double *U = eval_probes(c, c->cfg.eval_trace, n, &rc);
+    double *y = cnf_calloc(n * S, sizeof(double));
+    if (!y || rc) {
+        free(U);
+        free(y);
+        return rc ? rc : cnf_fail(CNF_ENOMEM, "allocating the state of %zu samples", n);
+    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(y + i * S, in + i * d, d * sizeof(double));
+    rc = integrate_blocks(c, y, n, c->cfg.eval_trace, U, &c->cfg.eval, dir, st);
+    for (size_t i = 0; rc == CNF_OK && i < n; i++) {
+        memcpy(out + i * d, y + i * S, d * sizeof(double));
+        logdet[i] = dir > 0 ? -y[i * S + d] : y[i * S + d];
+    }
+    free(U);
+    free(y);
+    return rc;
+}
+
+static int cflow_encode(cnf_flow *f, const double *X, size_t n, double *Z, double *logdet,
+                        cnf_flow_stats *st)
+{
+    return cflow_map((cflow *)f, +1, X, n, Z, logdet, st);
+}
+
+static int cflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, double *logdet,
+                        cnf_flow_stats *st)
+{
+    return cflow_map((cflow *)f, -1, Z, n, X, logdet, st);
+}
+
+/* ---- gradients: backprop through the RK steps ----------------------------------------------- */
+
+/* Reverse one explicit RK step y_{n+1} = y_n + h Σ b_i k_i, k_i = g(τ + c_i h, Y_i),
+ * Y_i = y_n + h Σ_{j<i} a_ij k_j. lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: Y, k, kb
+ * are (stages, dim). */
+static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h,
+                         const double *yn, double *lam, double *Y, double *k, double *kb,
+                         double *gtheta, double *gT)
+{
+    cflow *c = a->c;
+    const size_t d = c->cfg.dim, S = d + 3, dim = a->n * S;
+    size_t s_eff = 0; /* stages past the last non-zero weight feed nothing */
+    for (size_t i = 0; i < tab->stages; i++)
+        if (tab->b[i] != 0.0)
+            s_eff = i + 1;
+    for (size_t i = 0; i < s_eff; i++) {
+        double *Yi = Y + i * dim;
+        memcpy(Yi, yn, dim * sizeof(double));
+        for (size_t j = 0; j < i; j++) {
+            double aij = tab->a[i * tab->stages + j];
+            if (aij != 0.0)
+                for (size_t m = 0; m < dim; m++)
+                    Yi[m] += h * aij * k[j * dim + m];
+        }
+        int rc = aug_eval(a, &c->slots[1 + i], tau + tab->c[i] * h, Yi, S);
+        if (rc)
+            return rc;
+        aug_store(a, &c->slots[1 + i], k + i * dim);
+    }
+    for (size_t i = 0; i < s_eff; i++)
+        for (size_t m = 0; m < dim; m++)
+            kb[i * dim + m] = h * tab->b[i] * lam[m];
+    double *Yb = Y; /* Y_i is no longer needed once stage i is reversed: reuse row i */
+    for (size_t i = s_eff; i-- > 0;) {
+        double *Ybi = Yb + i * dim;
+        memset(Ybi, 0, dim * sizeof(double));
+        const double *kbi = kb + i * dim;
+        int rc = aug_vjp(a, &c->slots[1 + i], tau + tab->c[i] * h, kbi, S, kbi, Ybi, S, gtheta,
+                         gT);
+        if (rc)
+            return rc;
+        for (size_t j = 0; j < i; j++) {
+            double aij = tab->a[i * tab->stages + j];
+            if (aij != 0.0)
+                for (size_t m = 0; m < dim; m++)
+                    kb[j * dim + m] += h * aij * Ybi[m];
+        }
+        for (size_t m = 0; m < dim; m++)
+            lam[m] += Ybi[m];
+    }
+    return CNF_OK;
+}
+
+static int backprop_block(aug *a, const traj *tr, const cnf_rk_tableau *tab, double *lam,
+                          double *gtheta, double *gT)
+{
+    const size_t dim = tr->dim, s = tab->stages;
+    if (s > MAX_STAGES)
+        return cnf_fail(CNF_EUNSUPPORTED, "RK tableau with %zu stages (at most %d)", s,
+                        MAX_STAGES);
+    int rc = ensure_slots(a->c, a->n, a->K, 1 + s);
+    if (rc)
+        return rc;
+    double *Y = cnf_calloc(3 * s * dim, sizeof(double));
+    if (!Y)
+        return cnf_fail(CNF_ENOMEM, "allocating RK stages for the reverse pass");
+    for (size_t n = tr->len; n-- > 0 && rc == CNF_OK;)
+        rc = backprop_step(a, tab, tr->t[n], tr->h[n], tr->y + n * dim, lam, Y, Y + s * dim,
+                           Y + 2 * s * dim, gtheta, gT);
+    free(Y);
+    return rc;
+}
+
+/* ---- gradients: adjoint with built-in steppers (checkpointed and backsolve) ------------------ */
+
+/* Backward state w = [x (n, d) | a (n, d) | q (nq)]: x' = T v, a' = −∇ₓφ, q' = −∇_θφ (and
+ * −∂φ/∂T last when T is trained), with φ = a·v·T − λ_ℓ T D + … (aug_vjp). */
+static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
+{
+    aug *a = ctx;
+    cflow *c = a->c;
+    const size_t d = c->cfg.dim, n = a->n, P = c->P;
+    slot *s = &c->slots[0];
+    int rc = aug_eval(a, s, tau, w, d);
+    if (rc)
+        return rc < 0 ? rc : -1;
+    for (size_t m = 0; m < n * d; m++)
+        dw[m] = a->T * s->F[m];
+    double *da = dw + n * d, *dq = dw + 2 * n * d;
+    memset(da, 0, (n * d + a->nq) * sizeof(double));
+    double gT = 0.0;
+    rc = aug_vjp(a, s, tau, w + n * d, d, a->lam, da, d, dq, a->nq > P ? &gT : NULL);
+    if (rc)
+        return rc < 0 ? rc : -1;
+    if (a->nq > P)
+        dq[P] = gT;
+    for (size_t m = 0; m < n * d + a->nq; m++)
+        da[m] = -da[m];
+    return 0;
+}
+
+static int adjoint_block(aug *a, const traj *tr, const double *y_end,
+                         const cnf_solve_config *sc, int backsolve, double *lam, double *gtheta,
+                         double *gT, size_t *nfe)
+{
+    cflow *c = a->c;
+    const size_t d = c->cfg.dim, n = a->n, S = d + 3, P = c->P;
+    a->nq = P + (c->cfg.train_T ? 1 : 0);
+    a->lam = lam;
+    const size_t dim = 2 * n * d + a->nq;
+    double *w = cnf_calloc(dim, sizeof(double));
+    if (!w)
+        return cnf_fail(CNF_ENOMEM, "allocating the adjoint state");
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < d; j++) {
+            w[i * d + j] = y_end[i * S + j];
+            w[n * d + i * d + j] = lam[i * S + j];
+        }
+    cnf_ode_solver *s = NULL;
+    int rc = cnf_ode_solver_create(&s, sc->stepper, dim);
+    cnf_ode_options opt = sc->opt;
+    size_t intervals = backsolve ? 1 : tr->len;
+    for (size_t m = intervals; rc == CNF_OK && m-- > 0;) {
+        double t1 = backsolve ? 1.0 : tr->t[m] + tr->h[m], t0 = backsolve ? 0.0 : tr->t[m];
+        if (!backsolve) {
+            /* Restart x from the stored forward state at the end of this interval. */
+            const double *ys = m + 1 < tr->len ? tr->y + (m + 1) * tr->dim : y_end;
+            for (size_t i = 0; i < n; i++)
+                memcpy(w + i * d, ys + i * S, d * sizeof(double));
+            opt.h0 = fabs(tr->h[m]);
+            if (!cnf_stepper_is_adaptive(sc->stepper))
+                opt.steps = 1;
+        }
+        cnf_ode_stats os = {0};
+        rc = cnf_ode_solve(s, adjoint_rhs, a, t1, t0, w, &opt, NULL, NULL, &os);
+        *nfe += os.nfe;
+    }
+    cnf_ode_solver_free(s);
+    if (rc == CNF_OK) {
+        for (size_t i = 0; i < n; i++)
+            memcpy(lam + i * S, w + n * d + i * d, d * sizeof(double));
+        for (size_t m = 0; m < P; m++)
+            gtheta[m] += w[2 * n * d + m];
+        if (c->cfg.train_T)
+            *gT += w[2 * n * d + P];
+    }
+    free(w);
+    return rc;
+}
+
+/* ---- gradients: CVODES checkpointed adjoint -------------------------------------------------- */
+
+/* CVODES calls the adjoint RHS and the quadrature RHS separately, usually at the same point:
+ * one reverse pass serves both, cached by (τ, y, λ). */
+typedef struct cv_ctx {
+    aug *a;
+    size_t dim;
+    double tau;
+    double *y, *lam;       /* (dim) the cached point */
+    double *ga, *gq;       /* (n d) −∇ₓφ, (nq) −∇_θφ [, −∂φ/∂T] */
+    int valid;
+} cv_ctx;
+
+static int cv_eval(cv_ctx *cv, double tau, const double *y, const double *lam)
+{
+    aug *a = cv->a;
+    const size_t d = a->c->cfg.dim, n = a->n, S = d + 3, P = a->c->P;
+    if (cv->valid && cv->tau == tau && !memcmp(cv->y, y, cv->dim * sizeof(double)) &&
+        !memcmp(cv->lam, lam, cv->dim * sizeof(double)))
+        return 0;
+    cv->valid = 0;
+    slot *s = &a->c->slots[0];
+    int rc = aug_eval(a, s, tau, y, S);
+    if (rc)
+        return rc < 0 ? rc : -1;
+    memset(cv->ga, 0, n * d * sizeof(double));
+    memset(cv->gq, 0, a->nq * sizeof(double));
+    double gT = 0.0;
+    a->lam = lam;
+    rc = aug_vjp(a, s, tau, lam, S, lam, cv->ga, d, cv->gq, a->nq > P ? &gT : NULL);
+    if (rc)
+        return rc < 0 ? rc : -1;
+    if (a->nq > P)
+        cv->gq[P] = gT;
+    memcpy(cv->y, y, cv->dim * sizeof(double));
+    memcpy(cv->lam, lam, cv->dim * sizeof(double));
+    cv->tau = tau;
+    cv->valid = 1;
+    return 0;
+}
+
+static int cv_g(double tau, const double *y, const double *lam, double *out, void *ctx)
+{
+    cv_ctx *cv = ctx;
+    int rc = cv_eval(cv, tau, y, lam);
+    if (rc)
+        return rc;
+    const size_t d = cv->a->c->cfg.dim, n = cv->a->n, S = d + 3;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < d; j++)
+            out[i * S + j] = -cv->ga[i * d + j];
+        out[i * S + d] = out[i * S + d + 1] = out[i * S + d + 2] = 0.0;
+    }
+    return 0;
+}
+
+static int cv_gq(double tau, const double *y, const double *lam, double *out, void *ctx)
+{
+    cv_ctx *cv = ctx;
+    int rc = cv_eval(cv, tau, y, lam);
+    if (rc)
+        return rc;
+    for (size_t m = 0; m < cv->a->nq; m++)
+        out[m] = -cv->gq[m];
+    return 0;
+}
+
+static int cvodes_backward(aug *a, cnf_cvodes_adj *adj, const cnf_ode_options *opt, double *lam,
+                           double *gtheta, double *gT, size_t *nfe)
+{
+    cflow *c = a->c;
+    const size_t d = c->cfg.dim, n = a->n, S = d + 3, P = c->P, dim = n * S;
+    a->nq = P + (c->cfg.train_T ? 1 : 0);
+    cv_ctx cv = {.a = a, .dim = dim};
+    cv.y = cnf_calloc(dim, sizeof(double));
+    cv.lam = cnf_calloc(dim, sizeof(double));
+    cv.ga = cnf_calloc(n * d, sizeof(double));
+    cv.gq = cnf_calloc(a->nq, sizeof(double));
+    double *q = cnf_calloc(a->nq, sizeof(double));
+    int rc = CNF_OK;
+    if (!cv.y || !cv.lam || !cv.ga || !cv.gq || !q)
+        rc = cnf_fail(CNF_ENOMEM, "allocating the CVODES adjoint");
+    cnf_ode_stats os = {0};
+    if (rc == CNF_OK)
+        rc = cnf_cvodes_adj_backward(adj, cv_g, cv_gq, &cv, lam, q, opt, &os);
+    *nfe += os.nfe;
+    if (rc == CNF_OK) {
+        for (size_t m = 0; m < P; m++)
+            gtheta[m] += q[m];
+        if (c->cfg.train_T)
+            *gT += q[P];
+    }
+    free(cv.y);
+    free(cv.lam);
+    free(cv.ga);
+    free(cv.gq);
+    free(q);
+    return rc;
+}
+
+/* ---- the objective and its gradient ---------------------------------------------------------- */
+
+static int cflow_nll_grad(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *loss,
+                          double *grad, double *gx, cnf_flow_stats *st)
+{
+    cflow *c = (cflow *)f;
+    const cnf_cflow_config *cfg = &c->cfg;
+    const size_t d = cfg->dim, S = d + 3, dim = n * S, B = cfg->blocks;
+    const size_t K = n_tangents(c, cfg->trace);
+    const int want_grad = grad || gx;
+    const int use_cvodes = cnf_stepper_is_cvodes(cfg->train.stepper);
+    const cnf_rk_tableau *tab = cnf_stepper_tableau(cfg->train.stepper);
+    if (cfg->trace != CNF_TRACE_EXACT && !rng)
+        return cnf_fail(CNF_EINVAL, "a Hutchinson trace needs a random generator for its probes");
+    if (want_grad && cfg->grad == CNF_GRAD_BACKPROP && !tab)
+        return cnf_fail(CNF_EUNSUPPORTED, "backprop through the solver needs an explicit RK "
+                        "method, not %s (use --grad adjoint)", cnf_stepper_name(cfg->train.stepper));
+    if (want_grad && cfg->grad == CNF_GRAD_BACKSOLVE && use_cvodes)
+        return cnf_fail(CNF_EUNSUPPORTED, "backsolve is offered with the built-in methods only");
+
+    int rc = ensure_slots(c, n, K, 1);
+    if (rc)
+        return rc;
+    /* Everything this call allocates, freed at `done`. */
+    double *U = NULL, *y = NULL, *y_end = NULL, *lam = NULL;
+    traj *tr = cnf_calloc(B, sizeof *tr);
+    /* One context per block for the whole call: CVODES re-runs the forward RHS during the
+     * backward pass with the context given to the forward solve. */
+    aug *ag = cnf_calloc(B, sizeof *ag);
+    cnf_cvodes_adj **adj = cnf_calloc(B, sizeof *adj);
+    y = cnf_calloc(dim, sizeof(double));
+    y_end = cnf_calloc(B * dim, sizeof(double));
+    lam = cnf_calloc(dim, sizeof(double));
+    if (!tr || !ag || !adj || !y || !y_end || !lam) {
+        rc = cnf_fail(CNF_ENOMEM, "allocating the CNF state for %zu samples", n);
+        goto done;
+    }
+    if (cfg->trace != CNF_TRACE_EXACT) {
+        U = cnf_calloc(B * K * n * d, sizeof(double));
+        if (!U) {
+            rc = cnf_fail(CNF_ENOMEM, "allocating %zu probes", B * K * n * d);
+            goto done;
+        }
+        draw_probes(cfg->trace, U, B * K * n * d, rng);
+    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(y + i * S, X + i * d, d * sizeof(double));
+
+    /* Forward, block by block, keeping what the chosen gradient needs. */
+    const double T = end_time(c);
+    cnf_ode_options opt = state_options(c, &cfg->train);
+    const int record = want_grad && !use_cvodes && cfg->grad != CNF_GRAD_BACKSOLVE;
+    for (size_t b = 0; b < B; b++) {
+        ag[b] = (aug){.c = c, .b = b, .n = n, .trace = cfg->trace, .K = K,
+                      .U = U ? U + b * K * n * d : NULL, .T = T};
+        aug *a = &ag[b];
+        cnf_ode_stats os = {0};
+        if (want_grad && use_cvodes && cfg->grad == CNF_GRAD_ADJOINT) {
+            rc = cnf_cvodes_adj_create(&adj[b], cfg->train.stepper, dim, dim,
+                                       c->P + (cfg->train_T ? 1 : 0),
+                                       cfg->checkpoint_steps ? cfg->checkpoint_steps : 50);
+            if (rc == CNF_OK)
+                rc = cnf_cvodes_adj_forward(adj[b], aug_rhs, a, 0.0, 1.0, y, &opt, &os);
+        } else {
+            tr[b].dim = dim;
+            rc = solve(&cfg->train, aug_rhs, a, dim, 0.0, 1.0, y, &opt,
+                       record ? traj_record : NULL, &tr[b], &os);
+        }
+        add_stats(st, &os);
+        if (rc)
+            goto done;
+        memcpy(y_end + b * dim, y, dim * sizeof(double));
+    }
+
+    /* The loss and its terminal adjoint: ∂L/∂z = z/n, ∂L/∂ℓ = 1/n, ∂L/∂E = λ_K/n, ∂L/∂N = λ_J/n. */
+    double nll = 0.0, ek = 0.0, ej = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double *s = y + i * S;
+        nll += -cnf_std_normal_logpdf(s, d) + s[d];
+        ek += s[d + 1];
+        ej += s[d + 2];
+        for (size_t j = 0; j < d; j++)
+            lam[i * S + j] = s[j] / (double)n;
+        lam[i * S + d] = 1.0 / (double)n;
+        lam[i * S + d + 1] = cfg->reg_kinetic / (double)n;
+        lam[i * S + d + 2] = cfg->reg_jacobian / (double)n;
+    }
+    nll /= (double)n;
+    ek /= (double)n;
+    ej /= (double)n;
+    *loss = nll + cfg->reg_kinetic * ek + cfg->reg_jacobian * ej;
+    if (st) {
+        st->nll = nll;
+        st->reg_kinetic = ek;
+        st->reg_jacobian = ej;
+    }
+    if (!want_grad)
+        goto done;
+
+    /* Backward, block by block in reverse; λ carries ∂L/∂(state) at each block boundary. */
+    double gT = 0.0;
+    double *gth_scratch = NULL;
+    if (!grad) {
+        gth_scratch = cnf_calloc(c->base.n_params, sizeof(double));
+        if (!gth_scratch) {
+            rc = cnf_fail(CNF_ENOMEM, "allocating the parameter gradient");
+            goto done;
+        }
+    }
+    double *g = grad ? grad : gth_scratch;
+    for (size_t b = B; b-- > 0 && rc == CNF_OK;) {
+        aug *a = &ag[b];
+        size_t nfe = 0;
+        a->nfe = 0;
+        if (cfg->grad == CNF_GRAD_BACKPROP) {
+            rc = backprop_block(a, &tr[b], tab, lam, g + b * c->P, &gT);
+            nfe = a->nfe;
+        } else if (use_cvodes) {
+            rc = cvodes_backward(a, adj[b], &opt, lam, g + b * c->P, &gT, &nfe);
+        } else {
+            rc = adjoint_block(a, &tr[b], y_end + b * dim, &cfg->train,
+                               cfg->grad == CNF_GRAD_BACKSOLVE, lam, g + b * c->P, &gT, &nfe);
+        }
+        if (st)
+            st->nfe_backward += nfe;
+    }
+    if (rc == CNF_OK && cfg->train_T) {
+        double s = c->base.theta[c->base.n_params - 1];
+        g[c->base.n_params - 1] += 2.0 * s * gT; /* T = s² */
+    }
+    if (rc == CNF_OK && gx)
+        for (size_t i = 0; i < n; i++)
+            memcpy(gx + i * d, lam + i * S, d * sizeof(double));
+    free(gth_scratch);
+
+done:
+    for (size_t b = 0; b < B; b++) {
+        if (tr)
+            traj_free(&tr[b]);
+        if (adj)
+            cnf_cvodes_adj_free(adj[b]);
+    }
+    free(tr);
+    free(ag);
+    free(adj);
+    free(U);
+    free(y);
+    free(y_end);
+    free(lam);
+    return rc;
+}
+
+/* ---- construction --------------------------------------------------------------------------- */
+
+static void cflow_free(cnf_flow *f)
+{
+    cflow *c = (cflow *)f;
+    for (size_t i = 0; i < c->n_slots; i++)
+        slot_free(c, &c->slots[i]);
+    cnf_mlp_free(c->mlp);
+    free(c->hidden);
+    free(c->base.theta);
+    free(c);
+}
+
+static const cnf_flow_type cflow_type = {
+    .kind = "cnf",
+    .encode = cflow_encode,
+    .decode = cflow_decode,
+    .nll_grad = cflow_nll_grad,
+    .free = cflow_free,
+};
+
+static int check_config(const cnf_cflow_config *cfg)
+{
+    if (!cfg)
+        return cnf_fail(CNF_EINVAL, "CNF configuration is NULL");
+    if (cfg->dim == 0)
+        return cnf_fail(CNF_EINVAL, "CNF dimension is 0");
+    if (cfg->blocks == 0)
+        return cnf_fail(CNF_EINVAL, "CNF needs at least one block");
+    if (!(cfg->T > 0.0) || !isfinite(cfg->T))
+        return cnf_fail(CNF_EINVAL, "end time T = %g must be positive and finite", cfg->T);
+    if (cfg->probes == 0)
+        return cnf_fail(CNF_EINVAL, "Hutchinson needs at least one probe");
+    if (!(cfg->reg_kinetic >= 0.0) || !(cfg->reg_jacobian >= 0.0))
+        return cnf_fail(CNF_EINVAL, "regularizer weights must be non-negative");
+    if ((unsigned)cfg->trace > 2 || (unsigned)cfg->eval_trace > 2 || (unsigned)cfg->grad > 2)
+        return cnf_fail(CNF_EINVAL, "invalid trace or gradient mode value");
+    if (!cfg->train.stepper || !cfg->eval.stepper)
+        return cnf_fail(CNF_EINVAL, "CNF needs a training and an evaluation solver");
+    return CNF_OK;
+}
+
+static int create(cnf_flow **out, const cnf_cflow_config *cfg, cnf_mlp *mlp,
+                  const cnf_field_ops *ops, void *ctx)
+{
+    cflow *c = calloc(1, sizeof *c);
+    if (!c) {
+        cnf_mlp_free(mlp);
+        return cnf_fail(CNF_ENOMEM, "allocating the CNF");
+    }
+    c->cfg = *cfg;
+    c->mlp = mlp;
+    c->ops = *ops;
+    c->field_ctx = ctx;
+    c->P = ops->n_params;
+    c->base.type = &cflow_type;
+    c->base.dim = cfg->dim;
+    c->base.n_params = cfg->blocks * c->P + (cfg->train_T ? 1 : 0);
+    c->base.theta = cnf_calloc(c->base.n_params, sizeof(double));
+    if (mlp) {
+        c->hidden = cnf_calloc(cfg->n_hidden, sizeof(size_t));
+        if (c->hidden && cfg->n_hidden)
+            memcpy(c->hidden, cfg->hidden, cfg->n_hidden * sizeof(size_t));
+        c->cfg.hidden = c->hidden;
+    }
+    if (!c->base.theta || (mlp && !c->hidden)) {
+        cflow_free(&c->base);
+        return cnf_fail(CNF_ENOMEM, "allocating the CNF parameters");
+    }
+    if (cfg->train_T)
+        c->base.theta[c->base.n_params - 1] = sqrt(cfg->T);
+    *out = &c->base;
+    return CNF_OK;
+}
+
+int cnf_cflow_create(cnf_flow **out, const cnf_cflow_config *cfg, cnf_rng *rng)
+{
+    *out = NULL;
+    int rc = check_config(cfg);
+    if (rc)
+        return rc;
+    if (!rng)
+        return cnf_fail(CNF_EINVAL, "CNF initialisation needs a random generator");
+    cnf_mlp_config mc = {.d_in = cfg->dim, .d_out = cfg->dim, .n_hidden = cfg->n_hidden,
+                         .hidden = cfg->hidden, .act = cfg->act, .time = cfg->time};
+    cnf_mlp *mlp = NULL;
+    rc = cnf_mlp_create(&mlp, &mc);
+    if (rc)
+        return rc;
+    cnf_field_ops ops = {.n_params = cnf_mlp_n_params(mlp), .work_create = mlp_work_create,
+                         .work_free = mlp_work_free, .jvp = mlp_jvp, .backward = mlp_backward};
+    rc = create(out, cfg, mlp, &ops, mlp);
+    if (rc)
+        return rc;
+    cflow *c = (cflow *)*out;
+    for (size_t b = 0; b < cfg->blocks; b++)
+        cnf_mlp_init(mlp, c->base.theta + b * c->P, rng);
+    return CNF_OK;
+}
+
+int cnf_cflow_create_field(cnf_flow **out, const cnf_cflow_config *cfg, const cnf_field_ops *ops,
+                           void *ctx)
+{
+    *out = NULL;
+    int rc = check_config(cfg);
+    if (rc)
+        return rc;
+    if (!ops || !ops->work_create || !ops->work_free || !ops->jvp || !ops->backward)
+        return cnf_fail(CNF_EINVAL, "field operations incomplete");
+    return create(out, cfg, NULL, ops, ctx);
+}
+
+cnf_cflow_config *cnf_cflow_settings(cnf_flow *f)
+{
+    cflow *c = as_cflow(f);
+    return c ? &c->cfg : NULL;
+}
+
+const cnf_mlp *cnf_cflow_mlp(const cnf_flow *f)
+{
+    cflow *c = as_cflow((cnf_flow *)f);
+    return c ? c->mlp : NULL;
+}
+
+double cnf_cflow_end_time(const cnf_flow *f)
+{
+    cflow *c = as_cflow((cnf_flow *)f);
+    return c ? end_time(c) : 0.0;
+}

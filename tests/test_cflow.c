@@ -1,0 +1,352 @@
+/* Continuous normalizing flow: analytic cases (DESIGN.md §3), sample/log_prob round trip, and every
+ * gradient mode against central finite differences. */
+#include <criterion/criterion.h>
+#include <gsl/gsl_linalg.h>
+#include <gsl/gsl_matrix.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf.h"
+
+/* A CNF whose field is one affine layer v = W x (+ b), so W can be set to a chosen matrix. */
+static cnf_flow *linear_flow(size_t d, double T, const double *A)
+{
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, d);
+    cfg.n_hidden = 0;
+    cfg.time = CNF_TIME_NONE;
+    cfg.T = T;
+    cnf_rng r;
+    cnf_rng_seed(&r, 1);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK, "%s", cnf_errmsg());
+    double *th = cnf_flow_params(f);
+    memset(th, 0, cnf_flow_n_params(f) * sizeof(double));
+    memcpy(th, A, d * d * sizeof(double)); /* block "1.W" comes first; "1.b" = 0 */
+    return f;
+}
+
+static void set_solver(cnf_solve_config *sc, const cnf_stepper_type *T, double tol, size_t steps)
+{
+    sc->stepper = T;
+    cnf_ode_options_default(&sc->opt);
+    sc->opt.rtol = sc->opt.atol = tol;
+    sc->opt.steps = steps;
+}
+
+Test(cflow_analytic, linear_field_logdet_is_minus_T_trace_A)
+{
+    enum { d = 3 };
+    const double A[d * d] = {-0.4, 0.3, 0.1, 0.2, 0.5, -0.3, 0.0, 0.25, -0.2}, T = 1.3;
+    cnf_flow *f = linear_flow(d, T, A);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    set_solver(&s->eval, cnf_stepper_dopri5, 1e-10, 0);
+    const double x[2 * d] = {0.3, -1.2, 0.7, 2.0, 0.1, -0.4};
+    double Z[2 * d], logdet[2], logp[2];
+    cr_assert_eq(cnf_flow_encode(f, x, 2, Z, logdet, NULL), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_flow_log_prob(f, x, 2, logp, NULL), CNF_OK);
+    /* z = expm(T A) x, log|det| = T tr A. */
+    gsl_matrix *M = gsl_matrix_alloc(d, d), *E = gsl_matrix_alloc(d, d);
+    for (size_t i = 0; i < d * d; i++)
+        M->data[i] = T * A[i];
+    gsl_linalg_exponential_ss(M, E, GSL_PREC_DOUBLE);
+    for (size_t i = 0; i < 2; i++) {
+        cr_assert(fabs(logdet[i] - T * (A[0] + A[4] + A[8])) <= 1e-9, "logdet %.12g", logdet[i]);
+        double z[d];
+        for (size_t r = 0; r < d; r++) {
+            z[r] = 0;
+            for (size_t c = 0; c < d; c++)
+                z[r] += gsl_matrix_get(E, r, c) * x[i * d + c];
+            cr_assert(fabs(Z[i * d + r] - z[r]) <= 1e-8 * (1 + fabs(z[r])));
+        }
+        double expect = cnf_std_normal_logpdf(z, d) + T * (A[0] + A[4] + A[8]);
+        cr_assert(fabs(logp[i] - expect) <= 1e-8, "log p %.12g vs %.12g", logp[i], expect);
+    }
+    gsl_matrix_free(M);
+    gsl_matrix_free(E);
+    cnf_flow_free(f);
+}
+
+Test(cflow_analytic, skew_field_preserves_norm_and_density)
+{
+    enum { d = 2 };
+    const double A[d * d] = {0.0, 1.7, -1.7, 0.0};
+    cnf_flow *f = linear_flow(d, 1.0, A);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    set_solver(&s->eval, cnf_stepper_dopri5, 1e-10, 0);
+    const double x[d] = {0.6, -0.8};
+    double Z[d], logdet;
+    for (int tr = 0; tr < 3; tr++) {
+        s->eval_trace = (cnf_trace)tr;
+        cr_assert_eq(cnf_flow_encode(f, x, 1, Z, &logdet, NULL), CNF_OK);
+        cr_assert(fabs(hypot(Z[0], Z[1]) - 1.0) <= 1e-9);
+        /* The exact trace of a skew matrix is 0, and so is every εᵀAε, to the last bit. */
+        cr_assert(logdet == 0.0, "trace %s: logdet %g", cnf_trace_name(s->eval_trace), logdet);
+    }
+    cnf_flow_free(f);
+}
+
+/* Gaussian to Gaussian (DESIGN.md §3) as a user field with no parameters:
+ * v = (m1 − m0) + (s1 − s0)(x − μ_t)/σ_t, μ_t = (1−t)m0 + t m1, σ_t = (1−t)s0 + t s1. */
+typedef struct {
+    double m0, s0, m1, s1;
+} gauss_field;
+
+typedef struct {
+    size_t n, K;
+    double t;
+    double *X, *U;
+    int unit;
+} gauss_work;
+
+static int gw_create(void *ctx, size_t n_max, size_t k_max, void **work)
+{
+    gauss_work *w = calloc(1, sizeof *w);
+    w->X = calloc(n_max * 8, sizeof(double));
+    w->U = calloc((k_max + 1) * n_max * 8, sizeof(double));
+    *work = w;
+    return CNF_OK;
+}
+
+static void gw_free(void *work)
+{
+    gauss_work *w = work;
+    free(w->X);
+    free(w->U);
+    free(w);
+}
+
+enum { GD = 3 };
+
+static int gauss_jvp(void *ctx, const double *theta, double t, const double *X, size_t ldx,
+                     size_t n, const double *U, size_t K, double *F, size_t ldf, double *JU,
+                     void *work)
+{
+    const gauss_field *g = ctx;
+    double mu = (1 - t) * g->m0 + t * g->m1, sig = (1 - t) * g->s0 + t * g->s1;
+    double b = (g->s1 - g->s0) / sig;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < GD; j++) {
+            F[i * ldf + j] = (g->m1 - g->m0) + b * (X[i * ldx + j] - mu);
+        }
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < GD; j++)
+                JU[(k * n + i) * GD + j] = b * (U ? U[(k * n + i) * GD + j] : (j == k));
+    return CNF_OK;
+}
+
+static int gauss_backward(void *ctx, const double *theta, const double *R, size_t ldr,
+                          const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
+                          void *work)
+{
+    return CNF_EUNSUPPORTED; /* not needed: this field is only evaluated */
+}
+
+Test(cflow_analytic, gaussian_to_gaussian_log_density)
+{
+    gauss_field g = {.m0 = 1.5, .s0 = 0.4, .m1 = 0.0, .s1 = 1.0};
+    cnf_field_ops ops = {.n_params = 0, .work_create = gw_create, .work_free = gw_free,
+                         .jvp = gauss_jvp, .backward = gauss_backward};
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, GD);
+    set_solver(&cfg.eval, cnf_stepper_dopri5, 1e-10, 0);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create_field(&f, &cfg, &ops, &g), CNF_OK, "%s", cnf_errmsg());
+    const double x[2 * GD] = {1.2, 1.9, 1.5, 0.2, 2.4, 1.0};
+    double logp[2];
+    cr_assert_eq(cnf_flow_log_prob(f, x, 2, logp, NULL), CNF_OK, "%s", cnf_errmsg());
+    for (size_t i = 0; i < 2; i++) {
+        double expect = 0;
+        for (size_t j = 0; j < GD; j++) {
+            double u = (x[i * GD + j] - g.m0) / g.s0;
+            expect += -0.5 * u * u - log(g.s0) - 0.5 * log(2 * M_PI);
+        }
+        cr_assert(fabs(logp[i] - expect) <= 1e-8, "log p %.12g vs closed form %.12g", logp[i],
+                  expect);
+    }
+    cnf_flow_free(f);
+}
+
+/* v = a x in 1-D, L = ½z² + ½log 2π − aT: dL/da = T x0² e^{2aT} − T, dL/dx0 = x0 e^{2aT}. */
+static void check_scalar_linear(cnf_grad_mode mode, const cnf_stepper_type *st, double tol,
+                                size_t steps, double accept)
+{
+    const double a = -0.7, T = 1.1, x0 = 0.8;
+    cnf_flow *f = linear_flow(1, T, &a);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    s->grad = mode;
+    set_solver(&s->train, st, tol, steps);
+    double loss, grad[2], gx;
+    cr_assert_eq(cnf_flow_nll_grad_x(f, &x0, 1, NULL, &loss, grad, &gx, NULL), CNF_OK, "%s",
+                 cnf_errmsg());
+    double e = exp(2 * a * T);
+    double dLda = T * x0 * x0 * e - T, dLdx = x0 * e;
+    double L = 0.5 * x0 * x0 * e + 0.5 * log(2 * M_PI) - a * T;
+    cr_assert(fabs(loss - L) <= accept, "%s/%s loss %.12g vs %.12g", cnf_grad_mode_name(mode),
+              cnf_stepper_name(st), loss, L);
+    cr_assert(fabs(grad[0] - dLda) <= accept * fabs(dLda), "%s/%s dL/da %.12g vs %.12g",
+              cnf_grad_mode_name(mode), cnf_stepper_name(st), grad[0], dLda);
+    cr_assert(fabs(gx - dLdx) <= accept * fabs(dLdx), "%s/%s dL/dx0 %.12g vs %.12g",
+              cnf_grad_mode_name(mode), cnf_stepper_name(st), gx, dLdx);
+    cnf_flow_free(f);
+}
+
+Test(cflow_analytic, scalar_linear_gradients_closed_form)
+{
+    check_scalar_linear(CNF_GRAD_BACKPROP, cnf_stepper_rk4, 0, 1000, 1e-9);
+    check_scalar_linear(CNF_GRAD_BACKPROP, cnf_stepper_dopri5, 1e-10, 0, 1e-8);
+    check_scalar_linear(CNF_GRAD_ADJOINT, cnf_stepper_dopri5, 1e-10, 0, 1e-8);
+    check_scalar_linear(CNF_GRAD_ADJOINT, cnf_stepper_rk4, 0, 1000, 1e-9);
+    check_scalar_linear(CNF_GRAD_ADJOINT, cnf_stepper_cvode_adams, 1e-10, 0, 1e-7);
+    check_scalar_linear(CNF_GRAD_ADJOINT, cnf_stepper_cvode_bdf, 1e-10, 0, 1e-6);
+    check_scalar_linear(CNF_GRAD_BACKSOLVE, cnf_stepper_dopri5, 1e-10, 0, 1e-8);
+}
+
+static cnf_flow *random_flow(size_t d, cnf_act act, cnf_time_mode tm, uint64_t seed)
+{
+    static const size_t hidden[] = {6, 6};
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, d);
+    cfg.hidden = hidden;
+    cfg.n_hidden = 2;
+    cfg.act = act;
+    cfg.time = tm;
+    cfg.T = 0.8;
+    cnf_rng r;
+    cnf_rng_seed(&r, seed);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK, "%s", cnf_errmsg());
+    /* Larger weights than the initialisation so the flow is visibly non-linear. */
+    double *th = cnf_flow_params(f);
+    for (size_t i = 0; i < cnf_flow_n_params(f); i++)
+        th[i] = 1.2 * th[i] + 0.2 * cnf_rng_normal(&r);
+    return f;
+}
+
+Test(cflow, sample_then_log_prob_round_trip)
+{
+    cnf_flow *f = random_flow(2, CNF_ACT_TANH, CNF_TIME_CONCATSQUASH, 4);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    set_solver(&s->eval, cnf_stepper_dopri5, 1e-9, 0);
+    enum { n = 50, d = 2 };
+    cnf_rng r, r0;
+    cnf_rng_seed(&r, 11);
+    r0 = r;
+    double X[n * d], lp[n], lp2[n], Z[n * d], ld[n];
+    cr_assert_eq(cnf_flow_sample(f, n, &r, X, lp, NULL), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_flow_log_prob(f, X, n, lp2, NULL), CNF_OK);
+    cr_assert_eq(cnf_flow_encode(f, X, n, Z, ld, NULL), CNF_OK);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert(fabs(lp[i] - lp2[i]) <= 1e-6, "log p %g vs %g", lp[i], lp2[i]);
+        for (size_t j = 0; j < d; j++) {
+            double z = cnf_rng_normal(&r0); /* the base points sample drew */
+            cr_assert(fabs(Z[i * d + j] - z) <= 1e-6, "z %g vs %g", Z[i * d + j], z);
+        }
+    }
+    cnf_flow_free(f);
+}
+
+/* Central (5-point) difference of the loss along dir in parameter space, at the same probes. */
+static double fd_loss(cnf_flow *f, const double *X, size_t n, const cnf_rng *rng0,
+                      const double *dir, double h)
+{
+    double *th = cnf_flow_params(f);
+    size_t P = cnf_flow_n_params(f);
+    double *save = malloc(P * sizeof(double)), v[4];
+    memcpy(save, th, P * sizeof(double));
+    const double c[4] = {-2, -1, 1, 2};
+    for (int j = 0; j < 4; j++) {
+        for (size_t i = 0; i < P; i++)
+            th[i] = save[i] + c[j] * h * dir[i];
+        cnf_rng r = *rng0;
+        cr_assert_eq(cnf_flow_loss(f, X, n, &r, &v[j], NULL), CNF_OK, "%s", cnf_errmsg());
+    }
+    memcpy(th, save, P * sizeof(double));
+    free(save);
+    return (v[0] - 8 * v[1] + 8 * v[2] - v[3]) / (12 * h);
+}
+
+static double dot(const double *a, const double *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+typedef struct {
+    cnf_grad_mode mode;
+    const cnf_stepper_type *const *stepper;
+    double tol;
+    size_t steps;
+    double accept;
+} grad_case;
+
+/* Gradients of every mode against FD of the loss computed the way that mode defines it:
+ * backprop against FD of the same discretisation (RK4, fixed steps); the adjoints against FD of
+ * a tight-tolerance loss. */
+static void check_random_cnf(size_t d, cnf_act act, cnf_time_mode tm, cnf_trace trace)
+{
+    enum { n = 3 };
+    cnf_flow *f = random_flow(d, act, tm, 100 + d + 10 * act + 3 * tm + 7 * trace);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    s->trace = trace;
+    s->probes = 2;
+    s->reg_kinetic = 0.3;
+    s->reg_jacobian = 0.2;
+    const size_t P = cnf_flow_n_params(f);
+    cnf_rng r;
+    cnf_rng_seed(&r, 5);
+    double *X = malloc(n * d * sizeof(double)), *g = malloc(P * sizeof(double));
+    double *dir = malloc(P * sizeof(double));
+    for (size_t i = 0; i < n * d; i++)
+        X[i] = cnf_rng_normal(&r);
+    for (size_t i = 0; i < P; i++)
+        dir[i] = cnf_rng_normal(&r);
+    const cnf_rng r0 = r;
+
+    set_solver(&s->train, cnf_stepper_rk4, 0, 12);
+    double fd_rk4 = fd_loss(f, X, n, &r0, dir, 1e-3);
+    set_solver(&s->train, cnf_stepper_dopri5, 1e-12, 0);
+    double fd_exact = fd_loss(f, X, n, &r0, dir, 1e-3);
+
+    const grad_case cases[] = {
+        {CNF_GRAD_BACKPROP, &cnf_stepper_rk4, 0, 12, 1e-6},
+        {CNF_GRAD_ADJOINT, &cnf_stepper_dopri5, 1e-10, 0, 1e-5},
+        {CNF_GRAD_ADJOINT, &cnf_stepper_cvode_adams, 1e-10, 0, 1e-5},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        s->grad = cases[c].mode;
+        set_solver(&s->train, *cases[c].stepper, cases[c].tol, cases[c].steps);
+        cnf_rng rr = r0;
+        double loss;
+        cr_assert_eq(cnf_flow_nll_grad(f, X, n, &rr, &loss, g, NULL), CNF_OK, "%s",
+                     cnf_errmsg());
+        double an = dot(g, dir, P), ref = cases[c].mode == CNF_GRAD_BACKPROP ? fd_rk4 : fd_exact;
+        double err = fabs(an - ref) / fmax(fabs(an), fabs(ref));
+        cr_assert(err <= cases[c].accept, "d=%zu %s/%s %s: %s with %s: %.10g vs FD %.10g (rel %g)",
+                  d, cnf_act_name(act), cnf_time_mode_name(tm), cnf_trace_name(trace),
+                  cnf_grad_mode_name(cases[c].mode), cnf_stepper_name(*cases[c].stepper), an,
+                  ref, err);
+    }
+    free(X);
+    free(g);
+    free(dir);
+    cnf_flow_free(f);
+}
+
+#define GRADCASE(D, A, TM, TR)                                                                \
+    Test(cflow_grad, D##_##A##_##TM##_##TR)                                                    \
+    {                                                                                          \
+        check_random_cnf(D, CNF_ACT_##A, CNF_TIME_##TM, CNF_TRACE_##TR);                       \
+    }
+GRADCASE(2, TANH, CONCAT, EXACT)
+GRADCASE(2, TANH, CONCATSQUASH, EXACT)
+GRADCASE(2, SOFTPLUS, CONCATSQUASH, HUTCH_RADEMACHER)
+GRADCASE(2, SOFTPLUS, CONCAT, HUTCH_GAUSS)
+GRADCASE(5, TANH, CONCATSQUASH, HUTCH_RADEMACHER)
+GRADCASE(5, SOFTPLUS, CONCAT, EXACT)
+GRADCASE(5, TANH, CONCAT, HUTCH_GAUSS)
+GRADCASE(5, SOFTPLUS, CONCATSQUASH, EXACT)
