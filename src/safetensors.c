@@ -97,6 +97,16 @@ int cnf_st_writer_create(cnf_st_writer **out)
     return *out ? CNF_OK : cnf_fail(CNF_ENOMEM, "safetensors writer allocation failed");
 }
 
+/* Free n metadata pairs and their array. */
+static void free_meta(kv *meta, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(meta[i].key);
+        free(meta[i].value);
+    }
+    free(meta);
+}
+
 void cnf_st_writer_free(cnf_st_writer *w)
 {
     if (!w)
@@ -106,12 +116,8 @@ void cnf_st_writer_free(cnf_st_writer *w)
         free(w->t[i].shape);
         free(w->t[i].data);
     }
-    for (size_t i = 0; i < w->nm; i++) {
-        free(w->meta[i].key);
-        free(w->meta[i].value);
-    }
     free(w->t);
-    free(w->meta);
+    free_meta(w->meta, w->nm);
     free(w);
 }
 
@@ -398,12 +404,8 @@ void cnf_st_free(cnf_st_file *f)
         free(f->t[i].name);
         free(f->t[i].data);
     }
-    for (size_t i = 0; i < f->nm; i++) {
-        free(f->meta[i].key);
-        free(f->meta[i].value);
-    }
     free(f->t);
-    free(f->meta);
+    free_meta(f->meta, f->nm);
     free(f->path);
     free(f);
 }
