@@ -15,7 +15,7 @@ void cli_error(const char *cmd, int code, const char *what);
 /* ---- helpers shared by the subcommands (util.c) ---- */
 /* s as a JSON string literal (quotes and escapes). */
 void cli_json_string(FILE *out, const char *s);
-/* v as a JSON number with all 17 digits; null if NaN or Inf. */
+/* v as a JSON number that reads back exactly (15 to 17 digits); null if NaN or Inf. */
 void cli_json_number(FILE *out, double v);
 /* Comma-separated lists for option opt of command cmd: 0 and *out (free with free(), or
  * cli_free_list for names) with *n items, or -1 after a message on stderr (empty item, not a

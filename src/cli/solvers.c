@@ -17,7 +17,7 @@ static void help(FILE *out)
 {
     fprintf(out,
             "usage: cnf solvers [--problem NAME] [--methods LIST] [--steps LIST] [--tols LIST]"
-            " [--json]\n\n"
+            " [--atol A] [--json]\n\n"
             "Solve one problem with several ODE methods and compare their cost and error.\n"
             "Fixed-step methods run once per step count, adaptive ones once per tolerance.\n\n"
             "options:\n"
@@ -38,9 +38,12 @@ static void help(FILE *out)
             "  --steps LIST    step counts for the fixed-step methods (default 16,32,64,128)\n"
             "  --tols LIST     tolerances for the adaptive methods, used as rtol = atol\n"
             "                  (default 1e-3,1e-6,1e-9)\n"
+            "  --atol A        absolute tolerance for every adaptive run instead of atol = rtol\n"
+            "                  (robertson's y2 stays below 4e-5: try --atol 1e-10)\n"
             "  --json          after the table, print one JSON array on the last line of stdout:\n"
             "                  one object per run with keys method, steps (fixed-step) or rtol\n"
-            "                  (adaptive), nfe, accepted, rejected, seconds, error; gaussian adds\n"
+            "                  (adaptive; then also atol), nfe, accepted, rejected, seconds,\n"
+            "                  error; gaussian adds\n"
             "                  error_x and error_logp; a failed run has error null and a status\n"
             "                  key naming the error\n"
             "  --help          print this help\n\n"
@@ -53,7 +56,7 @@ static void help(FILE *out)
 typedef struct run_result {
     const cnf_stepper_type *T;
     size_t steps; /* 0 for adaptive runs */
-    double tol;
+    double tol, atol;
     int rc;
     cnf_ode_stats st;
     double seconds, error, err_x, err_logp;
@@ -78,7 +81,8 @@ static int solve_one(const cnf_problem *p, const double *ref, run_result *r)
     }
     cnf_ode_options_default(&opt);
     opt.steps = r->steps;
-    opt.rtol = opt.atol = r->tol;
+    opt.rtol = r->tol;
+    opt.atol = r->atol;
     opt.block = p->block;
     p->initial(y);
     double t = now();
@@ -126,6 +130,8 @@ static void print_json(const cnf_problem *p, const run_result *r, size_t n)
         } else {
             printf(",\"rtol\":");
             cli_json_number(stdout, r[i].tol);
+            printf(",\"atol\":");
+            cli_json_number(stdout, r[i].atol);
         }
         printf(",\"nfe\":%zu,\"accepted\":%zu,\"rejected\":%zu,\"seconds\":", r[i].st.nfe,
                r[i].st.accepted, r[i].st.rejected);
@@ -158,7 +164,7 @@ static void list_names(FILE *out, int problems)
 int cmd_solvers(int argc, char **argv)
 {
     const char *problem = "linear", *methods = NULL, *steps_arg = "16,32,64,128";
-    const char *tols_arg = "1e-3,1e-6,1e-9", *v;
+    const char *tols_arg = "1e-3,1e-6,1e-9", *atol_arg = NULL, *v;
     int json = 0, status = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -170,9 +176,10 @@ int cmd_solvers(int argc, char **argv)
             continue;
         }
         const char **dst = NULL, *name = NULL;
-        static const char *const opts[] = {"--problem", "--methods", "--steps", "--tols"};
-        const char **dsts[] = {&problem, &methods, &steps_arg, &tols_arg};
-        for (size_t k = 0; k < 4 && !dst; k++)
+        static const char *const opts[] = {"--problem", "--methods", "--steps", "--tols",
+                                           "--atol"};
+        const char **dsts[] = {&problem, &methods, &steps_arg, &tols_arg, &atol_arg};
+        for (size_t k = 0; k < 5 && !dst; k++)
             if (cli_option_value(argc, argv, &i, opts[k], &v)) {
                 dst = dsts[k];
                 name = opts[k];
@@ -199,13 +206,20 @@ int cmd_solvers(int argc, char **argv)
     char **mnames = NULL;
     size_t n_methods = cnf_stepper_count(), n_steps = 0, n_tols = 0, n_runs = 0;
     size_t *steps = NULL;
-    double *tols = NULL, *ref = NULL;
+    double *tols = NULL, *ref = NULL, *atol = NULL;
     const cnf_stepper_type **types = NULL;
     run_result *runs = NULL;
     if ((methods && cli_parse_names(CMD, "--methods", methods, &mnames, &n_methods)) ||
         cli_parse_sizes(CMD, "--steps", steps_arg, &steps, &n_steps) ||
         cli_parse_doubles(CMD, "--tols", tols_arg, &tols, &n_tols))
         goto done;
+    size_t n_atol = 0;
+    if (atol_arg && cli_parse_doubles(CMD, "--atol", atol_arg, &atol, &n_atol))
+        goto done;
+    if (atol && (n_atol != 1 || !(atol[0] > 0))) {
+        fprintf(stderr, "cnf solvers: --atol needs one positive number, not '%s'\n", atol_arg);
+        goto done;
+    }
     for (size_t k = 0; k < n_tols; k++)
         if (!(tols[k] > 0)) {
             fprintf(stderr, "cnf solvers: --tols: %g is not a positive tolerance\n", tols[k]);
@@ -243,6 +257,7 @@ int cmd_solvers(int argc, char **argv)
             runs[r].T = types[m];
             runs[r].steps = adaptive ? 0 : steps[k];
             runs[r].tol = adaptive ? tols[k] : 0;
+            runs[r].atol = adaptive ? (atol ? atol[0] : tols[k]) : 0;
             if ((rc = solve_one(p, ref, &runs[r]))) {
                 cli_error(CMD, rc, "setting up a solver");
                 goto done;
@@ -250,6 +265,7 @@ int cmd_solvers(int argc, char **argv)
         }
     }
     print_table(p, runs, n_runs);
+    printf("\nadaptive runs: atol = %s\n", atol ? atol_arg : "rtol");
     if (json)
         print_json(p, runs, n_runs);
     status = 0;
@@ -260,6 +276,7 @@ done:
     cli_free_list(mnames);
     free(steps);
     free(tols);
+    free(atol);
     free(types);
     free(runs);
     free(ref);

@@ -28,9 +28,16 @@ void cli_json_string(FILE *out, const char *s)
 
 void cli_json_number(FILE *out, double v)
 {
-    if (isfinite(v))
-        fprintf(out, "%.17g", v);
-    else
+    char buf[32];
+    if (isfinite(v)) {
+        /* The shortest of 15..17 digits that reads back as the same double. */
+        for (int digits = 15; digits <= 17; digits++) {
+            snprintf(buf, sizeof buf, "%.*g", digits, v);
+            if (strtod(buf, NULL) == v)
+                break;
+        }
+        fputs(buf, out);
+    } else
         fputs("null", out); /* JSON has no NaN or Inf */
 }
 
