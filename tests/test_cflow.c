@@ -350,3 +350,148 @@ GRADCASE(5, TANH, CONCATSQUASH, HUTCH_RADEMACHER)
 GRADCASE(5, SOFTPLUS, CONCAT, EXACT)
 GRADCASE(5, TANH, CONCAT, HUTCH_GAUSS)
 GRADCASE(5, SOFTPLUS, CONCATSQUASH, EXACT)
+
+/* A contracting field v = −16·tanh(x − 1) (an MLP 1-1-1: h = tanh(x − 1), v = −16 h), T = 1,
+ * x0 = −0.5: every trajectory is drawn to x = 1, so integrating x backwards (backsolve) loses it.
+ * At FFJORD's tolerance 1e-5 the checkpointed adjoints match finite differences to 1e-3 (measured
+ * 4e-5 Dopri5, 2e-4 CVODES Adams); backsolve is off by more than 10% (measured 27%). */
+Test(cflow_grad, backsolve_fails_on_contracting_flow_checkpoints_do_not)
+{
+    static const size_t hidden[] = {1};
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, 1);
+    cfg.hidden = hidden;
+    cfg.n_hidden = 1;
+    cfg.time = CNF_TIME_NONE;
+    cnf_rng r;
+    cnf_rng_seed(&r, 3);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK);
+    double *th = cnf_flow_params(f);
+    const double theta[4] = {1.0, -1.0, -16.0, 0.0}; /* 1.W, 1.b, 2.W, 2.b */
+    cr_assert_eq(cnf_flow_n_params(f), 4);
+    memcpy(th, theta, sizeof theta);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    const double x0 = -0.5;
+
+    /* Reference: central differences of a tight-tolerance loss, one parameter at a time. */
+    double fd[4];
+    set_solver(&s->train, cnf_stepper_dopri5, 1e-12, 0);
+    for (size_t p = 0; p < 4; p++) {
+        double e[4] = {0};
+        e[p] = 1;
+        fd[p] = fd_loss(f, &x0, 1, &r, e, 1e-4);
+    }
+    const struct {
+        cnf_grad_mode mode;
+        const cnf_stepper_type *const *st;
+        int should_match;
+    } runs[] = {{CNF_GRAD_ADJOINT, &cnf_stepper_dopri5, 1},
+                {CNF_GRAD_ADJOINT, &cnf_stepper_cvode_adams, 1},
+                {CNF_GRAD_BACKPROP, &cnf_stepper_dopri5, 1},
+                {CNF_GRAD_BACKSOLVE, &cnf_stepper_dopri5, 0}};
+    for (size_t k = 0; k < 4; k++) {
+        s->grad = runs[k].mode;
+        set_solver(&s->train, *runs[k].st, 1e-5, 0); /* FFJORD's tolerance */
+        double loss, g[4], worst = 0;
+        cr_assert_eq(cnf_flow_nll_grad(f, &x0, 1, NULL, &loss, g, NULL), CNF_OK, "%s",
+                     cnf_errmsg());
+        for (size_t p = 0; p < 4; p++)
+            worst = fmax(worst, fabs(g[p] - fd[p]) / fmax(fabs(fd[p]), 1e-3));
+        if (runs[k].should_match)
+            cr_assert(worst <= 1e-3, "%s/%s: worst relative error %g",
+                      cnf_grad_mode_name(runs[k].mode), cnf_stepper_name(*runs[k].st), worst);
+        else
+            cr_assert(worst >= 0.1, "backsolve unexpectedly accurate (worst error %g)", worst);
+    }
+    cnf_flow_free(f);
+}
+
+/* Stacked blocks and a trained end time: backprop and adjoint against finite differences. */
+Test(cflow_grad, two_blocks_with_trained_T)
+{
+    static const size_t hidden[] = {5};
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, 2);
+    cfg.hidden = hidden;
+    cfg.n_hidden = 1;
+    cfg.blocks = 2;
+    cfg.train_T = 1;
+    cfg.T = 0.7;
+    cfg.reg_kinetic = 0.1;
+    cnf_rng r;
+    cnf_rng_seed(&r, 8);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK);
+    cr_assert(fabs(cnf_cflow_end_time(f) - 0.7) < 1e-15);
+    const size_t P = cnf_flow_n_params(f);
+    const double X[6] = {0.5, -1.0, 1.5, 0.3, -0.7, -0.2};
+    double *dir = malloc(P * sizeof(double)), *g = malloc(P * sizeof(double));
+    for (size_t i = 0; i < P; i++)
+        dir[i] = cnf_rng_normal(&r);
+    dir[P - 1] = 3.0; /* make the T component count */
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    set_solver(&s->train, cnf_stepper_rk4, 0, 10);
+    double fd_rk4 = fd_loss(f, X, 3, &r, dir, 1e-3);
+    set_solver(&s->train, cnf_stepper_dopri5, 1e-12, 0);
+    double fd_exact = fd_loss(f, X, 3, &r, dir, 1e-3);
+    double loss;
+    s->grad = CNF_GRAD_BACKPROP;
+    set_solver(&s->train, cnf_stepper_rk4, 0, 10);
+    cr_assert_eq(cnf_flow_nll_grad(f, X, 3, NULL, &loss, g, NULL), CNF_OK);
+    double an = dot(g, dir, P);
+    cr_assert(fabs(an - fd_rk4) <= 1e-6 * fabs(fd_rk4), "backprop %.10g vs %.10g", an, fd_rk4);
+    s->grad = CNF_GRAD_ADJOINT;
+    for (int cv = 0; cv < 2; cv++) {
+        set_solver(&s->train, cv ? cnf_stepper_cvode_adams : cnf_stepper_dopri5, 1e-10, 0);
+        cr_assert_eq(cnf_flow_nll_grad(f, X, 3, NULL, &loss, g, NULL), CNF_OK);
+        an = dot(g, dir, P);
+        cr_assert(fabs(an - fd_exact) <= 1e-5 * fabs(fd_exact), "adjoint (%s) %.10g vs %.10g",
+                  cv ? "cvodes" : "dopri5", an, fd_exact);
+    }
+    free(dir);
+    free(g);
+    cnf_flow_free(f);
+}
+
+Test(cflow, bad_configurations_and_inputs)
+{
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, 2);
+    cnf_rng r;
+    cnf_rng_seed(&r, 1);
+    cnf_flow *f = (cnf_flow *)1;
+    cfg.T = -1;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_EINVAL);
+    cr_assert_null(f);
+    cnf_cflow_config_default(&cfg, 0);
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_EINVAL);
+    cnf_cflow_config_default(&cfg, 2);
+    cfg.probes = 0;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_EINVAL);
+    cnf_cflow_config_default(&cfg, 2);
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK);
+    double X[4] = {0.1, NAN, 0, 0}, lp[2], loss, g[1];
+    cr_assert_eq(cnf_flow_log_prob(f, X, 2, lp, NULL), CNF_ENONFINITE);
+    cr_assert(strstr(cnf_errmsg(), "row 0"), "%s", cnf_errmsg());
+    X[1] = 0.2;
+    /* Backprop through CVODES is not defined: a named error, not a wrong answer. */
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    s->grad = CNF_GRAD_BACKPROP;
+    s->train.stepper = cnf_stepper_cvode_bdf;
+    double *gr = malloc(cnf_flow_n_params(f) * sizeof(double));
+    cr_assert_eq(cnf_flow_nll_grad(f, X, 2, NULL, &loss, gr, NULL), CNF_EUNSUPPORTED);
+    /* Hutchinson without a generator. */
+    s->train.stepper = cnf_stepper_dopri5;
+    s->trace = CNF_TRACE_HUTCH_GAUSS;
+    cr_assert_eq(cnf_flow_nll_grad(f, X, 2, NULL, &loss, gr, NULL), CNF_EINVAL);
+    /* A solver that runs out of steps reports it. */
+    s->trace = CNF_TRACE_EXACT;
+    s->train.opt.max_steps = 2;
+    s->train.opt.rtol = s->train.opt.atol = 1e-12;
+    cr_assert_eq(cnf_flow_loss(f, X, 2, NULL, &loss, NULL), CNF_EMAX_STEPS);
+    (void)g;
+    free(gr);
+    cnf_flow_free(f);
+    cr_assert_null(cnf_cflow_settings(NULL));
+}
