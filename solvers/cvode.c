@@ -36,17 +36,44 @@
 #include "internal.h"
 #include "stepper.h"
 
+/* A state vector with the solver CVODE iterates with: fixed point (Adams) or SPGMR (BDF). */
+typedef struct cv_parts {
+    N_Vector y;
+    SUNNonlinearSolver nls;
+    SUNLinearSolver ls;
+} cv_parts;
+
+static int parts_init(cv_parts *p, int lmm, size_t n, SUNContext ctx)
+{
+    p->y = N_VNew_Serial((sunindextype)n, ctx);
+    if (!p->y)
+        return CNF_ENOMEM;
+    if (lmm == CV_ADAMS)
+        p->nls = SUNNonlinSol_FixedPoint(p->y, 0, ctx);
+    else
+        p->ls = SUNLinSol_SPGMR(p->y, SUN_PREC_NONE, 0, ctx);
+    return (p->nls || p->ls) ? CNF_OK : CNF_ENOMEM;
+}
+
+static void parts_free(cv_parts *p)
+{
+    if (p->nls)
+        SUNNonlinSolFree(p->nls);
+    if (p->ls)
+        SUNLinSolFree(p->ls);
+    if (p->y)
+        N_VDestroy(p->y);
+}
+
 /* One CVODE problem (forward), shared by the plain solver and the adjoint. */
 typedef struct cv_state {
     const cnf_stepper_type *T;
     size_t dim;
     SUNContext sunctx;
-    N_Vector y;                 /* (dim) CVODE's state */
+    cv_parts p;                 /* (dim) CVODE's state and its solver */
     void *mem;                  /* CVODE memory, created at the first solve */
     int adjoint;                /* mem carries CVodeAdjInit (recreated for each forward pass) */
     long nd;                    /* steps per checkpoint */
-    SUNNonlinearSolver nls;     /* Adams: fixed point */
-    SUNLinearSolver ls;         /* BDF: SPGMR */
     cnf_sys sys;                /* the system and the RHS counter */
     cnf_ode_options opt;        /* resolved options of the current solve (weight function) */
     double wscale;              /* weight scale emulating the norm (see the header comment) */
@@ -136,26 +163,14 @@ static int cv_init(cv_state *s, const cnf_stepper_type *T, size_t dim)
     s->dim = dim;
     if (SUNContext_Create(NULL, &s->sunctx))
         return CNF_ESOLVER;
-    s->y = N_VNew_Serial((sunindextype)dim, s->sunctx);
-    if (!s->y)
-        return CNF_ENOMEM;
-    if (T->lmm == CV_ADAMS)
-        s->nls = SUNNonlinSol_FixedPoint(s->y, 0, s->sunctx);
-    else
-        s->ls = SUNLinSol_SPGMR(s->y, SUN_PREC_NONE, 0, s->sunctx);
-    return (s->nls || s->ls) ? CNF_OK : CNF_ENOMEM;
+    return parts_init(&s->p, T->lmm, dim, s->sunctx);
 }
 
 static void cv_release(cv_state *s)
 {
     if (s->mem)
         CVodeFree(&s->mem);
-    if (s->nls)
-        SUNNonlinSolFree(s->nls);
-    if (s->ls)
-        SUNLinSolFree(s->ls);
-    if (s->y)
-        N_VDestroy(s->y);
+    parts_free(&s->p);
     if (s->sunctx)
         SUNContext_Free(&s->sunctx);
 }
@@ -193,7 +208,7 @@ static int cv_begin(cv_state *s, cnf_sys *sys, double t0, double t1, const doubl
     size_t nb = s->dim / opt->block, n_ctrl = nb * opt->block_ctrl;
     s->wscale = sqrt((double)s->dim / (double)(opt->norm == CNF_NORM_MAX_BLOCK
                                                    ? opt->block_ctrl : n_ctrl));
-    memcpy(N_VGetArrayPointer(s->y), y, s->dim * sizeof *y);
+    memcpy(N_VGetArrayPointer(s->p.y), y, s->dim * sizeof *y);
     if (s->mem && s->adjoint)
         CVodeFree(&s->mem);
     if (!s->mem) {
@@ -201,17 +216,17 @@ static int cv_begin(cv_state *s, cnf_sys *sys, double t0, double t1, const doubl
         if (!s->mem)
             return cnf_fail(CNF_ENOMEM, "%s: CVodeCreate failed", s->T->name);
         if ((flag = CVodeSetErrHandlerFn(s->mem, error_handler, s)) ||
-            (flag = CVodeInit(s->mem, rhs_wrap, t0, s->y)) ||
+            (flag = CVodeInit(s->mem, rhs_wrap, t0, s->p.y)) ||
             (flag = CVodeSetUserData(s->mem, s)) ||
             (flag = CVodeWFtolerances(s->mem, weight_fn)))
             return cv_error(s, flag, "CVodeInit", t0);
-        flag = s->nls ? CVodeSetNonlinearSolver(s->mem, s->nls)
-                      : CVodeSetLinearSolver(s->mem, s->ls, NULL);
+        flag = s->p.nls ? CVodeSetNonlinearSolver(s->mem, s->p.nls)
+                      : CVodeSetLinearSolver(s->mem, s->p.ls, NULL);
         if (flag)
             return cv_error(s, flag, "attaching the nonlinear/linear solver", t0);
         if (s->adjoint && (flag = CVodeAdjInit(s->mem, s->nd, CV_HERMITE)))
             return cv_error(s, flag, "CVodeAdjInit", t0);
-    } else if ((flag = CVodeReInit(s->mem, t0, s->y))) {
+    } else if ((flag = CVodeReInit(s->mem, t0, s->p.y))) {
         return cv_error(s, flag, "CVodeReInit", t0);
     }
     if ((flag = CVodeSetInitStep(s->mem, opt->h0 ? (t1 > t0 ? opt->h0 : -opt->h0) : 0.0)) ||
@@ -243,7 +258,7 @@ int cnf_cvode_integrate(void *state, const cnf_stepper_type *T, cnf_sys *sys, do
     cv_state *s = state;
     int rc = cv_begin(s, sys, t0, t1, y, opt);
     double t = t0;
-    const double *ynew = N_VGetArrayPointer(s->y);
+    const double *ynew = N_VGetArrayPointer(s->p.y);
     /* One internal step per CVode call, so the observer sees every step and y always holds
      * the last accepted state. */
     while (!rc) {
@@ -254,7 +269,7 @@ int cnf_cvode_integrate(void *state, const cnf_stepper_type *T, cnf_sys *sys, do
             break;
         }
         double tret = t;
-        int flag = CVode(s->mem, t1, s->y, &tret, CV_ONE_STEP);
+        int flag = CVode(s->mem, t1, s->p.y, &tret, CV_ONE_STEP);
         if (flag < 0) {
             cv_stats(s, st);
             rc = cv_error(s, flag, "CVode", t);
@@ -303,9 +318,8 @@ const cnf_stepper_type *const cnf_stepper_cvode_bdf = &bdf_type;
 struct cnf_cvodes_adj {
     cv_state fwd;
     size_t dim_b, dim_q;
-    N_Vector yB, qB;            /* (dim_b), (dim_q) */
-    SUNNonlinearSolver nlsB;
-    SUNLinearSolver lsB;
+    cv_parts b;                 /* (dim_b) λ and the backward solver */
+    N_Vector qB;                /* (dim_q) */
     int which, have_forward, have_b;
     double t0, t1;
     cnf_ode_rhs_b g, gq;
@@ -333,13 +347,9 @@ int cnf_cvodes_adj_create(cnf_cvodes_adj **out, const cnf_stepper_type *T, size_
     a->dim_b = dim_b;
     a->dim_q = dim_q;
     if (!rc) {
-        a->yB = N_VNew_Serial((sunindextype)dim_b, a->fwd.sunctx);
+        rc = parts_init(&a->b, T->lmm, dim_b, a->fwd.sunctx);
         a->qB = dim_q ? N_VNew_Serial((sunindextype)dim_q, a->fwd.sunctx) : NULL;
-        if (a->yB && T->lmm == CV_ADAMS)
-            a->nlsB = SUNNonlinSol_FixedPoint(a->yB, 0, a->fwd.sunctx);
-        else if (a->yB)
-            a->lsB = SUNLinSol_SPGMR(a->yB, SUN_PREC_NONE, 0, a->fwd.sunctx);
-        if (!a->yB || (dim_q && !a->qB) || (!a->nlsB && !a->lsB))
+        if (dim_q && !a->qB)
             rc = CNF_ENOMEM;
     }
     if (rc) {
@@ -357,12 +367,7 @@ void cnf_cvodes_adj_free(cnf_cvodes_adj *a)
         return;
     if (a->fwd.mem)
         CVodeFree(&a->fwd.mem); /* frees the backward problems too, before their solvers */
-    if (a->nlsB)
-        SUNNonlinSolFree(a->nlsB);
-    if (a->lsB)
-        SUNLinSolFree(a->lsB);
-    if (a->yB)
-        N_VDestroy(a->yB);
+    parts_free(&a->b);
     if (a->qB)
         N_VDestroy(a->qB);
     cv_release(&a->fwd);
@@ -388,12 +393,12 @@ int cnf_cvodes_adj_forward(cnf_cvodes_adj *a, cnf_ode_rhs f, void *ctx, double t
         return rc;
     double tret = t0;
     int ncheck = 0;
-    int flag = CVodeF(a->fwd.mem, t1, a->fwd.y, &tret, CV_NORMAL, &ncheck);
+    int flag = CVodeF(a->fwd.mem, t1, a->fwd.p.y, &tret, CV_NORMAL, &ncheck);
     cv_stats(&a->fwd, st);
     st->nfe = a->fwd.sys.nfe;
     if (flag < 0)
         return cv_error(&a->fwd, flag, "CVodeF", tret);
-    memcpy(y, N_VGetArrayPointer(a->fwd.y), a->fwd.dim * sizeof *y);
+    memcpy(y, N_VGetArrayPointer(a->fwd.p.y), a->fwd.dim * sizeof *y);
     st->t_reached = tret;
     a->t0 = t0;
     a->t1 = t1;
@@ -450,7 +455,7 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
     a->rc_b = a->nonfinite_b = 0;
     a->fwd.sys.nfe = 0; /* now counts the forward re-runs between checkpoints */
     a->fwd.msg[0] = 0;
-    memcpy(N_VGetArrayPointer(a->yB), lam, a->dim_b * sizeof *lam);
+    memcpy(N_VGetArrayPointer(a->b.y), lam, a->dim_b * sizeof *lam);
     if (a->qB)
         N_VConst(0.0, a->qB);
     int flag;
@@ -459,10 +464,10 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
         if ((flag = CVodeCreateB(mem, a->fwd.T->lmm, &a->which)))
             return cv_error(&a->fwd, flag, "CVodeCreateB", a->t1);
         CVodeSetErrHandlerFn(CVodeGetAdjCVodeBmem(mem, a->which), error_handler, &a->fwd);
-        if (!(flag = CVodeInitB(mem, a->which, rhs_b_wrap, a->t1, a->yB)) &&
+        if (!(flag = CVodeInitB(mem, a->which, rhs_b_wrap, a->t1, a->b.y)) &&
             !(flag = CVodeSetUserDataB(mem, a->which, a)))
-            flag = a->nlsB ? CVodeSetNonlinearSolverB(mem, a->which, a->nlsB)
-                           : CVodeSetLinearSolverB(mem, a->which, a->lsB, NULL);
+            flag = a->b.nls ? CVodeSetNonlinearSolverB(mem, a->which, a->b.nls)
+                           : CVodeSetLinearSolverB(mem, a->which, a->b.ls, NULL);
         if (!flag && a->qB) {
             call = "CVodeQuadInitB";
             if (!(flag = CVodeQuadInitB(mem, a->which, quad_b_wrap, a->qB)))
@@ -471,7 +476,7 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
         a->have_b = !flag;
     } else {
         call = "CVodeReInitB";
-        if (!(flag = CVodeReInitB(mem, a->which, a->t1, a->yB)) && a->qB)
+        if (!(flag = CVodeReInitB(mem, a->which, a->t1, a->b.y)) && a->qB)
             flag = CVodeQuadReInitB(mem, a->which, a->qB);
     }
     if (flag)
@@ -492,11 +497,11 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
         return cv_error(&a->fwd, flag, "CVodeB", a->t1);
     }
     double tret = a->t0;
-    if ((flag = CVodeGetB(mem, a->which, &tret, a->yB)))
+    if ((flag = CVodeGetB(mem, a->which, &tret, a->b.y)))
         return cv_error(&a->fwd, flag, "CVodeGetB", a->t0);
     if (a->qB && (flag = CVodeGetQuadB(mem, a->which, &tret, a->qB)))
         return cv_error(&a->fwd, flag, "CVodeGetQuadB", a->t0);
-    memcpy(lam, N_VGetArrayPointer(a->yB), a->dim_b * sizeof *lam);
+    memcpy(lam, N_VGetArrayPointer(a->b.y), a->dim_b * sizeof *lam);
     if (a->qB)
         memcpy(q, N_VGetArrayPointer(a->qB), a->dim_q * sizeof *q);
     st->t_reached = tret;

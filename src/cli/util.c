@@ -1,6 +1,7 @@
 /* Helpers shared by the `cnf` subcommands: JSON output and comma-separated option lists. */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,23 +89,49 @@ int cli_parse_names(const char *cmd, const char *opt, const char *arg, char ***o
     return *out ? 0 : -1;
 }
 
-int cli_parse_doubles(const char *cmd, const char *opt, const char *arg, double **out, size_t *n)
+/* One list item into *dst, or -1 with a message on stderr. */
+typedef int (*item_parser)(const char *cmd, const char *opt, const char *item, void *dst);
+
+static int parse_double(const char *cmd, const char *opt, const char *item, void *dst)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(item, &end);
+    if (*end || errno || !isfinite(v)) {
+        fprintf(stderr, "cnf %s: %s: '%s' is not a finite number\n", cmd, opt, item);
+        return -1;
+    }
+    *(double *)dst = v;
+    return 0;
+}
+
+static int parse_size(const char *cmd, const char *opt, const char *item, void *dst)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(item, &end, 10);
+    if (*end || errno || item[0] == '-' || item[0] == '+' || v == 0 || v > SIZE_MAX) {
+        fprintf(stderr, "cnf %s: %s: '%s' is not a positive integer\n", cmd, opt, item);
+        return -1;
+    }
+    *(size_t *)dst = (size_t)v;
+    return 0;
+}
+
+/* A list of n values of size bytes each, parsed item by item; *out NULL on failure. */
+static int parse_list(const char *cmd, const char *opt, const char *arg, size_t size,
+                      item_parser parse, void **out, size_t *n)
 {
     char **items = split(cmd, opt, arg, n);
     *out = NULL;
     if (!items)
         return -1;
-    double *v = calloc(*n, sizeof *v);
+    char *v = calloc(*n, size);
     int rc = v ? 0 : -1;
-    for (size_t i = 0; !rc && i < *n; i++) {
-        char *end;
-        errno = 0;
-        v[i] = strtod(items[i], &end);
-        if (*end || errno || !isfinite(v[i])) {
-            fprintf(stderr, "cnf %s: %s: '%s' is not a finite number\n", cmd, opt, items[i]);
-            rc = -1;
-        }
-    }
+    if (!v)
+        fprintf(stderr, "cnf %s: out of memory reading %s\n", cmd, opt);
+    for (size_t i = 0; !rc && i < *n; i++)
+        rc = parse(cmd, opt, items[i], v + i * size);
     cli_free_list(items);
     if (rc)
         free(v);
@@ -113,29 +140,19 @@ int cli_parse_doubles(const char *cmd, const char *opt, const char *arg, double 
     return rc;
 }
 
+int cli_parse_doubles(const char *cmd, const char *opt, const char *arg, double **out, size_t *n)
+{
+    void *v;
+    int rc = parse_list(cmd, opt, arg, sizeof **out, parse_double, &v, n);
+    *out = v;
+    return rc;
+}
+
 int cli_parse_sizes(const char *cmd, const char *opt, const char *arg, size_t **out, size_t *n)
 {
-    char **items = split(cmd, opt, arg, n);
-    *out = NULL;
-    if (!items)
-        return -1;
-    size_t *v = calloc(*n, sizeof *v);
-    int rc = v ? 0 : -1;
-    for (size_t i = 0; !rc && i < *n; i++) {
-        char *end;
-        errno = 0;
-        unsigned long long x = strtoull(items[i], &end, 10);
-        if (*end || errno || items[i][0] == '-' || items[i][0] == '+' || x == 0) {
-            fprintf(stderr, "cnf %s: %s: '%s' is not a positive integer\n", cmd, opt, items[i]);
-            rc = -1;
-        }
-        v[i] = (size_t)x;
-    }
-    cli_free_list(items);
-    if (rc)
-        free(v);
-    else
-        *out = v;
+    void *v;
+    int rc = parse_list(cmd, opt, arg, sizeof **out, parse_size, &v, n);
+    *out = v;
     return rc;
 }
 
