@@ -63,14 +63,17 @@ typedef enum {
  * is 1 / (atol + rtol·max(|y_old_i|, |y_new_i|)). With block > 0 the state is a sequence of
  * blocks of `block` components (e.g. one per sample) of which only the first `block_ctrl`
  * (0 = all) are under error control; the rest (e.g. regularizer integrals) are integrated but
- * never shrink the step. */
+ * never shrink the step. CVODES measures with weights 1/(atol + rtol·|y_i|) at the step start
+ * and a whole-vector RMS: CNF_NORM_RMS is reproduced exactly, CNF_NORM_MAX_BLOCK is bounded from
+ * above by sqrt(Σ_blocks rms²) (never looser, at most sqrt(#blocks) tighter). */
 typedef struct cnf_ode_options {
     size_t steps;      /* fixed-step methods: number of equal steps over [t0, t1] (≥ 1) */
     double rtol, atol; /* adaptive methods (≥ 0, not both 0) */
     double h0;         /* first step size; 0 = chosen automatically (Hairer–Wanner II.4) */
     double hmin;       /* smallest |h| before CNF_ESTEP_UNDERFLOW (0 = 1e-14·|t1 − t0|) */
     double hmax;       /* largest |h| (0 = |t1 − t0|) */
-    size_t max_steps;  /* accepted + rejected steps before CNF_EMAX_STEPS (0 = 100000) */
+    size_t max_steps;  /* accepted + rejected steps before CNF_EMAX_STEPS (0 = 100000; for
+                          fixed-step methods 0 = no limit, else steps > max_steps fails) */
     double safety;     /* step-size safety factor (0 = 0.9) */
     cnf_norm norm;
     size_t block, block_ctrl;
