@@ -10,4 +10,7 @@
 #include "cnf/plot.h"
 #include "cnf/flow.h"
 #include "cnf/cflow.h"
+#include "cnf/train.h"
+#include "cnf/model.h"
+#include "cnf/io.h"
 #endif

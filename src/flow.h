@@ -4,6 +4,7 @@
 #define CNF_SRC_FLOW_H
 
 #include "cnf/flow.h"
+#include "cnf/safetensors.h"
 
 typedef struct cnf_flow_type {
     const char *kind;
@@ -16,7 +17,21 @@ typedef struct cnf_flow_type {
     int (*nll_grad)(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *loss,
                     double *grad, double *gx, cnf_flow_stats *st);
     void (*free)(cnf_flow *f);
+    /* Model files (cnf/model.h): write the architecture and settings as metadata and the
+     * parameters as named tensors. The matching loader is listed by kind in src/model.c. */
+    int (*describe)(const cnf_flow *f, cnf_st_writer *w);
 } cnf_flow_type;
+
+/* Metadata helpers for describe/load: numbers are written with %.17g and read back strictly;
+ * a missing or malformed value is CNF_EFORMAT naming the key. */
+int cnf_meta_put_double(cnf_st_writer *w, const char *key, double v);
+int cnf_meta_put_size(cnf_st_writer *w, const char *key, size_t v);
+int cnf_meta_get_double(const cnf_st_file *f, const char *key, double *v);
+int cnf_meta_get_size(const cnf_st_file *f, const char *key, size_t *v);
+const char *cnf_meta_get_str(const cnf_st_file *f, const char *key); /* NULL + message if absent */
+
+/* Loaders by kind (src/model.c lists them): rebuild a flow from a model file. */
+int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out);
 
 struct cnf_flow {
     const cnf_flow_type *type;

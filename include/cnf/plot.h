@@ -19,6 +19,7 @@
 #define CNF_PLOT_H
 
 #include "cnf/core.h"
+#include "cnf/flow.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,6 +63,14 @@ CNF_API int cnf_plot_write_png(const char *path, const cnf_plot_panel *panels, s
 /* The colour map: v in [0, 1] (clamped; NaN → 0) to 8-bit sRGB, linear interpolation between 16
  * samples of matplotlib's viridis (van der Walt & Smith 2015). */
 CNF_API void cnf_plot_colormap(double v, unsigned char rgb[3]);
+
+/* FFJORD's figure for a 2-D flow in one call: the data as a histogram, the model density
+ * exp(log p) evaluated on a grid×grid lattice of the box, and a histogram of n_samples model
+ * samples drawn from rng, left to right. s may be NULL (defaults). Errors of the flow (e.g. its
+ * ODE solver) are returned as they are; CNF_EDIM if the flow is not 2-D. */
+CNF_API int cnf_plot_flow(const char *path, cnf_flow *f, const double *data /* (n_data, 2) */,
+                          size_t n_data, size_t grid, size_t n_samples, cnf_rng *rng,
+                          const cnf_plot_settings *s);
 
 #ifdef __cplusplus
 }

@@ -7,6 +7,11 @@
 
 int cmd_demo(int argc, char **argv);
 int cmd_solvers(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_gradcheck(int argc, char **argv);
 
 
 /* Print "cnf <cmd>: <message>" to stderr together with the library's detail message for code. */

@@ -1,0 +1,81 @@
+/* Training a flow by maximum likelihood, and evaluating it.
+ *
+ * The loop: for each iteration draw a batch from the caller's data callback, compute the flow's
+ * objective and gradient (cnf_flow_nll_grad), clip the gradient norm, take an optimizer step,
+ * report progress, and every val_every iterations evaluate the held-out NLL. Everything random
+ * (batches, Hutchinson probes) comes from the trainer's one generator, whose state, with the
+ * optimizer's and the iteration count, is what a checkpoint saves (cnf/model.h): resuming from a
+ * checkpoint continues bit-identically. */
+#ifndef CNF_TRAIN_H
+#define CNF_TRAIN_H
+
+#include "cnf/flow.h"
+#include "cnf/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Fill X (n, d) with a training batch, drawing only from rng. Non-zero return stops training
+ * with that code. */
+typedef int (*cnf_batch_fn)(void *ctx, size_t n, double *X, cnf_rng *rng);
+
+typedef struct cnf_train_progress {
+    size_t iter, iters;          /* iterations done (1-based) and planned */
+    double loss;                 /* objective of this batch (NLL + regularizers) */
+    double nll;                  /* NLL part of it */
+    double grad_norm;            /* gradient norm before clipping */
+    double lr;                   /* learning rate used for this step */
+    size_t nfe_forward, nfe_backward; /* of this iteration */
+    double seconds;              /* wall time of training so far (this run) */
+    int has_val;                 /* this call carries a validation result */
+    double val_nll, val_nll_stderr; /* mean held-out NLL (nats) and its standard error */
+} cnf_train_progress;
+
+/* Called after every iteration; a non-zero return stops training (cnf_trainer_run returns it). */
+typedef int (*cnf_progress_fn)(const cnf_train_progress *p, void *ctx);
+
+typedef struct cnf_train_config {
+    size_t iters;            /* total iterations to reach */
+    size_t batch;            /* batch size ≥ 1 */
+    cnf_optim_settings optim;
+    double clip_norm;        /* clip the gradient to this norm (0 = no clipping) */
+    size_t val_every;        /* validate every this many iterations (0 = never) */
+    const double *val_X;     /* (val_n, d) held-out data, borrowed */
+    size_t val_n;
+    size_t val_batch;        /* evaluation batch size (0 = all at once) */
+    cnf_batch_fn next_batch; /* required */
+    void *batch_ctx;
+    cnf_progress_fn progress; /* optional */
+    void *progress_ctx;
+} cnf_train_config;
+
+typedef struct cnf_trainer cnf_trainer;
+
+/* A trainer for flow f (borrowed; it must outlive the trainer), its optimizer created from
+ * cfg->optim and its generator seeded with seed. CNF_EINVAL names a bad setting. */
+CNF_API int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *cfg,
+                               uint64_t seed);
+CNF_API void cnf_trainer_free(cnf_trainer *t);
+
+/* Train until cfg->iters iterations are done (from wherever the trainer stands). On an error
+ * the parameters hold the last successful step, and the iteration count says where. */
+CNF_API int cnf_trainer_run(cnf_trainer *t);
+
+/* The state a checkpoint saves and restores. */
+CNF_API size_t cnf_trainer_iter(const cnf_trainer *t);
+CNF_API void cnf_trainer_set_iter(cnf_trainer *t, size_t iter);
+CNF_API cnf_rng *cnf_trainer_rng(cnf_trainer *t);
+CNF_API cnf_optim *cnf_trainer_optim(cnf_trainer *t);
+CNF_API cnf_flow *cnf_trainer_flow(cnf_trainer *t);
+CNF_API const cnf_train_config *cnf_trainer_config(const cnf_trainer *t);
+
+/* Mean negative log-likelihood of X (n, d) under f, in batches of `batch` rows (0 = all), with
+ * its standard error over the points. stats (may be NULL) sums the solver work. */
+CNF_API int cnf_flow_eval_nll(cnf_flow *f, const double *X, size_t n, size_t batch, double *mean,
+                              double *stderr_out, cnf_flow_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,33 @@
+/* Option tables for the subcommands: each option has a name, a type, where its value goes and a
+ * help line, so parsing, --help and saving the options in a model file are written once. */
+#ifndef CNF_CLI_OPTS_H
+#define CNF_CLI_OPTS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum { OPT_STR, OPT_SIZE, OPT_DOUBLE, OPT_FLAG, OPT_U64 } opt_kind;
+
+typedef struct cli_opt {
+    const char *name; /* "--hidden" */
+    opt_kind kind;
+    void *ptr;        /* const char **, size_t *, double *, int *, uint64_t * */
+    const char *arg;  /* "W1-W2-…" shown in help; NULL for flags */
+    const char *help;
+    int saved;        /* recorded in model files (training settings) */
+} cli_opt;
+
+/* Parse argv[1..] against opts. Returns 0 on success, 1 if --help was asked (help printed to
+ * stdout), 2 after a usage message on stderr. */
+int cli_opts_parse(const char *cmd, const cli_opt *opts, size_t n, int argc, char **argv,
+                   void (*help)(FILE *));
+/* Set one option from its text value; 0 or 2 after a message. */
+int cli_opt_set(const char *cmd, const cli_opt *o, const char *value);
+/* The option's current value as text (NULL for an unset string). */
+const char *cli_opt_format(const cli_opt *o, char *buf, size_t len);
+/* One help line per option. */
+void cli_opts_help(FILE *out, const cli_opt *opts, size_t n);
+/* Was this option given on the command line? (index into opts, set by cli_opts_parse) */
+int cli_opt_given(const cli_opt *opts, const cli_opt *o);
+
+#endif

@@ -1,0 +1,332 @@
+/* `cnf train`: learn a density from samples by maximum likelihood (FFJORD's train_toy.py). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cnf.h"
+#include "flowopts.h"
+
+#define CMD "train"
+
+typedef struct train_opts {
+    const char *data;
+    size_t iters, batch, test_batch, test_n, val_every, log_every, plot_every;
+    double lr, weight_decay, clip;
+    uint64_t seed;
+    const char *out, *plot, *resume;
+    int json;
+} train_opts;
+
+static flow_opts fo;
+static train_opts to;
+static cli_opt table[FLOW_OPTS_MAX + 24];
+static size_t n_table;
+
+static void build_table(void)
+{
+    n_table = flow_opts_table(&fo, table);
+    const cli_opt mine[] = {
+        {"--data", OPT_STR, &to.data, "NAME",
+         "training data: 8gaussians, checkerboard, 2spirals, moons, pinwheel, circles, rings, "
+         "swissroll",
+         1},
+        {"--iters", OPT_SIZE, &to.iters, "N", "training iterations (in total, with --resume)", 0},
+        {"--batch", OPT_SIZE, &to.batch, "N", "batch size", 1},
+        {"--lr", OPT_DOUBLE, &to.lr, "LR", "Adam learning rate", 1},
+        {"--weight-decay", OPT_DOUBLE, &to.weight_decay, "W", "Adam weight decay (L2)", 1},
+        {"--clip", OPT_DOUBLE, &to.clip, "NORM", "clip the gradient norm (0: no clipping)", 1},
+        {"--seed", OPT_U64, &to.seed, "S", "seed of every random draw", 1},
+        {"--test-n", OPT_SIZE, &to.test_n, "N", "held-out points drawn once for the test NLL", 1},
+        {"--test-batch", OPT_SIZE, &to.test_batch, "N", "evaluation batch size", 1},
+        {"--val-every", OPT_SIZE, &to.val_every, "N",
+         "test NLL every N iterations and at the end (0: only at the end)", 1},
+        {"--log-every", OPT_SIZE, &to.log_every, "N", "log line every N iterations", 0},
+        {"--out", OPT_STR, &to.out, "FILE",
+         "save the model with its training state (safetensors; usable with --resume)", 0},
+        {"--plot", OPT_STR, &to.plot, "FILE.png",
+         "write FFJORD's figure at the end: data, model density, model samples", 0},
+        {"--plot-every", OPT_SIZE, &to.plot_every, "N", "also write --plot every N iterations",
+         0},
+        {"--resume", OPT_STR, &to.resume, "FILE",
+         "continue from a model saved with --out: its settings are used unless given here", 0},
+        {"--json", OPT_FLAG, &to.json, NULL,
+         "print a JSON object as the last line of stdout: iters, seconds, train_loss, test_nll, "
+         "test_nll_stderr, nfe_forward, nfe_backward (means per iteration)",
+         0},
+    };
+    memcpy(table + n_table, mine, sizeof mine);
+    n_table += sizeof mine / sizeof *mine;
+}
+
+static void help(FILE *out)
+{
+    fprintf(out, "usage: cnf train --data NAME [options]\n\n"
+                 "Train a continuous normalizing flow on a 2-D toy density by maximum likelihood,\n"
+                 "as FFJORD's train_toy.py does (the defaults are its settings: 64-64-64 tanh\n"
+                 "concatsquash, exact trace, Dopri5 at 1e-5, adjoint gradients, T = 0.5 trained,\n"
+                 "Adam lr 1e-3, weight decay 1e-5, batch 100).\n\noptions:\n");
+    cli_opts_help(out, table, n_table);
+    fprintf(out, "\nProgress: a live line on a terminal (stderr), log lines on stdout otherwise.\n"
+                 "Test NLL is the mean -log p in nats over the held-out points, +- its standard\n"
+                 "error. Exit status: 0 ok, 1 failure (message on stderr), 2 bad options.\n");
+}
+
+typedef struct run {
+    const cnf_toy_type *data;
+    double start, loss_sum, nfe_f, nfe_b;
+    size_t n_logged, first_iter;
+    int tty;
+    cnf_flow *flow;
+    cnf_trainer *trainer;
+    double last_val, last_val_se;
+    int has_val;
+} run;
+
+static run R;
+
+static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    return cnf_toy_sample(ctx, n, X, rng);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int write_plot(const char *path)
+{
+    double *D = malloc(20000 * 2 * sizeof(double));
+    if (!D)
+        return CNF_ENOMEM;
+    cnf_rng r;
+    cnf_rng_seed(&r, to.seed ^ 0x5eed0f0f);
+    int rc = cnf_toy_sample(R.data, 20000, D, &r);
+    if (!rc)
+        rc = cnf_plot_flow(path, R.flow, D, 20000, 100, 20000, &r, NULL);
+    free(D);
+    return rc;
+}
+
+static int progress(const cnf_train_progress *p, void *ctx)
+{
+    (void)ctx;
+    R.loss_sum += p->loss;
+    R.nfe_f += (double)p->nfe_forward;
+    R.nfe_b += (double)p->nfe_backward;
+    R.n_logged++;
+    if (p->has_val) {
+        R.last_val = p->val_nll;
+        R.last_val_se = p->val_nll_stderr;
+        R.has_val = 1;
+    }
+    double rate = (double)(p->iter - R.first_iter) / fmax(p->seconds, 1e-9);
+    double eta = (double)(p->iters - p->iter) / fmax(rate, 1e-9);
+    if (R.tty) {
+        fprintf(stderr, "\r  iter %zu/%zu  loss %.4f  nfe %zu/%zu  %.1f it/s  ETA %.0fs   ",
+                p->iter, p->iters, p->loss, p->nfe_forward, p->nfe_backward, rate, eta);
+        if (p->iter == p->iters)
+            fputc('\n', stderr);
+    }
+    if ((!R.tty && to.log_every && p->iter % to.log_every == 0) || p->has_val) {
+        printf("iter %zu/%zu  loss %.4f  nll %.4f  |g| %.3g  nfe %zu/%zu  T %.4f  %.1f it/s",
+               p->iter, p->iters, p->loss, p->nll, p->grad_norm, p->nfe_forward,
+               p->nfe_backward, cnf_cflow_end_time(R.flow), rate);
+        if (p->has_val)
+            printf("  test nll %.4f +- %.4f", p->val_nll, p->val_nll_stderr);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (to.plot && to.plot_every && p->iter % to.plot_every == 0 && p->iter != p->iters) {
+        int rc = write_plot(to.plot);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* With --resume, take every saved option from the model file unless given on the command line. */
+static int apply_saved(const cnf_st_file *file)
+{
+    for (size_t i = 0; i < n_table; i++) {
+        if (!table[i].saved || cli_opt_given(table, &table[i]))
+            continue;
+        char key[64];
+        snprintf(key, sizeof key, "user.%s", table[i].name + 2);
+        const char *v = cnf_st_meta(file, key);
+        if (v && cli_opt_set(CMD, &table[i], v))
+            return 2;
+    }
+    return 0;
+}
+
+/* The saved options as metadata pairs: "key", "value", …, NULL. Strings point into store. */
+static const char **saved_pairs(char store[][64])
+{
+    static const char *pairs[2 * (FLOW_OPTS_MAX + 24) + 1];
+    size_t k = 0;
+    for (size_t i = 0; i < n_table; i++) {
+        if (!table[i].saved)
+            continue;
+        const char *v = cli_opt_format(&table[i], store[i], 64);
+        if (!v)
+            continue;
+        pairs[k++] = table[i].name + 2;
+        pairs[k++] = v;
+    }
+    pairs[k] = NULL;
+    return pairs;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    flow_opts_default(&fo);
+    memset(&to, 0, sizeof to);
+    to.iters = 1000;
+    to.batch = 100;
+    to.lr = 1e-3;
+    to.weight_decay = 1e-5;
+    to.test_n = 5000;
+    to.test_batch = 1000;
+    to.val_every = 100;
+    to.log_every = 100;
+    build_table();
+    int u = cli_opts_parse(CMD, table, n_table, argc, argv, help);
+    if (u)
+        return u == 1 ? 0 : 2;
+
+    memset(&R, 0, sizeof R);
+    cnf_st_file *file = NULL;
+    int status = 1, rc;
+    double *test = NULL;
+    if (to.resume) {
+        rc = cnf_model_load(to.resume, &R.flow, &file);
+        if (rc) {
+            cli_error(CMD, rc, "loading --resume");
+            return 1;
+        }
+        if (apply_saved(file)) {
+            status = 2;
+            goto done;
+        }
+    }
+    if (!to.data) {
+        fprintf(stderr, "cnf %s: --data NAME is required (see cnf %s --help)\n", CMD, CMD);
+        status = 2;
+        goto done;
+    }
+    const cnf_toy_type *data;
+    if ((rc = cnf_toy_from_name(to.data, &data))) {
+        fprintf(stderr, "cnf %s: --data: %s\n", CMD, cnf_errmsg());
+        status = 2;
+        goto done;
+    }
+    R.data = data;
+    if (to.batch == 0 || to.test_n == 0) {
+        fprintf(stderr, "cnf %s: --batch and --test-n must be positive\n", CMD);
+        status = 2;
+        goto done;
+    }
+    cnf_rng init;
+    cnf_rng_seed(&init, to.seed);
+    if (!R.flow && (u = flow_opts_build(CMD, &fo, 2, &init, &R.flow))) {
+        status = u;
+        goto done;
+    }
+    /* The held-out set: drawn once from its own stream, so it is the same for every run with
+     * this seed and does not disturb the training stream. */
+    test = malloc(to.test_n * 2 * sizeof(double));
+    if (!test) {
+        fprintf(stderr, "cnf %s: out of memory for %zu test points\n", CMD, to.test_n);
+        goto done;
+    }
+    cnf_rng tr;
+    cnf_rng_seed(&tr, to.seed ^ 0x7e57da7aULL);
+    cnf_toy_sample(data, to.test_n, test, &tr);
+
+    cnf_train_config tc = {.iters = to.iters, .batch = to.batch, .clip_norm = to.clip,
+                           .val_every = to.val_every ? to.val_every : to.iters,
+                           .val_X = test, .val_n = to.test_n, .val_batch = to.test_batch,
+                           .next_batch = toy_batch, .batch_ctx = (void *)data,
+                           .progress = progress};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    tc.optim.lr = to.lr;
+    tc.optim.weight_decay = to.weight_decay;
+    if ((rc = cnf_trainer_create(&R.trainer, R.flow, &tc, to.seed))) {
+        cli_error(CMD, rc, "setting up training");
+        status = 2;
+        goto done;
+    }
+    if (file && (rc = cnf_model_restore_trainer(file, R.trainer))) {
+        cli_error(CMD, rc, "restoring the training state of --resume");
+        goto done;
+    }
+    R.first_iter = cnf_trainer_iter(R.trainer);
+    R.tty = isatty(2);
+    printf("cnf train: %s, %s flow with %zu parameters, %s, batch %zu, seed %llu, from "
+           "iteration %zu to %zu\n",
+           to.data, cnf_flow_kind(R.flow), cnf_flow_n_params(R.flow), fo.solver, to.batch,
+           (unsigned long long)to.seed, R.first_iter, to.iters);
+    fflush(stdout);
+    R.start = now();
+    rc = cnf_trainer_run(R.trainer);
+    double seconds = now() - R.start;
+    if (rc) {
+        if (R.tty)
+            fputc('\n', stderr);
+        cli_error(CMD, rc, "training stopped");
+        fprintf(stderr, "cnf %s: stopped at iteration %zu\n", CMD, cnf_trainer_iter(R.trainer));
+        goto done;
+    }
+    if (to.out) {
+        char store[FLOW_OPTS_MAX + 24][64];
+        if ((rc = cnf_model_save(to.out, R.flow, R.trainer, saved_pairs(store)))) {
+            cli_error(CMD, rc, "saving --out");
+            goto done;
+        }
+        printf("saved %s\n", to.out);
+    }
+    if (to.plot) {
+        if ((rc = write_plot(to.plot))) {
+            cli_error(CMD, rc, "writing --plot");
+            goto done;
+        }
+        printf("wrote %s\n", to.plot);
+    }
+    size_t n = R.n_logged ? R.n_logged : 1;
+    printf("done: %zu iterations in %.1f s, test NLL %.4f +- %.4f nats, NFE per iteration "
+           "%.1f forward, %.1f backward\n",
+           cnf_trainer_iter(R.trainer), seconds, R.last_val, R.last_val_se, R.nfe_f / n,
+           R.nfe_b / n);
+    if (to.json) {
+        printf("{\"data\":");
+        cli_json_string(stdout, to.data);
+        printf(",\"model\":");
+        cli_json_string(stdout, cnf_flow_kind(R.flow));
+        printf(",\"iters\":%zu,\"seconds\":", cnf_trainer_iter(R.trainer));
+        cli_json_number(stdout, seconds);
+        printf(",\"train_loss\":");
+        cli_json_number(stdout, R.n_logged ? R.loss_sum / n : NAN);
+        printf(",\"test_nll\":");
+        cli_json_number(stdout, R.has_val ? R.last_val : NAN);
+        printf(",\"test_nll_stderr\":");
+        cli_json_number(stdout, R.has_val ? R.last_val_se : NAN);
+        printf(",\"nfe_forward\":");
+        cli_json_number(stdout, R.nfe_f / n);
+        printf(",\"nfe_backward\":");
+        cli_json_number(stdout, R.nfe_b / n);
+        printf(",\"seed\":%llu}\n", (unsigned long long)to.seed);
+    }
+    status = 0;
+done:
+    cnf_trainer_free(R.trainer);
+    cnf_flow_free(R.flow);
+    cnf_st_free(file);
+    free(test);
+    return status;
+}
