@@ -1,0 +1,73 @@
+#!/bin/sh
+# The model commands end to end on a tiny model: train with --out/--plot/--json, resume
+# bit-identically, eval/sample/plot a saved model, gradcheck --json, and clear errors with a
+# non-zero exit for bad input. Usage: test_cli_train.sh path/to/cnf
+set -eu
+cnf="$1"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+small="--hidden 8-8 --solver rk4 --steps 4 --test-n 200 --batch 32 --val-every 10 --seed 3"
+
+# Train, with the JSON summary as the last line.
+"$cnf" train --data moons --iters 20 $small --out "$tmp/full.safetensors" \
+  --plot "$tmp/p.png" --json > "$tmp/out" || fail "train exit status"
+python3 - "$tmp/out" <<'PY'
+import json, math, sys
+o = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+for k in ("iters", "seconds", "train_loss", "test_nll", "nfe_forward", "nfe_backward"):
+    assert k in o, k
+assert o["iters"] == 20 and math.isfinite(o["test_nll"]), o
+PY
+[ -s "$tmp/p.png" ] || fail "no picture"
+
+# Resume from iteration 10: the file after 20 iterations is byte for byte the same.
+"$cnf" train --data moons --iters 10 $small --out "$tmp/half.safetensors" > /dev/null \
+  || fail "half run"
+"$cnf" train --resume "$tmp/half.safetensors" --iters 20 --out "$tmp/resumed.safetensors" \
+  > /dev/null || fail "resume run"
+cmp "$tmp/full.safetensors" "$tmp/resumed.safetensors" || fail "resumed model differs"
+
+# Use the saved model.
+"$cnf" eval --model "$tmp/full.safetensors" --data moons -n 300 --json > "$tmp/eval" \
+  || fail "eval"
+python3 - "$tmp/eval" <<'PY'
+import json, sys
+o = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+assert all(k in o for k in ("nll", "nll_stderr", "n", "nfe", "seconds")) and o["n"] == 300, o
+PY
+"$cnf" sample --model "$tmp/full.safetensors" -n 50 --out "$tmp/s.csv" > /dev/null || fail "csv"
+[ "$(wc -l < "$tmp/s.csv")" -eq 50 ] || fail "csv rows"
+"$cnf" sample --model "$tmp/full.safetensors" -n 50 --out "$tmp/s.npy" > /dev/null || fail "npy"
+[ "$(wc -c < "$tmp/s.npy")" -eq $((128 + 50 * 2 * 8)) ] || fail "npy size"
+"$cnf" plot --model "$tmp/full.safetensors" --data moons -n 500 --out "$tmp/q.png" > /dev/null \
+  || fail "plot"
+
+# gradcheck --json has the four keys.
+"$cnf" gradcheck --hidden 6 --batch 3 --directions 1 --json > "$tmp/gc" || fail "gradcheck"
+python3 - "$tmp/gc" <<'PY'
+import json, sys
+o = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+for k in ("backprop_vs_fd", "adjoint_vs_fd", "cvodes_vs_fd", "backsolve_vs_fd"):
+    assert k in o, k
+assert o["backprop_vs_fd"] < 1e-6 and o["adjoint_vs_fd"] < 1e-4, o
+PY
+
+# Bad input: a clear message and a non-zero exit, never a crash.
+expect() { # expected status, words the message must contain, command...
+  want=$1; words=$2; shift 2
+  set +e; "$@" > "$tmp/o" 2> "$tmp/e"; got=$?; set -e
+  [ "$got" -eq "$want" ] || fail "$* exited $got, not $want"
+  for w in $words; do grep -q -- "$w" "$tmp/e" || fail "$*: message lacks '$w': $(cat "$tmp/e")"; done
+}
+expect 2 "unknown 8gaussians" "$cnf" train --data no-such-set --iters 1
+expect 2 "--data" "$cnf" train --iters 1
+expect 2 "unknown" "$cnf" train --data moons --act relu7
+expect 2 "finite" "$cnf" train --data moons --lr abc
+head -c 300 "$tmp/full.safetensors" > "$tmp/trunc.safetensors"
+expect 1 "trunc.safetensors" "$cnf" eval --model "$tmp/trunc.safetensors" --data moons
+printf 'garbage that is not a model' > "$tmp/junk.safetensors"
+expect 1 "junk.safetensors" "$cnf" eval --model "$tmp/junk.safetensors" --data moons
+expect 1 "missing.safetensors" "$cnf" eval --model "$tmp/missing.safetensors" --data moons
+expect 2 "--out" "$cnf" sample --model "$tmp/full.safetensors" --out "$tmp/s.txt"
+echo "cli train/eval/sample/plot/gradcheck: all checks passed"
