@@ -13,4 +13,5 @@
 #include "cnf/train.h"
 #include "cnf/model.h"
 #include "cnf/io.h"
+#include "cnf/dflow.h"
 #endif
