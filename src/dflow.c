@@ -170,6 +170,12 @@ int cnf_dflow_layer_backward(cnf_dflow_layer *l, const double *theta, const doub
 
 /* ---- shared helpers ------------------------------------------------------------------------- */
 
+int dflow_state_array(cnf_dflow_layer *l, size_t n)
+{
+    l->state = cnf_calloc(n, sizeof(double));
+    return l->state ? CNF_OK : cnf_fail(CNF_ENOMEM, "allocating a %s layer", l->type->name);
+}
+
 double *dflow_scratch(double **buf, size_t *cap, size_t n)
 {
     if (n > *cap) {
@@ -293,6 +299,8 @@ void cnf_dflow_config_default(cnf_dflow_config *cfg, const char *kind, size_t di
 
 typedef struct dflow {
     cnf_flow base;
+    cnf_dflow_config cfg;  /* as created: kind is the canonical name, hidden the own copy */
+    size_t *hidden;
     size_t L;
     cnf_dflow_layer **layer; /* (L) */
     size_t *off;             /* (L) parameter offsets */
@@ -314,6 +322,12 @@ size_t cnf_dflow_n_layers(const cnf_flow *f)
     return s ? s->L : 0;
 }
 
+const cnf_dflow_config *cnf_dflow_get_config(const cnf_flow *f)
+{
+    const dflow *s = as_dflow(f);
+    return s ? &s->cfg : NULL;
+}
+
 cnf_dflow_layer *cnf_dflow_layer_at(cnf_flow *f, size_t i, size_t *offset)
 {
     dflow *s = as_dflow(f);
@@ -324,8 +338,9 @@ cnf_dflow_layer *cnf_dflow_layer_at(cnf_flow *f, size_t i, size_t *offset)
     return s->layer[i];
 }
 
-static int dflow_encode(cnf_flow *f, const double *X, size_t n, double *Z, double *logdet,
-                        cnf_flow_stats *st)
+/* Encode (layers' forwards in order) or decode (inverses in reverse order) n rows. */
+static int run_layers(cnf_flow *f, int enc, const double *in, size_t n, double *out,
+                      double *logdet)
 {
     dflow *s = (dflow *)f;
     const size_t nd = n * f->dim;
@@ -333,33 +348,29 @@ static int dflow_encode(cnf_flow *f, const double *X, size_t n, double *Z, doubl
     if (!tmp)
         return cnf_fail(CNF_ENOMEM, "allocating %zu rows", n);
     memset(logdet, 0, n * sizeof *logdet);
-    memcpy(Z, X, nd * sizeof *Z);
+    memcpy(out, in, nd * sizeof *out);
     int rc = CNF_OK;
-    for (size_t l = 0; rc == CNF_OK && l < s->L; l++) {
-        rc = s->layer[l]->type->forward(s->layer[l], f->theta + s->off[l], Z, n, tmp, logdet, 0);
-        memcpy(Z, tmp, nd * sizeof *Z);
+    for (size_t k = 0; rc == CNF_OK && k < s->L; k++) {
+        size_t l = enc ? k : s->L - 1 - k;
+        cnf_dflow_layer *ly = s->layer[l];
+        rc = enc ? ly->type->forward(ly, f->theta + s->off[l], out, n, tmp, logdet, 0)
+                 : ly->type->inverse(ly, f->theta + s->off[l], out, n, tmp, logdet);
+        memcpy(out, tmp, nd * sizeof *out);
     }
     free(tmp);
     return rc;
 }
 
+static int dflow_encode(cnf_flow *f, const double *X, size_t n, double *Z, double *logdet,
+                        cnf_flow_stats *st)
+{
+    return run_layers(f, 1, X, n, Z, logdet);
+}
+
 static int dflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, double *logdet,
                         cnf_flow_stats *st)
 {
-    dflow *s = (dflow *)f;
-    const size_t nd = n * f->dim;
-    double *tmp = cnf_calloc(nd, sizeof(double));
-    if (!tmp)
-        return cnf_fail(CNF_ENOMEM, "allocating %zu rows", n);
-    memset(logdet, 0, n * sizeof *logdet);
-    memcpy(X, Z, nd * sizeof *X);
-    int rc = CNF_OK;
-    for (size_t l = s->L; rc == CNF_OK && l-- > 0;) {
-        rc = s->layer[l]->type->inverse(s->layer[l], f->theta + s->off[l], X, n, tmp, logdet);
-        memcpy(X, tmp, nd * sizeof *X);
-    }
-    free(tmp);
-    return rc;
+    return run_layers(f, 0, Z, n, X, logdet);
 }
 
 static int dflow_nll_grad(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *loss,
@@ -433,6 +444,7 @@ static void dflow_free(cnf_flow *f)
         cnf_dflow_layer_free(s->layer[l]);
     free(s->layer);
     free(s->off);
+    free(s->hidden);
     free(f->theta);
     free(s);
 }
@@ -504,10 +516,19 @@ int cnf_dflow_create(cnf_flow **out, const cnf_dflow_config *cfg, cnf_rng *rng)
         return cnf_fail(CNF_ENOMEM, "allocating a %s flow", cfg->kind);
     s->base.type = &KIND_TYPES[k - KINDS];
     s->base.dim = cfg->dim;
+    s->cfg = *cfg;
+    s->cfg.kind = k->name;
     s->layer = cnf_calloc(cap, sizeof *s->layer);
     s->off = cnf_calloc(cap, sizeof *s->off);
-    if (!s->layer || !s->off)
+    s->hidden = cnf_calloc(cfg->n_hidden + 1, sizeof *s->hidden);
+    if (!s->layer || !s->off || !s->hidden)
         rc = cnf_fail(CNF_ENOMEM, "allocating %zu layers", cap);
+    else if (cfg->n_hidden && !cfg->hidden)
+        rc = cnf_fail(CNF_EINVAL, "%s: %zu hidden layers but no widths", cfg->kind,
+                      cfg->n_hidden);
+    else if (cfg->n_hidden)
+        memcpy(s->hidden, cfg->hidden, cfg->n_hidden * sizeof *s->hidden);
+    s->cfg.hidden = s->hidden;
     for (size_t l = 0; rc == CNF_OK && l < cfg->layers; l++) {
         if (l > 0 && k->bn && cfg->batchnorm)
             rc = push(s, cfg, "batchnorm", 0);

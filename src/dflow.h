@@ -52,6 +52,9 @@ int dflow_net_backward(dflow_net *net, const double *theta, const double *R, dou
 /* cnf_mlp_init, then the output layer's weights and biases set to zero. */
 void dflow_net_init_params(const dflow_net *net, double *theta, cnf_rng *rng);
 
+/* l->state = a zeroed array of n doubles (freed by free_state = free); CNF_ENOMEM naming l. */
+int dflow_state_array(cnf_dflow_layer *l, size_t n);
+
 /* A scratch array that only grows (contents not kept). NULL on allocation failure. */
 double *dflow_scratch(double **buf, size_t *cap, size_t n);
 

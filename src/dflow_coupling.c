@@ -153,44 +153,63 @@ static size_t find_bin(const double *knot, size_t K, double v)
 
 static size_t spline_n_out(const coupling *c) { return (3 * c->K - 1) * c->nb; }
 
+/* Bin of v (an x if by_y = 0, else a y) in dimension k, with its local quantities. */
+typedef struct rq_bin {
+    knots kn;
+    size_t b;
+    double w, h, s, d0, d1;
+} rq_bin;
+
+static rq_bin spline_bin(const coupling *c, const double *p, size_t k, double v, int by_y)
+{
+    rq_bin r;
+    r.kn = spline_knots(c, p + k * (3 * c->K - 1));
+    r.b = find_bin(by_y ? r.kn.ys : r.kn.xs, c->K, v);
+    r.w = r.kn.w[r.b];
+    r.h = r.kn.h[r.b];
+    r.s = r.h / r.w;
+    r.d0 = r.kn.dv[r.b];
+    r.d1 = r.kn.dv[r.b + 1];
+    return r;
+}
+
+/* log dy/dx at ξ in bin r. */
+static double rq_logderiv(const rq_bin *r, double xi)
+{
+    double tau = xi * (1.0 - xi), den = r->s + (r->d1 + r->d0 - 2.0 * r->s) * tau;
+    double M = r->d1 * xi * xi + 2.0 * r->s * tau + r->d0 * (1.0 - xi) * (1.0 - xi);
+    return 2.0 * log(r->s) + log(M) - 2.0 * log(den);
+}
+
 static void spline_fwd(const coupling *c, const double *p, size_t k, double x, double *y,
                        double *ld)
 {
-    const double B = c->bound;
-    if (!(x > -B && x < B)) {
+    if (!(x > -c->bound && x < c->bound)) {
         *y = x;
         return;
     }
-    knots kn = spline_knots(c, p + k * (3 * c->K - 1));
-    size_t b = find_bin(kn.xs, c->K, x);
-    double w = kn.w[b], h = kn.h[b], s = h / w, d0 = kn.dv[b], d1 = kn.dv[b + 1];
-    double xi = (x - kn.xs[b]) / w, tau = xi * (1.0 - xi);
-    double den = s + (d1 + d0 - 2.0 * s) * tau;
-    *y = kn.ys[b] + h * (s * xi * xi + d0 * tau) / den;
-    double M = d1 * xi * xi + 2.0 * s * tau + d0 * (1.0 - xi) * (1.0 - xi);
-    *ld += 2.0 * log(s) + log(M) - 2.0 * log(den);
+    rq_bin r = spline_bin(c, p, k, x, 0);
+    double xi = (x - r.kn.xs[r.b]) / r.w, tau = xi * (1.0 - xi);
+    double den = r.s + (r.d1 + r.d0 - 2.0 * r.s) * tau;
+    *y = r.kn.ys[r.b] + r.h * (r.s * xi * xi + r.d0 * tau) / den;
+    *ld += rq_logderiv(&r, xi);
 }
 
 static void spline_inv(const coupling *c, const double *p, size_t k, double y, double *x,
                        double *ld)
 {
-    const double B = c->bound;
-    if (!(y > -B && y < B)) {
+    if (!(y > -c->bound && y < c->bound)) {
         *x = y;
         return;
     }
-    knots kn = spline_knots(c, p + k * (3 * c->K - 1));
-    size_t b = find_bin(kn.ys, c->K, y);
-    double w = kn.w[b], h = kn.h[b], s = h / w, d0 = kn.dv[b], d1 = kn.dv[b + 1];
-    double dy = y - kn.ys[b], g = d1 + d0 - 2.0 * s;
+    rq_bin r = spline_bin(c, p, k, y, 1);
+    double dy = y - r.kn.ys[r.b], g = r.d1 + r.d0 - 2.0 * r.s;
     /* a ξ² + b ξ + c = 0 (Durkan et al. eq. 6–8), the root in [0, 1] in its stable form. */
-    double qa = h * (s - d0) + dy * g, qb = h * d0 - dy * g, qc = -s * dy;
+    double qa = r.h * (r.s - r.d0) + dy * g, qb = r.h * r.d0 - dy * g, qc = -r.s * dy;
     double disc = qb * qb - 4.0 * qa * qc;
     double xi = 2.0 * qc / (-qb - sqrt(disc > 0.0 ? disc : 0.0));
-    *x = kn.xs[b] + xi * w;
-    double tau = xi * (1.0 - xi), den = s + g * tau;
-    double M = d1 * xi * xi + 2.0 * s * tau + d0 * (1.0 - xi) * (1.0 - xi);
-    *ld += 2.0 * log(s) + log(M) - 2.0 * log(den);
+    *x = r.kn.xs[r.b] + xi * r.w;
+    *ld += rq_logderiv(&r, xi);
 }
 
 static void spline_bwd(const coupling *c, const double *p, size_t k, double x, double gy,
@@ -204,9 +223,10 @@ static void spline_bwd(const coupling *c, const double *p, size_t k, double x, d
     }
     const double *q = p + k * (3 * K - 1);
     double *gq = gp + k * (3 * K - 1);
-    knots kn = spline_knots(c, q);
-    size_t b = find_bin(kn.xs, K, x);
-    double w = kn.w[b], h = kn.h[b], s = h / w, d0 = kn.dv[b], d1 = kn.dv[b + 1];
+    rq_bin r = spline_bin(c, p, k, x, 0);
+    knots kn = r.kn;
+    size_t b = r.b;
+    double w = r.w, h = r.h, s = r.s, d0 = r.d0, d1 = r.d1;
     double xi = (x - kn.xs[b]) / w, tau = xi * (1.0 - xi), dtau = 1.0 - 2.0 * xi;
     double g = d1 + d0 - 2.0 * s, den = s + g * tau, N = s * xi * xi + d0 * tau;
     double M = d1 * xi * xi + 2.0 * s * tau + d0 * (1.0 - xi) * (1.0 - xi);
@@ -328,36 +348,34 @@ static int condition(coupling *c, size_t d, const double *th, const double *X, s
     return dflow_net_forward(&c->net, th, buf, n, *F);
 }
 
-static int coupling_forward(cnf_dflow_layer *l, const double *th, const double *X, size_t n,
-                            double *Y, double *ld, int train)
+/* Forward (enc) or inverse: the conditioning half is the same on both sides (y_A = x_A). */
+static int coupling_map(cnf_dflow_layer *l, int enc, const double *th, const double *in, size_t n,
+                        double *out, double *ld)
 {
     coupling *c = l->state;
     const size_t d = l->dim;
     double *F;
-    int rc = condition(c, d, th, X, n, &F);
+    int rc = condition(c, d, th, in, n, &F);
     if (rc)
         return rc;
-    memcpy(Y, X, n * d * sizeof *Y);
+    memcpy(out, in, n * d * sizeof *out);
     for (size_t i = 0; i < n; i++)
         for (size_t k = 0; k < c->nb; k++)
-            c->ops->fwd(c, F + i * c->P, k, X[i * d + c->B[k]], &Y[i * d + c->B[k]], &ld[i]);
+            (enc ? c->ops->fwd : c->ops->inv)(c, F + i * c->P, k, in[i * d + c->B[k]],
+                                               &out[i * d + c->B[k]], &ld[i]);
     return CNF_OK;
+}
+
+static int coupling_forward(cnf_dflow_layer *l, const double *th, const double *X, size_t n,
+                            double *Y, double *ld, int train)
+{
+    return coupling_map(l, 1, th, X, n, Y, ld);
 }
 
 static int coupling_inverse(cnf_dflow_layer *l, const double *th, const double *Y, size_t n,
                             double *X, double *ld)
 {
-    coupling *c = l->state;
-    const size_t d = l->dim;
-    double *F;
-    int rc = condition(c, d, th, Y, n, &F); /* y_A = x_A */
-    if (rc)
-        return rc;
-    memcpy(X, Y, n * d * sizeof *X);
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < c->nb; k++)
-            c->ops->inv(c, F + i * c->P, k, Y[i * d + c->B[k]], &X[i * d + c->B[k]], &ld[i]);
-    return CNF_OK;
+    return coupling_map(l, 0, th, Y, n, X, ld);
 }
 
 static int coupling_backward(cnf_dflow_layer *l, const double *th, const double *X, size_t n,

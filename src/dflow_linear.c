@@ -33,8 +33,9 @@ static int elem_create(cnf_dflow_layer *l)
     return CNF_OK;
 }
 
-static int elem_forward(cnf_dflow_layer *l, const double *th, const double *X, size_t n,
-                        double *Y, double *ld, int train)
+/* Forward (enc) or inverse of y = exp(s) ⊙ x + b; logdet Σ s either way. */
+static void elem_map(cnf_dflow_layer *l, int enc, const double *th, const double *in, size_t n,
+                     double *out, double *ld)
 {
     const size_t d = l->dim;
     const double *s = elem_s(l, th), *b = has_bias(l) ? th : NULL;
@@ -42,26 +43,25 @@ static int elem_forward(cnf_dflow_layer *l, const double *th, const double *X, s
     for (size_t j = 0; j < d; j++)
         sum += s[j];
     for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < d; j++)
-            Y[i * d + j] = exp(s[j]) * X[i * d + j] + (b ? b[j] : 0.0);
+        for (size_t j = 0; j < d; j++) {
+            double bj = b ? b[j] : 0.0, v = in[i * d + j];
+            out[i * d + j] = enc ? exp(s[j]) * v + bj : (v - bj) * exp(-s[j]);
+        }
         ld[i] += sum;
     }
+}
+
+static int elem_forward(cnf_dflow_layer *l, const double *th, const double *X, size_t n,
+                        double *Y, double *ld, int train)
+{
+    elem_map(l, 1, th, X, n, Y, ld);
     return CNF_OK;
 }
 
 static int elem_inverse(cnf_dflow_layer *l, const double *th, const double *Y, size_t n,
                         double *X, double *ld)
 {
-    const size_t d = l->dim;
-    const double *s = elem_s(l, th), *b = has_bias(l) ? th : NULL;
-    double sum = 0.0;
-    for (size_t j = 0; j < d; j++)
-        sum += s[j];
-    for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < d; j++)
-            X[i * d + j] = (Y[i * d + j] - (b ? b[j] : 0.0)) * exp(-s[j]);
-        ld[i] += sum;
-    }
+    elem_map(l, 0, th, Y, n, X, ld);
     return CNF_OK;
 }
 
@@ -177,30 +177,11 @@ static size_t tri(size_t d) { return d * (d - 1) / 2; }
 static size_t lo_at(size_t i, size_t j) { return i * (i - 1) / 2 + j; }                 /* j < i */
 static size_t up_at(size_t d, size_t i, size_t j) { return i * (d - 1) - i * (i - 1) / 2 + j - i - 1; }
 
-typedef struct lu_state {
-    double *buf; /* (2d) */
-} lu_state;
-
-static void lu_free(void *p)
-{
-    lu_state *st = p;
-    if (st)
-        free(st->buf);
-    free(st);
-}
-
+/* State: scratch v, gv (2d). */
 static int lu_create(cnf_dflow_layer *l)
 {
     l->n_params = 2 * tri(l->dim) + l->dim;
-    lu_state *st = calloc(1, sizeof *st);
-    if (st)
-        st->buf = cnf_calloc(2 * l->dim, sizeof(double));
-    if (!st || !st->buf) {
-        lu_free(st);
-        return cnf_fail(CNF_ENOMEM, "allocating an lu layer");
-    }
-    l->state = st;
-    return CNF_OK;
+    return dflow_state_array(l, 2 * l->dim);
 }
 
 static void lu_init(const cnf_dflow_layer *l, double *th, cnf_rng *rng)
@@ -222,7 +203,7 @@ static int lu_forward(cnf_dflow_layer *l, const double *th, const double *X, siz
 {
     const size_t d = l->dim;
     const double *Lm = th, *Um = th + tri(d), *s = th + 2 * tri(d);
-    double *v = ((lu_state *)l->state)->buf;
+    double *v = (double *)l->state;
     const double sum = lu_sum_s(d, s);
     for (size_t r = 0; r < n; r++) {
         const double *x = X + r * d;
@@ -248,7 +229,7 @@ static int lu_inverse(cnf_dflow_layer *l, const double *th, const double *Y, siz
 {
     const size_t d = l->dim;
     const double *Lm = th, *Um = th + tri(d), *s = th + 2 * tri(d);
-    double *v = ((lu_state *)l->state)->buf;
+    double *v = (double *)l->state;
     const double sum = lu_sum_s(d, s);
     for (size_t r = 0; r < n; r++) {
         double *x = X + r * d;
@@ -275,7 +256,7 @@ static int lu_backward(cnf_dflow_layer *l, const double *th, const double *X, si
     const size_t d = l->dim;
     const double *Lm = th, *Um = th + tri(d), *s = th + 2 * tri(d);
     double *gL = gth, *gU = gth + tri(d), *gs = gth + 2 * tri(d);
-    double *v = ((lu_state *)l->state)->buf, *gv = v + d;
+    double *v = (double *)l->state, *gv = v + d;
     for (size_t r = 0; r < n; r++) {
         const double *x = X + r * d, *gw = GY + r * d; /* gw_i = GY_{d−1−i} */
         for (size_t i = 0; i < d; i++) {
@@ -307,24 +288,13 @@ static int lu_backward(cnf_dflow_layer *l, const double *th, const double *X, si
 
 const dflow_layer_type dflow_lu = {
     .name = "lu", .create = lu_create, .init = lu_init, .forward = lu_forward,
-    .inverse = lu_inverse, .backward = lu_backward, .free_state = lu_free};
+    .inverse = lu_inverse, .backward = lu_backward, .free_state = free};
 
 /* ---- batchnorm: y = exp(γ) ⊙ (x − μ)/√(v + ε) + β ---------------------------------------------
  * θ = [γ, β, running mean, running variance]. Training: μ, v of the batch; else the running
  * values. logdet = Σ_j (γ_j − ½ log(v_j + ε)). */
 
-typedef struct bn_state {
-    double *mv; /* (2d) batch mean and variance */
-} bn_state;
-
-static void bn_free(void *p)
-{
-    bn_state *st = p;
-    if (st)
-        free(st->mv);
-    free(st);
-}
-
+/* State: the batch mean and variance (2d). */
 static int bn_create(cnf_dflow_layer *l)
 {
     const cnf_dflow_layer_config *c = &l->cfg;
@@ -332,15 +302,7 @@ static int bn_create(cnf_dflow_layer *l)
         return cnf_fail(CNF_EINVAL, "batchnorm: momentum %g must be in (0, 1] and eps %g > 0",
                         c->bn_momentum, c->bn_eps);
     l->n_params = 4 * l->dim;
-    bn_state *st = calloc(1, sizeof *st);
-    if (st)
-        st->mv = cnf_calloc(2 * l->dim, sizeof(double));
-    if (!st || !st->mv) {
-        bn_free(st);
-        return cnf_fail(CNF_ENOMEM, "allocating a batchnorm layer");
-    }
-    l->state = st;
-    return CNF_OK;
+    return dflow_state_array(l, 2 * l->dim);
 }
 
 static void bn_init(const cnf_dflow_layer *l, double *th, cnf_rng *rng)
@@ -355,7 +317,7 @@ static void bn_stats(cnf_dflow_layer *l, const double *th, const double *X, size
 {
     const size_t d = l->dim;
     if (train) {
-        double *mv = ((bn_state *)l->state)->mv;
+        double *mv = (double *)l->state;
         batch_moments(X, n, d, mv, mv + d);
         *mean = mv;
         *var = mv + d;
@@ -365,12 +327,17 @@ static void bn_stats(cnf_dflow_layer *l, const double *th, const double *X, size
     }
 }
 
-static double bn_logdet(size_t d, const double *gam, const double *var, double eps)
+/* *sum = Σ_j (γ_j − ½ log(v_j + ε)); CNF_ENONFINITE for a non-positive v + ε (a running
+ * variance set from outside). */
+static int bn_logdet(size_t d, const double *gam, const double *var, double eps, double *sum)
 {
-    double sum = 0.0;
-    for (size_t j = 0; j < d; j++)
-        sum += gam[j] - 0.5 * log(var[j] + eps);
-    return sum;
+    *sum = 0.0;
+    for (size_t j = 0; j < d; j++) {
+        if (!(var[j] + eps > 0.0))
+            return cnf_fail(CNF_ENONFINITE, "batchnorm: variance %g in dimension %zu", var[j], j);
+        *sum += gam[j] - 0.5 * log(var[j] + eps);
+    }
+    return CNF_OK;
 }
 
 static int bn_forward(cnf_dflow_layer *l, const double *th, const double *X, size_t n, double *Y,
@@ -379,11 +346,10 @@ static int bn_forward(cnf_dflow_layer *l, const double *th, const double *X, siz
     const size_t d = l->dim;
     const double *gam = th, *bet = th + d, *mean, *var, eps = l->cfg.bn_eps;
     bn_stats(l, th, X, n, train, &mean, &var);
-    if (!train)
-        for (size_t j = 0; j < d; j++)
-            if (!(var[j] + eps > 0.0))
-                return cnf_fail(CNF_ENONFINITE, "batchnorm: running variance %g", var[j]);
-    const double sum = bn_logdet(d, gam, var, eps);
+    double sum;
+    int rc = bn_logdet(d, gam, var, eps, &sum);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < d; j++)
             Y[i * d + j] = exp(gam[j]) * (X[i * d + j] - mean[j]) / sqrt(var[j] + eps) + bet[j];
@@ -398,10 +364,10 @@ static int bn_inverse(cnf_dflow_layer *l, const double *th, const double *Y, siz
     const size_t d = l->dim;
     const double *gam = th, *bet = th + d, *mean = th + 2 * d, *var = th + 3 * d;
     const double eps = l->cfg.bn_eps;
-    for (size_t j = 0; j < d; j++)
-        if (!(var[j] + eps > 0.0))
-            return cnf_fail(CNF_ENONFINITE, "batchnorm: running variance %g", var[j]);
-    const double sum = bn_logdet(d, gam, var, eps);
+    double sum;
+    int rc = bn_logdet(d, gam, var, eps, &sum);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < n; i++) {
         for (size_t j = 0; j < d; j++)
             X[i * d + j] = (Y[i * d + j] - bet[j]) * exp(-gam[j]) * sqrt(var[j] + eps) + mean[j];
@@ -454,7 +420,7 @@ static void bn_observe(cnf_dflow_layer *l, double *th, const double *X, size_t n
     if (!step)
         return;
     const size_t d = l->dim;
-    double *mv = ((bn_state *)l->state)->mv, mom = l->cfg.bn_momentum;
+    double *mv = (double *)l->state, mom = l->cfg.bn_momentum;
     batch_moments(X, n, d, mv, mv + d);
     for (size_t j = 0; j < 2 * d; j++)
         th[2 * d + j] = (1.0 - mom) * th[2 * d + j] + mom * mv[j];
@@ -462,4 +428,4 @@ static void bn_observe(cnf_dflow_layer *l, double *th, const double *X, size_t n
 
 const dflow_layer_type dflow_batchnorm = {
     .name = "batchnorm", .create = bn_create, .init = bn_init, .forward = bn_forward,
-    .inverse = bn_inverse, .backward = bn_backward, .observe = bn_observe, .free_state = bn_free};
+    .inverse = bn_inverse, .backward = bn_backward, .observe = bn_observe, .free_state = free};

@@ -85,32 +85,11 @@ static int solve_root(const scalar_eq *e, double lo, double hi, double *root)
 
 /* ---- planar: θ = [u (d), w (d), b] ------------------------------------------------------------ */
 
-typedef struct planar_state {
-    double *uh; /* (2d) û, then scratch for the reverse pass */
-    double *gh;
-} planar_state;
-
-static void planar_free(void *p)
-{
-    planar_state *st = p;
-    if (st)
-        free(st->uh);
-    free(st);
-}
-
+/* State: û and the reverse pass's Σ_i h_i R_i (2d). */
 static int planar_create(cnf_dflow_layer *l)
 {
     l->n_params = 2 * l->dim + 1;
-    planar_state *st = calloc(1, sizeof *st);
-    if (st)
-        st->uh = cnf_calloc(2 * l->dim, sizeof(double));
-    if (!st || !st->uh) {
-        planar_free(st);
-        return cnf_fail(CNF_ENOMEM, "allocating a planar layer");
-    }
-    st->gh = st->uh + l->dim;
-    l->state = st;
-    return CNF_OK;
+    return dflow_state_array(l, 2 * l->dim);
 }
 
 static void small_normals(const cnf_dflow_layer *l, double *th, cnf_rng *rng)
@@ -128,7 +107,7 @@ static int planar_uhat(cnf_dflow_layer *l, const double *th, double *c)
     double ww = dot(w, w, d), wu = dot(w, u, d), m = -1.0 + softplus(wu);
     if (!(ww > 0.0))
         return cnf_fail(CNF_EINVAL, "planar: w is zero");
-    double *uh = ((planar_state *)l->state)->uh;
+    double *uh = (double *)l->state;
     for (size_t j = 0; j < d; j++)
         uh[j] = u[j] + (m - wu) * w[j] / ww;
     *c = m;
@@ -139,7 +118,7 @@ static int planar_forward(cnf_dflow_layer *l, const double *th, const double *X,
                           double *Y, double *ld, int train)
 {
     const size_t d = l->dim;
-    const double *w = th + d, b = th[2 * d], *uh = ((planar_state *)l->state)->uh;
+    const double *w = th + d, b = th[2 * d], *uh = (double *)l->state;
     double c;
     int rc = planar_uhat(l, th, &c);
     if (rc)
@@ -172,7 +151,7 @@ static int planar_inverse(cnf_dflow_layer *l, const double *th, const double *Y,
                           double *X, double *ld)
 {
     const size_t d = l->dim;
-    const double *w = th + d, b = th[2 * d], *uh = ((planar_state *)l->state)->uh;
+    const double *w = th + d, b = th[2 * d], *uh = (double *)l->state;
     planar_eq q;
     int rc = planar_uhat(l, th, &q.c);
     for (size_t i = 0; rc == CNF_OK && i < n; i++) {
@@ -193,14 +172,14 @@ static int planar_backward(cnf_dflow_layer *l, const double *th, const double *X
                            int train)
 {
     const size_t d = l->dim;
-    const double *u = th, *w = th + d, b = th[2 * d], *uh = ((planar_state *)l->state)->uh;
+    const double *u = th, *w = th + d, b = th[2 * d], *uh = (double *)l->state;
     double *gu = gth, *gw = gth + d, c;
     int rc = planar_uhat(l, th, &c);
     if (rc)
         return rc;
     /* Per row, with ψ = 1 + h' c: coefficient of da is (R·û) h' + GL h'' c / ψ, of dc is
      * GL h'/ψ, of dû is h R. Then û(u, w) and c = m(wᵀu) by the chain rule, summed over rows. */
-    double Gc = 0.0, gb = 0.0, *Gh = ((planar_state *)l->state)->gh; /* Gh = Σ_i h_i R_i */
+    double Gc = 0.0, gb = 0.0, *Gh = (double *)l->state + d; /* Gh = Σ_i h_i R_i */
     memset(Gh, 0, d * sizeof *Gh);
     for (size_t i = 0; i < n; i++) {
         const double *x = X + i * d, *R = GY + i * d;
@@ -229,7 +208,7 @@ static int planar_backward(cnf_dflow_layer *l, const double *th, const double *X
 
 const dflow_layer_type dflow_planar = {
     .name = "planar", .create = planar_create, .init = small_normals, .forward = planar_forward,
-    .inverse = planar_inverse, .backward = planar_backward, .free_state = planar_free};
+    .inverse = planar_inverse, .backward = planar_backward, .free_state = free};
 
 /* ---- radial: θ = [x0 (d), α̃, β̃] -------------------------------------------------------------- */
 

@@ -109,6 +109,12 @@ CNF_API const char *cnf_dflow_kind_at(size_t i);
  * encode/decode never initialise. */
 CNF_API int cnf_dflow_create(cnf_flow **out, const cnf_dflow_config *cfg, cnf_rng *rng);
 
+/* The configuration a stack was created with (kind = the canonical name, hidden = a copy owned
+ * by f), or NULL if f is not a discrete flow. For model files: since the structure depends on
+ * the configuration alone, cnf_dflow_create with this configuration (any rng) followed by
+ * copying the saved parameters into cnf_flow_params() rebuilds the same flow. */
+CNF_API const cnf_dflow_config *cnf_dflow_get_config(const cnf_flow *f);
+
 /* Number of layers in a stack (0 if f is not a discrete flow) and layer i (NULL out of range);
  * the layer is owned by the flow, and its parameters start at cnf_flow_params(f) + *offset. */
 CNF_API size_t cnf_dflow_n_layers(const cnf_flow *f);
