@@ -43,6 +43,19 @@ PY
 "$cnf" plot --model "$tmp/full.safetensors" --data moons -n 500 --out "$tmp/q.png" > /dev/null \
   || fail "plot"
 
+# Solvers compared on the trained flow: every method listed, with its log-p error and NFE.
+"$cnf" solvers --model "$tmp/full.safetensors" --data moons -n 100 --steps 8 --tols 1e-4 \
+  --json > "$tmp/sv" || fail "solvers --model"
+python3 - "$tmp/sv" <<'PY'
+import json, math, sys
+runs = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+methods = {r["method"] for r in runs}
+assert methods == {"euler", "midpoint", "rk4", "bosh3", "dopri5", "tsit5", "cvode-adams",
+                   "cvode-bdf"}, methods
+for r in runs:
+    assert r["nfe"] > 0 and r["error"] is not None and math.isfinite(r["error"]), r
+PY
+
 # gradcheck --json has the four keys.
 "$cnf" gradcheck --hidden 6 --batch 3 --directions 1 --json > "$tmp/gc" || fail "gradcheck"
 python3 - "$tmp/gc" <<'PY'
@@ -70,4 +83,5 @@ printf 'garbage that is not a model' > "$tmp/junk.safetensors"
 expect 1 "junk.safetensors" "$cnf" eval --model "$tmp/junk.safetensors" --data moons
 expect 1 "missing.safetensors" "$cnf" eval --model "$tmp/missing.safetensors" --data moons
 expect 2 "--out" "$cnf" sample --model "$tmp/full.safetensors" --out "$tmp/s.txt"
+expect 2 "unknown" "$cnf" solvers --model "$tmp/full.safetensors" --data nowhere
 echo "cli train/eval/sample/plot/gradcheck: all checks passed"

@@ -16,8 +16,8 @@
 static void help(FILE *out)
 {
     fprintf(out,
-            "usage: cnf solvers [--problem NAME] [--methods LIST] [--steps LIST] [--tols LIST]"
-            " [--atol A] [--json]\n\n"
+            "usage: cnf solvers [--problem NAME | --model FILE --data NAME] [--methods LIST]\n"
+            "                   [--steps LIST] [--tols LIST] [--atol A] [--json]\n\n"
             "Solve one problem with several ODE methods and compare their cost and error.\n"
             "Fixed-step methods run once per step count, adaptive ones once per tolerance.\n\n"
             "options:\n"
@@ -40,6 +40,12 @@ static void help(FILE *out)
             "                  (default 1e-3,1e-6,1e-9)\n"
             "  --atol A        absolute tolerance for every adaptive run instead of atol = rtol\n"
             "                  (robertson's y2 stays below 4e-5: try --atol 1e-10)\n"
+            "  --model FILE    instead of a problem, a trained 2-D flow (cnf train --out):\n"
+            "                  its log p at -n points of --data drawn with --seed; error is the\n"
+            "                  max |log p - reference|, the reference from dopri5 at 1e-12\n"
+            "  --data NAME     toy data set for --model\n"
+            "  -n N            points for --model (default 1000)\n"
+            "  --seed S        seed of those points (default 0)\n"
             "  --json          after the table, print one JSON array on the last line of stdout:\n"
             "                  one object per run with keys method, steps (fixed-step) or rtol\n"
             "                  (adaptive; then also atol), nfe, accepted, rejected, seconds,\n"
@@ -93,6 +99,84 @@ static int solve_one(const cnf_problem *p, const double *ref, run_result *r)
     cnf_ode_solver_free(s);
     free(y);
     return CNF_OK;
+}
+
+/* A trained flow as the problem: the error is the largest |log p − reference| over the points,
+ * the reference being log p from Dopri5 at rtol = atol = 1e-12. */
+typedef struct model_problem {
+    cnf_flow *flow;
+    double *X, *ref, *lp;
+    size_t n;
+} model_problem;
+
+static int solve_model(model_problem *mp, run_result *r)
+{
+    cnf_cflow_config *s = cnf_cflow_settings(mp->flow);
+    s->eval.stepper = r->T;
+    cnf_ode_options_default(&s->eval.opt);
+    s->eval.opt.steps = r->steps;
+    s->eval.opt.rtol = r->tol;
+    s->eval.opt.atol = r->atol;
+    cnf_flow_stats st;
+    double t = now();
+    r->rc = cnf_flow_log_prob(mp->flow, mp->X, mp->n, mp->lp, &st);
+    r->seconds = now() - t;
+    r->st.nfe = st.nfe_forward;
+    r->st.accepted = st.steps;
+    r->st.rejected = st.rejected;
+    r->error = 0;
+    for (size_t i = 0; !r->rc && i < mp->n; i++)
+        r->error = fmax(r->error, fabs(mp->lp[i] - mp->ref[i]));
+    r->err_x = r->err_logp = r->error;
+    return CNF_OK;
+}
+
+static int model_setup(model_problem *mp, const char *path, const char *data, size_t n,
+                       unsigned long long seed)
+{
+    const cnf_toy_type *T;
+    if (cnf_toy_from_name(data, &T)) {
+        fprintf(stderr, "cnf solvers: --data: %s\n", cnf_errmsg());
+        return 2;
+    }
+    int rc = cnf_model_load(path, &mp->flow, NULL);
+    if (rc) {
+        cli_error(CMD, rc, "loading --model");
+        return 1;
+    }
+    if (!cnf_cflow_settings(mp->flow) || cnf_flow_dim(mp->flow) != 2) {
+        fprintf(stderr, "cnf solvers: --model must be a 2-D continuous flow (kind cnf)\n");
+        return 1;
+    }
+    mp->n = n;
+    mp->X = malloc(n * 2 * sizeof(double));
+    mp->ref = malloc(n * sizeof(double));
+    mp->lp = malloc(n * sizeof(double));
+    if (!mp->X || !mp->ref || !mp->lp) {
+        fprintf(stderr, "cnf solvers: out of memory\n");
+        return 1;
+    }
+    cnf_rng r;
+    cnf_rng_seed(&r, seed);
+    cnf_toy_sample(T, n, mp->X, &r);
+    run_result ref = {.T = cnf_stepper_dopri5, .tol = 1e-12, .atol = 1e-12};
+    double *keep = mp->lp;
+    mp->lp = mp->ref;
+    solve_model(mp, &ref);
+    mp->lp = keep;
+    if (ref.rc) {
+        cli_error(CMD, ref.rc, "computing the reference log-densities");
+        return 1;
+    }
+    return 0;
+}
+
+static void model_free(model_problem *mp)
+{
+    cnf_flow_free(mp->flow);
+    free(mp->X);
+    free(mp->ref);
+    free(mp->lp);
 }
 
 static void print_table(const cnf_problem *p, const run_result *r, size_t n)
@@ -165,6 +249,7 @@ int cmd_solvers(int argc, char **argv)
 {
     const char *problem = "linear", *methods = NULL, *steps_arg = "16,32,64,128";
     const char *tols_arg = "1e-3,1e-6,1e-9", *atol_arg = NULL, *v;
+    const char *model = NULL, *data = NULL, *n_arg = "1000", *seed_arg = "0";
     int json = 0, status = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -177,9 +262,10 @@ int cmd_solvers(int argc, char **argv)
         }
         const char **dst = NULL, *name = NULL;
         static const char *const opts[] = {"--problem", "--methods", "--steps", "--tols",
-                                           "--atol"};
-        const char **dsts[] = {&problem, &methods, &steps_arg, &tols_arg, &atol_arg};
-        for (size_t k = 0; k < 5 && !dst; k++)
+                                           "--atol", "--model", "--data", "-n", "--seed"};
+        const char **dsts[] = {&problem, &methods, &steps_arg, &tols_arg, &atol_arg,
+                               &model, &data, &n_arg, &seed_arg};
+        for (size_t k = 0; k < 9 && !dst; k++)
             if (cli_option_value(argc, argv, &i, opts[k], &v)) {
                 dst = dsts[k];
                 name = opts[k];
@@ -196,7 +282,31 @@ int cmd_solvers(int argc, char **argv)
         *dst = v;
     }
 
-    const cnf_problem *p = cnf_problem_find(problem);
+    static const cnf_problem model_as_problem = {
+        .name = "model", .help = "log p of a trained flow at toy-data points, error against "
+                                 "Dopri5 at 1e-12"};
+    model_problem mp = {0};
+    if (model || data) {
+        size_t *nn = NULL, n_nn = 0;
+        char *end;
+        unsigned long long seed = strtoull(seed_arg, &end, 10);
+        if (!model || !data || cli_parse_sizes(CMD, "-n", n_arg, &nn, &n_nn) || n_nn != 1 ||
+            *end || *seed_arg == '-') {
+            if (!model || !data)
+                fprintf(stderr, "cnf solvers: --model and --data go together\n");
+            else if (n_nn != 1 || *end)
+                fprintf(stderr, "cnf solvers: -n takes one count, --seed one integer\n");
+            free(nn);
+            return 2;
+        }
+        int u = model_setup(&mp, model, data, nn[0], seed);
+        free(nn);
+        if (u) {
+            model_free(&mp);
+            return u;
+        }
+    }
+    const cnf_problem *p = mp.flow ? &model_as_problem : cnf_problem_find(problem);
     if (!p) {
         fprintf(stderr, "cnf solvers: unknown problem '%s' (valid: ", problem);
         list_names(stderr, 1);
@@ -242,10 +352,10 @@ int cmd_solvers(int argc, char **argv)
 
     status = 1;
     runs = calloc(n_runs ? n_runs : 1, sizeof *runs);
-    ref = calloc(p->dim, sizeof *ref);
+    ref = calloc(mp.flow ? 1 : p->dim, sizeof *ref);
     if (!runs || !ref)
         goto oom;
-    int rc = p->reference(ref);
+    int rc = mp.flow ? CNF_OK : p->reference(ref);
     if (rc) {
         cli_error(CMD, rc, "computing the reference solution");
         goto done;
@@ -258,7 +368,7 @@ int cmd_solvers(int argc, char **argv)
             runs[r].steps = adaptive ? 0 : steps[k];
             runs[r].tol = adaptive ? tols[k] : 0;
             runs[r].atol = adaptive ? (atol ? atol[0] : tols[k]) : 0;
-            if ((rc = solve_one(p, ref, &runs[r]))) {
+            if ((rc = mp.flow ? solve_model(&mp, &runs[r]) : solve_one(p, ref, &runs[r]))) {
                 cli_error(CMD, rc, "setting up a solver");
                 goto done;
             }
@@ -280,5 +390,6 @@ done:
     free(types);
     free(runs);
     free(ref);
+    model_free(&mp);
     return status;
 }
