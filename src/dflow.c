@@ -450,10 +450,103 @@ static void dflow_free(cnf_flow *f)
 }
 
 
+/* Model files: the configuration as metadata, each layer's parameters as one tensor
+ * "layer<i>.<type>" (the layer's flat layout, documented in cnf/dflow.h). */
+static int dflow_describe(const cnf_flow *f, cnf_st_writer *w)
+{
+    const dflow *s = (const dflow *)f;
+    const cnf_dflow_config *c = &s->cfg;
+    char hidden[256] = "";
+    for (size_t i = 0; i < c->n_hidden; i++) {
+        char part[32];
+        snprintf(part, sizeof part, i ? "-%zu" : "%zu", c->hidden[i]);
+        strncat(hidden, part, sizeof hidden - strlen(hidden) - 1);
+    }
+    int rc = cnf_st_writer_meta(w, "hidden", hidden);
+    if (!rc) rc = cnf_st_writer_meta(w, "act", cnf_act_name(c->act));
+    if (!rc) rc = cnf_meta_put_size(w, "layers", c->layers);
+    if (!rc) rc = cnf_meta_put_size(w, "bins", c->bins);
+    if (!rc) rc = cnf_meta_put_double(w, "bound", c->bound);
+    if (!rc) rc = cnf_meta_put_double(w, "scale_bound", c->scale_bound);
+    if (!rc) rc = cnf_meta_put_size(w, "batchnorm", (size_t)(c->batchnorm != 0));
+    if (!rc) rc = cnf_meta_put_double(w, "bn_momentum", c->bn_momentum);
+    if (!rc) rc = cnf_meta_put_double(w, "bn_eps", c->bn_eps);
+    for (size_t l = 0; !rc && l < s->L; l++) {
+        char key[64];
+        size_t np = s->layer[l]->n_params;
+        if (!np)
+            continue;
+        snprintf(key, sizeof key, "layer%zu.%s", l, cnf_dflow_layer_type(s->layer[l]));
+        rc = cnf_st_writer_add(w, key, 1, &np, f->theta + s->off[l]);
+    }
+    return rc;
+}
+
+int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out)
+{
+    cnf_dflow_config c;
+    size_t dim, hidden[64], n_hidden = 0, bn;
+    const char *kind = cnf_meta_get_str(f, "kind"), *h = cnf_meta_get_str(f, "hidden");
+    const char *act = cnf_meta_get_str(f, "act");
+    if (!kind || !h || !act)
+        return CNF_EFORMAT;
+    int rc = cnf_meta_get_size(f, "dim", &dim);
+    if (rc)
+        return rc;
+    cnf_dflow_config_default(&c, kind, dim);
+    for (const char *p = h; *p;) {
+        char *end;
+        unsigned long long v = strtoull(p, &end, 10);
+        if (end == p || v == 0 || n_hidden == 64 || (*end && *end != '-'))
+            return cnf_fail(CNF_EFORMAT, "model metadata 'hidden' = '%s' is malformed", h);
+        hidden[n_hidden++] = (size_t)v;
+        p = *end ? end + 1 : end;
+    }
+    c.hidden = hidden;
+    c.n_hidden = n_hidden;
+    if ((rc = cnf_act_from_name(act, &c.act)))
+        return cnf_fail(CNF_EFORMAT, "%s", cnf_errmsg());
+    if (!rc) rc = cnf_meta_get_size(f, "layers", &c.layers);
+    if (!rc) rc = cnf_meta_get_size(f, "bins", &c.bins);
+    if (!rc) rc = cnf_meta_get_double(f, "bound", &c.bound);
+    if (!rc) rc = cnf_meta_get_double(f, "scale_bound", &c.scale_bound);
+    if (!rc) rc = cnf_meta_get_size(f, "batchnorm", &bn);
+    if (!rc) rc = cnf_meta_get_double(f, "bn_momentum", &c.bn_momentum);
+    if (!rc) rc = cnf_meta_get_double(f, "bn_eps", &c.bn_eps);
+    if (rc)
+        return rc;
+    c.batchnorm = bn != 0;
+    if (c.layers > 4096)
+        return cnf_fail(CNF_EFORMAT, "model metadata 'layers' = %zu is implausible", c.layers);
+    cnf_rng r;
+    cnf_rng_seed(&r, 0);
+    rc = cnf_dflow_create(out, &c, &r);
+    if (rc)
+        return cnf_fail(rc == CNF_ENAME ? CNF_EFORMAT : rc, "model architecture is invalid: %s",
+                        cnf_errmsg());
+    dflow *s = (dflow *)*out;
+    for (size_t l = 0; !rc && l < s->L; l++) {
+        char key[64];
+        size_t np = s->layer[l]->n_params;
+        if (!np)
+            continue;
+        snprintf(key, sizeof key, "layer%zu.%s", l, cnf_dflow_layer_type(s->layer[l]));
+        const double *data;
+        rc = cnf_st_get_shaped(f, key, 1, &np, &data);
+        if (!rc)
+            memcpy((*out)->theta + s->off[l], data, np * sizeof(double));
+    }
+    if (rc) {
+        cnf_flow_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 /* One flow-interface table per kind, so cnf_flow_kind() reports the kind's name. */
 #define KIND_TYPE(NAME) \
     {.kind = NAME, .encode = dflow_encode, .decode = dflow_decode, .nll_grad = dflow_nll_grad, \
-     .free = dflow_free}
+     .free = dflow_free, .describe = dflow_describe}
 static const cnf_flow_type KIND_TYPES[N_KINDS] = {
     KIND_TYPE("planar"), KIND_TYPE("radial"), KIND_TYPE("nice"), KIND_TYPE("realnvp"),
     KIND_TYPE("glow"),   KIND_TYPE("maf"),    KIND_TYPE("iaf"),  KIND_TYPE("nsf"),

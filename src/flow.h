@@ -32,6 +32,7 @@ const char *cnf_meta_get_str(const cnf_st_file *f, const char *key); /* NULL + m
 
 /* Loaders by kind (src/model.c lists them): rebuild a flow from a model file. */
 int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out);
+int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out); /* every discrete kind */
 
 struct cnf_flow {
     const cnf_flow_type *type;

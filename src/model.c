@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/dflow.h"
 #include "cnf/model.h"
 #include "flow.h"
 #include "internal.h"
@@ -123,6 +124,7 @@ int cnf_model_save(const char *path, const cnf_flow *f, cnf_trainer *t, const ch
 
 /* ---- load ----------------------------------------------------------------------------------- */
 
+/* Loaders by kind; every discrete kind (cnf/dflow.h) goes to cnf_dflow_load. */
 static const struct {
     const char *kind;
     int (*load)(const cnf_st_file *f, cnf_flow **out);
@@ -148,6 +150,9 @@ int cnf_model_load(const char *path, cnf_flow **out, cnf_st_file **file)
         for (size_t i = 0; i < sizeof loaders / sizeof *loaders; i++)
             if (kind && !strcmp(kind, loaders[i].kind))
                 rc = loaders[i].load(f, out);
+        for (size_t i = 0; kind && i < cnf_dflow_kind_count(); i++)
+            if (!strcmp(kind, cnf_dflow_kind_at(i)))
+                rc = cnf_dflow_load(f, out);
     }
     size_t dim, np;
     if (rc == CNF_OK && (cnf_meta_get_size(f, "dim", &dim) || cnf_meta_get_size(f, "n_params", &np) ||

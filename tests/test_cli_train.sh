@@ -66,6 +66,17 @@ for k in ("backprop_vs_fd", "adjoint_vs_fd", "cvodes_vs_fd", "backsolve_vs_fd"):
 assert o["backprop_vs_fd"] < 1e-6 and o["adjoint_vs_fd"] < 1e-4, o
 PY
 
+# Discrete flows go through the same commands.
+for m in realnvp nsf; do
+  "$cnf" train --model $m --layers 2 --hidden 8 --data moons --iters 20 --batch 32 --test-n 200 \
+    --out "$tmp/$m.safetensors" --json > "$tmp/d.out" || fail "train --model $m"
+  "$cnf" eval --model "$tmp/$m.safetensors" --data moons -n 200 > /dev/null || fail "eval $m"
+  "$cnf" plot --model "$tmp/$m.safetensors" --data moons -n 200 --out "$tmp/$m.png" > /dev/null \
+    || fail "plot $m"
+  "$cnf" gradcheck --model $m --layers 2 --hidden 6 --dim 3 --json > "$tmp/g.out" || fail "gc $m"
+  python3 -c 'import json,sys; o=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert o["backprop_vs_fd"] < 1e-6, o' "$tmp/g.out"
+done
+
 # Bad input: a clear message and a non-zero exit, never a crash.
 expect() { # expected status, words the message must contain, command...
   want=$1; words=$2; shift 2
@@ -76,6 +87,7 @@ expect() { # expected status, words the message must contain, command...
 expect 2 "unknown 8gaussians" "$cnf" train --data no-such-set --iters 1
 expect 2 "--data" "$cnf" train --iters 1
 expect 2 "unknown" "$cnf" train --data moons --act relu7
+expect 2 "unknown" "$cnf" train --data moons --model transformer
 expect 2 "finite" "$cnf" train --data moons --lr abc
 head -c 300 "$tmp/full.safetensors" > "$tmp/trunc.safetensors"
 expect 1 "trunc.safetensors" "$cnf" eval --model "$tmp/trunc.safetensors" --data moons

@@ -23,12 +23,20 @@ void flow_opts_default(flow_opts *o)
     o->trace = "exact";
     o->probes = 1;
     o->grad = "adjoint";
+    o->layers = 8;
+    o->bins = 8;
+    o->bound = 4.0;
 }
+
+int flow_opts_is_cnf(const flow_opts *o) { return !strcmp(o->model, "cnf"); }
 
 size_t flow_opts_table(flow_opts *o, cli_opt *t)
 {
     const cli_opt opts[] = {
-        {"--model", OPT_STR, &o->model, "KIND", "flow kind: cnf", 1},
+        {"--model", OPT_STR, &o->model, "KIND",
+         "flow kind: cnf (continuous), or the discrete baselines planar, radial, nice, realnvp, "
+         "glow, maf, iaf, nsf",
+         1},
         {"--hidden", OPT_STR, &o->hidden, "W1-W2-...", "hidden widths of each block's MLP", 1},
         {"--act", OPT_STR, &o->act, "NAME", "activation: tanh, softplus, elu, swish", 1},
         {"--time", OPT_STR, &o->time, "MODE", "time input: none, concat, concatsquash", 1},
@@ -59,6 +67,12 @@ size_t flow_opts_table(flow_opts *o, cli_opt *t)
          1},
         {"--reg-jacobian", OPT_DOUBLE, &o->reg_jacobian, "W",
          "weight of the Jacobian Frobenius norm (RNODE)", 1},
+        {"--layers", OPT_SIZE, &o->layers, "N", "discrete flows: number of flow steps", 1},
+        {"--bins", OPT_SIZE, &o->bins, "K", "nsf: spline bins", 1},
+        {"--bound", OPT_DOUBLE, &o->bound, "B", "nsf: splines on [-B, B], linear tails outside",
+         1},
+        {"--batchnorm", OPT_FLAG, &o->batchnorm, NULL,
+         "realnvp, maf: batch-norm layers between steps", 1},
     };
     size_t n = sizeof opts / sizeof *opts;
     if (t)
@@ -89,10 +103,6 @@ int flow_opts_config(const char *cmd, const flow_opts *o, size_t dim, cnf_cflow_
                      size_t **hidden)
 {
     *hidden = NULL;
-    if (strcmp(o->model, "cnf")) {
-        fprintf(stderr, "cnf %s: unknown --model '%s' (valid: cnf)\n", cmd, o->model);
-        return 2;
-    }
     cnf_cflow_config_default(cfg, dim);
     /* FFJORD writes the widths with dashes: 64-64-64. */
     size_t nh = 0;
@@ -139,7 +149,26 @@ int flow_opts_build(const char *cmd, const flow_opts *o, size_t dim, cnf_rng *rn
         free(hidden);
         return u;
     }
-    int rc = cnf_cflow_create(out, &cfg, rng);
+    int rc;
+    if (flow_opts_is_cnf(o)) {
+        rc = cnf_cflow_create(out, &cfg, rng);
+    } else {
+        cnf_dflow_config dc;
+        cnf_dflow_config_default(&dc, o->model, dim);
+        dc.layers = o->layers;
+        dc.hidden = cfg.hidden;
+        dc.n_hidden = cfg.n_hidden;
+        dc.act = cfg.act;
+        dc.bins = o->bins;
+        dc.bound = o->bound;
+        dc.batchnorm = o->batchnorm;
+        rc = cnf_dflow_create(out, &dc, rng);
+        if (rc == CNF_ENAME) {
+            fprintf(stderr, "cnf %s: --model: %s (or cnf)\n", cmd, cnf_errmsg());
+            free(hidden);
+            return 2;
+        }
+    }
     free(hidden);
     if (rc) {
         cli_error(cmd, rc, "building the flow");

@@ -20,6 +20,10 @@ typedef struct flow_opts {
     size_t probes;
     const char *grad;
     double reg_kinetic, reg_jacobian;
+    /* Discrete flows (--model planar … nsf). */
+    size_t layers, bins;
+    double bound;
+    int batchnorm;
 } flow_opts;
 
 enum { FLOW_OPTS_MAX = 32 };
@@ -31,6 +35,8 @@ size_t flow_opts_table(flow_opts *o, cli_opt *t);
  * (free it after use). 0, or 2 after a usage message. */
 int flow_opts_config(const char *cmd, const flow_opts *o, size_t dim, cnf_cflow_config *cfg,
                      size_t **hidden);
+/* Is the --model a continuous flow? */
+int flow_opts_is_cnf(const flow_opts *o);
 /* Build the flow (parameters initialised from rng). 0, or 2 after a message. */
 int flow_opts_build(const char *cmd, const flow_opts *o, size_t dim, cnf_rng *rng,
                     cnf_flow **out);

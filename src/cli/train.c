@@ -67,7 +67,9 @@ static void help(FILE *out)
                  "Train a continuous normalizing flow on a 2-D toy density by maximum likelihood,\n"
                  "as FFJORD's train_toy.py does (the defaults are its settings: 64-64-64 tanh\n"
                  "concatsquash, exact trace, Dopri5 at 1e-5, adjoint gradients, T = 0.5 trained,\n"
-                 "Adam lr 1e-3, weight decay 1e-5, batch 100).\n\noptions:\n");
+                 "Adam lr 1e-3, weight decay 1e-5, batch 100). --model realnvp (etc.) trains a\n"
+                 "discrete flow instead, with --layers steps of --hidden conditioner networks.\n"
+                 "\noptions:\n");
     cli_opts_help(out, table, n_table);
     fprintf(out, "\nProgress: a live line on a terminal (stderr), log lines on stdout otherwise.\n"
                  "Test NLL is the mean -log p in nats over the held-out points, +- its standard\n"
@@ -134,9 +136,12 @@ static int progress(const cnf_train_progress *p, void *ctx)
             fputc('\n', stderr);
     }
     if ((!R.tty && to.log_every && p->iter % to.log_every == 0) || p->has_val) {
-        printf("iter %zu/%zu  loss %.4f  nll %.4f  |g| %.3g  nfe %zu/%zu  T %.4f  %.1f it/s",
-               p->iter, p->iters, p->loss, p->nll, p->grad_norm, p->nfe_forward,
-               p->nfe_backward, cnf_cflow_end_time(R.flow), rate);
+        printf("iter %zu/%zu  loss %.4f  nll %.4f  |g| %.3g", p->iter, p->iters, p->loss,
+               p->nll, p->grad_norm);
+        if (cnf_cflow_settings(R.flow))
+            printf("  nfe %zu/%zu  T %.4f", p->nfe_forward, p->nfe_backward,
+                   cnf_cflow_end_time(R.flow));
+        printf("  %.1f it/s", rate);
         if (p->has_val)
             printf("  test nll %.4f +- %.4f", p->val_nll, p->val_nll_stderr);
         printf("\n");
@@ -270,7 +275,8 @@ int cmd_train(int argc, char **argv)
     R.tty = isatty(2);
     printf("cnf train: %s, %s flow with %zu parameters, %s, batch %zu, seed %llu, from "
            "iteration %zu to %zu\n",
-           to.data, cnf_flow_kind(R.flow), cnf_flow_n_params(R.flow), fo.solver, to.batch,
+           to.data, cnf_flow_kind(R.flow), cnf_flow_n_params(R.flow),
+           cnf_cflow_settings(R.flow) ? fo.solver : "no ODE solver", to.batch,
            (unsigned long long)to.seed, R.first_iter, to.iters);
     fflush(stdout);
     R.start = now();
