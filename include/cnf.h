@@ -5,6 +5,7 @@
 #include "cnf/mlp.h"
 #include "cnf/solver.h"
 #include "cnf/data.h"
+#include "cnf/dataset.h"
 #include "cnf/optim.h"
 #include "cnf/safetensors.h"
 #include "cnf/plot.h"
