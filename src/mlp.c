@@ -17,6 +17,7 @@
 
 #include "cnf/mlp.h"
 #include "internal.h"
+#include "vmath.h"
 
 struct layer {
     size_t in, out;
@@ -48,7 +49,7 @@ struct cnf_mlp_work {
     double **D2S;  /* per hidden layer (n_max, out): σ''(z) */
     double **G;    /* per layer (out): gate g (1 without squash) */
     double *buf_a, *buf_b, *buf_c; /* reverse-pass scratch, (rows, max_width) each */
-    double *gamma;                 /* (max_width) */
+    double *gamma;                 /* (3, max_width): γ, Σ r, Σ ȳ; c t in the forward */
     /* What the last forward call computed. */
     const cnf_mlp *m;
     size_t n, K;
@@ -107,6 +108,7 @@ const char *cnf_time_mode_name(cnf_time_mode mode)
 
 /* ---- activations ---------------------------------------------------------------------------- */
 
+/* The gate's sigmoid: libm, one call per unit and evaluation (not on the hot path). */
 static double sigmoid(double z)
 {
     if (z >= 0)
@@ -115,41 +117,59 @@ static double sigmoid(double z)
     return e / (1.0 + e);
 }
 
+/* σ, σ', σ'' of one activation, straight-line code over the vectorizable exp/tanh of vmath.h so
+ * that a loop of it vectorizes (act_apply) and single values (cnf_act_eval) give the same bits.
+ * Softplus keeps libm's log1p (not vectorized). */
+static inline void act_tanh(double z, double *h, double *ds, double *d2s)
+{
+    double v = cnf_tanh_fast(z), d = 1.0 - v * v;
+    *h = v;
+    *ds = d;
+    *d2s = -2.0 * v * d;
+}
+
+static inline void act_softplus(double z, double *h, double *ds, double *d2s)
+{
+    double sg = cnf_sigmoid_fast(z);
+    double a = fabs(z), e = cnf_exp_fast(a > 700.0 ? -700.0 : -a);
+    *h = (z > 0 ? z : 0.0) + log1p(e);
+    *ds = sg;
+    *d2s = sg * (1.0 - sg);
+}
+
+static inline void act_elu(double z, double *h, double *ds, double *d2s)
+{
+    double zn = z > 0 ? 0.0 : z;
+    double em = cnf_expm1_fast(zn), e = em + 1.0;
+    *h = z > 0 ? z : em;
+    *ds = z > 0 ? 1.0 : e;
+    *d2s = z > 0 ? 0.0 : e;
+}
+
+static inline void act_swish(double z, double *h, double *ds, double *d2s)
+{
+    double sg = cnf_sigmoid_fast(z), q = sg * (1.0 - sg);
+    *h = z * sg;
+    *ds = sg + z * q;
+    *d2s = q * (2.0 + z * (1.0 - 2.0 * sg));
+}
+
 void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
 {
     double h, d1, d2;
     switch (act) {
     case CNF_ACT_TANH:
-        h = tanh(z);
-        d1 = 1.0 - h * h;
-        d2 = -2.0 * h * d1;
+        act_tanh(z, &h, &d1, &d2);
         break;
-    case CNF_ACT_SOFTPLUS: {
-        double sg = sigmoid(z);
-        h = z > 0 ? z + log1p(exp(-z)) : log1p(exp(z));
-        d1 = sg;
-        d2 = sg * (1.0 - sg);
+    case CNF_ACT_SOFTPLUS:
+        act_softplus(z, &h, &d1, &d2);
         break;
-    }
     case CNF_ACT_ELU:
-        if (z > 0) {
-            h = z;
-            d1 = 1.0;
-            d2 = 0.0;
-        } else {
-            double e = exp(z);
-            h = expm1(z);
-            d1 = e;
-            d2 = e;
-        }
+        act_elu(z, &h, &d1, &d2);
         break;
-    default: { /* CNF_ACT_SWISH */
-        double sg = sigmoid(z), q = sg * (1.0 - sg);
-        h = z * sg;
-        d1 = sg + z * q;
-        d2 = q * (2.0 + z * (1.0 - 2.0 * sg));
+    default: /* CNF_ACT_SWISH */
+        act_swish(z, &h, &d1, &d2);
         break;
-    }
     }
     *s = h;
     if (ds)
@@ -158,20 +178,41 @@ void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
         *d2s = d2;
 }
 
-/* σ, σ', σ'' over n values; tanh gets its own loop since it is the common case. */
-static void act_apply(cnf_act act, size_t n, const double *z, double *h, double *ds, double *d2s)
-{
-    if (act == CNF_ACT_TANH) {
-        for (size_t i = 0; i < n; i++) {
-            double v = tanh(z[i]), d = 1.0 - v * v;
-            h[i] = v;
-            ds[i] = d;
-            d2s[i] = -2.0 * v * d;
-        }
-        return;
+/* The fused elementwise pass of one hidden layer over one primal row (o units):
+ *     y += b;  z = g ⊙ y + ct;  h, σ', σ'' = σ(z), σ'(z), σ''(z)
+ * one function per activation so that each loop vectorizes. */
+#define FUSED_ROW(NAME, ACT)                                                                     \
+    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b, const double *restrict g,               \
+                     const double *restrict ct, double *restrict y, double *restrict z,          \
+                     double *restrict h, double *restrict d1, double *restrict d2)              \
+    {                                                                                            \
+        for (size_t j = 0; j < o; j++) {                                                         \
+            double yj = y[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;                        \
+            ACT(zj, &hj, &aj, &bj);                                                              \
+            y[j] = yj;                                                                           \
+            z[j] = zj;                                                                           \
+            h[j] = hj;                                                                           \
+            d1[j] = aj;                                                                          \
+            d2[j] = bj;                                                                          \
+        }                                                                                        \
     }
+FUSED_ROW(row_tanh, act_tanh)
+FUSED_ROW(row_softplus, act_softplus)
+FUSED_ROW(row_elu, act_elu)
+FUSED_ROW(row_swish, act_swish)
+#undef FUSED_ROW
+
+static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const double *g,
+                       const double *ct, double *Y, double *Z, double *H, double *ds, double *d2s)
+{
+    void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
+                double *restrict, double *restrict, double *restrict, double *restrict,
+                double *restrict) = act == CNF_ACT_TANH       ? row_tanh
+                                    : act == CNF_ACT_SOFTPLUS ? row_softplus
+                                    : act == CNF_ACT_ELU      ? row_elu
+                                                              : row_swish;
     for (size_t i = 0; i < n; i++)
-        cnf_act_eval(act, z[i], &h[i], &ds[i], &d2s[i]);
+        row(o, b, g, ct, Y + i * o, Z + i * o, H + i * o, ds + i * o, d2s + i * o);
 }
 
 /* ---- construction --------------------------------------------------------------------------- */
@@ -378,7 +419,7 @@ int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
         w->buf_a = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_b = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_c = cnf_calloc(rows, m->max_width * sizeof(double));
-        w->gamma = cnf_calloc(m->max_width, sizeof(double));
+        w->gamma = cnf_calloc(3 * m->max_width, sizeof(double));
         ok = w->X0 && w->buf_a && w->buf_b && w->buf_c && w->gamma;
     }
     if (!ok) {
@@ -448,27 +489,39 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
             cnf_gemm(0, 1, rows, o, ly->in, 1.0, in, ly->in, W, ly->in, 0.0, Y, o);
         }
 
-        for (size_t j = 0; j < o; j++)
+        double *ct = w->gamma; /* (o) c t, scratch */
+        for (size_t j = 0; j < o; j++) {
             g[j] = ly->wg != ABSENT ? sigmoid(theta[ly->wg + j] * t + theta[ly->bg + j]) : 1.0;
-        /* Primal rows: y += b; z = g ⊙ y + c t. Tangent rows: ż = g ⊙ ẏ. */
-        for (size_t i = 0; i < n; i++) {
-            double *y = Y + i * o, *z = Z + i * o;
-            for (size_t j = 0; j < o; j++) {
-                y[j] += b[j];
-                z[j] = g[j] * y[j] + (ly->c != ABSENT ? theta[ly->c + j] * t : 0.0);
-            }
+            ct[j] = ly->c != ABSENT ? theta[ly->c + j] * t : 0.0;
         }
-        for (size_t r = n; r < rows; r++)
-            for (size_t j = 0; j < o; j++)
-                Z[r * o + j] = g[j] * Y[r * o + j];
-
         if (l + 1 < m->L) {
+            /* One fused pass: primal y += b, z = g ⊙ y + c t, σ, σ', σ''; then the tangent rows
+             * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
-            act_apply(m->cfg.act, n * o, Z, H, ds, d2s);
+            act_primal(m->cfg.act, n, o, b, g, ct, Y, Z, H, ds, d2s);
             for (size_t k = 0; k < K; k++)
-                for (size_t i = 0; i < n * o; i++)
-                    H[(1 + k) * n * o + i] = ds[i] * Z[(1 + k) * n * o + i];
+                for (size_t i = 0; i < n; i++) {
+                    const double *yk = Y + ((1 + k) * n + i) * o, *dsi = ds + i * o;
+                    double *zk = Z + ((1 + k) * n + i) * o, *hk = H + ((1 + k) * n + i) * o;
+                    for (size_t j = 0; j < o; j++) {
+                        double zj = g[j] * yk[j];
+                        zk[j] = zj;
+                        hk[j] = dsi[j] * zj;
+                    }
+                }
             in = H;
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                double *y = Y + i * o, *z = Z + i * o;
+                for (size_t j = 0; j < o; j++) {
+                    double yj = y[j] + b[j];
+                    y[j] = yj;
+                    z[j] = g[j] * yj + ct[j];
+                }
+            }
+            for (size_t r = n; r < rows; r++)
+                for (size_t j = 0; j < o; j++)
+                    Z[r * o + j] = g[j] * Y[r * o + j];
         }
     }
     return CNF_OK;
@@ -595,29 +648,37 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
         const int first = (l == 0);
         const double *Hin = first ? w->X0 : w->H[l - 1];
 
-        for (size_t r = 0; r < rows; r++)
-            for (size_t j = 0; j < o; j++)
-                yb[r * o + j] = g[j] * rs[r * o + j];
-
+        /* One pass over the rows: ȳ = g ⊙ r (all rows), γ = Σ r ⊙ y, and the column sums of the
+         * primal r and ȳ for ∇b, ∇c and ∂φ/∂t. */
+        double *gam = w->gamma, *rsum = gam + o, *ybsum = rsum + o;
+        for (size_t j = 0; j < o; j++)
+            gam[j] = rsum[j] = ybsum[j] = 0.0;
+        for (size_t r = 0; r < rows; r++) {
+            const double *rr = rs + r * o, *yr = Y + r * o;
+            double *ybr = yb + r * o;
+            if (r < n) {
+                for (size_t j = 0; j < o; j++) {
+                    double v = rr[j], u = g[j] * v;
+                    ybr[j] = u;
+                    gam[j] += v * yr[j];
+                    rsum[j] += v;
+                    ybsum[j] += u;
+                }
+            } else {
+                for (size_t j = 0; j < o; j++) {
+                    double v = rr[j];
+                    ybr[j] = g[j] * v;
+                    gam[j] += v * yr[j];
+                }
+            }
+        }
         if (gtheta || gt) {
-            double *gam = w->gamma;
-            for (size_t j = 0; j < o; j++)
-                gam[j] = 0.0;
-            for (size_t r = 0; r < rows; r++)
-                for (size_t j = 0; j < o; j++)
-                    gam[j] += rs[r * o + j] * Y[r * o + j];
             for (size_t j = 0; j < o; j++) {
-                double rsum = 0.0;
-                for (size_t i = 0; i < n; i++)
-                    rsum += rs[i * o + j];
                 double gg = ly->wg != ABSENT ? g[j] * (1.0 - g[j]) * gam[j] : 0.0;
                 if (gtheta) {
-                    double ybsum = 0.0;
-                    for (size_t i = 0; i < n; i++)
-                        ybsum += yb[i * o + j];
-                    gtheta[ly->b + j] += ybsum;
+                    gtheta[ly->b + j] += ybsum[j];
                     if (ly->c != ABSENT)
-                        gtheta[ly->c + j] += t * rsum;
+                        gtheta[ly->c + j] += t * rsum[j];
                     if (ly->wg != ABSENT) {
                         gtheta[ly->wg + j] += t * gg;
                         gtheta[ly->bg + j] += gg;
@@ -625,7 +686,7 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                 }
                 if (gt) {
                     if (ly->c != ABSENT)
-                        *gt += rsum * theta[ly->c + j];
+                        *gt += rsum[j] * theta[ly->c + j];
                     if (ly->wg != ABSENT)
                         *gt += gg * theta[ly->wg + j];
                 }
@@ -657,15 +718,28 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
         }
         /* Seeds for z_{l−1}: r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k. */
         const double *ds = w->DS[l - 1], *d2s = w->D2S[l - 1], *Zp = w->Z[l - 1];
-        for (size_t i = 0; i < n * in; i++) {
-            double acc = 0.0;
-            for (size_t k = 0; k < K; k++)
-                acc += Zp[(1 + k) * n * in + i] * pq[(1 + k) * n * in + i];
-            rs[i] = ds[i] * pq[i] + d2s[i] * acc;
+        const size_t ni = n * in;
+        /* Σ_k ż_k ⊙ q_k accumulates in the primal rows of rs while s_k is written. */
+        for (size_t k = 0; k < K; k++) {
+            const double *zk = Zp + (1 + k) * ni, *qk = pq + (1 + k) * ni;
+            double *sk = rs + (1 + k) * ni;
+            if (k == 0)
+                for (size_t i = 0; i < ni; i++) {
+                    rs[i] = zk[i] * qk[i];
+                    sk[i] = ds[i] * qk[i];
+                }
+            else
+                for (size_t i = 0; i < ni; i++) {
+                    rs[i] += zk[i] * qk[i];
+                    sk[i] = ds[i] * qk[i];
+                }
         }
-        for (size_t k = 0; k < K; k++)
-            for (size_t i = 0; i < n * in; i++)
-                rs[(1 + k) * n * in + i] = ds[i] * pq[(1 + k) * n * in + i];
+        if (K)
+            for (size_t i = 0; i < ni; i++)
+                rs[i] = ds[i] * pq[i] + d2s[i] * rs[i];
+        else
+            for (size_t i = 0; i < ni; i++)
+                rs[i] = ds[i] * pq[i] + d2s[i] * 0.0;
     }
     return CNF_OK;
 }

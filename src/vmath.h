@@ -1,0 +1,105 @@
+/* Branch-free exp and tanh that GCC vectorizes inside loops (no libm calls, no -ffast-math).
+ *
+ * glibc's tanh and exp are called per element and cannot be vectorized; at the CNF's sizes they
+ * took over a quarter of a training step (perf, DESIGN.md §5). These are written as straight-line
+ * code on doubles and 64-bit integers (selects instead of branches), so a loop over an array
+ * compiles to SSE2/AVX2/AVX-512 code, and the same function is used for single values
+ * (cnf_act_eval) so that batched and scalar results agree bit for bit.
+ *
+ * cnf_exp_fast: Cody–Waite reduction x = n ln2 + r, |r| ≤ ln2/2, with ln2 split in a 32-bit head
+ * and a tail, then Cephes' Padé form e^r = 1 + 2r P(r²) / (Q(r²) − r P(r²)) (Moshier, "Methods
+ * and Programs for Mathematical Functions", 1989, exp.c), scaled by 2^n built from its bits.
+ * Valid for |x| ≤ 708 (callers clamp); ≤ 1 ulp from correctly rounded in tests.
+ *
+ * cnf_tanh_fast: |x| < 0.625: x + x³ P(x²)/Q(x²) (Cephes tanh.c); otherwise
+ * 1 − 2/(e^{2|x|} + 1) with |x| clamped to 20 (tanh(20) rounds to 1); sign restored by
+ * copysign. NaN propagates. Max error measured against glibc over [−30, 30]: see
+ * tests/test_vmath.c (a few ulp). */
+#ifndef CNF_VMATH_H
+#define CNF_VMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Kernels that loop over these functions are compiled for AVX-512, AVX2 and baseline SSE2 and
+ * picked at load time (GCC function multiversioning), so the binary runs on any x86-64. The
+ * build uses -std=c11, hence -ffp-contract=off: every clone gives the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&      \
+    !defined(CNF_NO_CLONES)
+#define CNF_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CNF_VECTOR_CLONES
+#endif
+
+static inline double cnf_bits_to_double(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static inline uint64_t cnf_double_to_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+/* e^x for |x| ≤ 708 (larger arguments must be clamped by the caller). */
+static inline double cnf_exp_fast(double x)
+{
+    const double log2e = 1.4426950408889634074;
+    const double c1 = 6.93145751953125E-1, c2 = 1.42860682030941723212E-6; /* ln 2 = c1 + c2 */
+    const double shifter = 0x1.8p52; /* adding it rounds to an integer held in the low bits */
+    double t = x * log2e + shifter;
+    double n = t - shifter;
+    double r = x - n * c1;
+    r = r - n * c2;
+    double rr = r * r;
+    double px = r * ((1.26177193074810590878E-4 * rr + 3.02994407707441961300E-2) * rr +
+                     9.99999999999999999910E-1);
+    double qx = ((3.00198505138664455042E-6 * rr + 2.52448340349684104192E-3) * rr +
+                 2.27265548208155028766E-1) * rr + 2.00000000000000000009E0;
+    double e = 1.0 + 2.0 * (px / (qx - px));
+    /* 2^n: n sits in the low bits of t's mantissa (two's complement for n < 0). */
+    uint64_t k = cnf_double_to_bits(t) << 52;
+    return cnf_bits_to_double(cnf_double_to_bits(e) + k);
+}
+
+static inline double cnf_tanh_fast(double x)
+{
+    double a = fabs(x);
+    a = a > 20.0 ? 20.0 : a; /* NaN stays NaN */
+    /* Small |x|: odd rational form (no cancellation). */
+    double z = a * a;
+    double p = (-9.64399179425052238628E-1 * z - 9.92877231001918586564E1) * z -
+               1.61468768441708447952E3;
+    double q = ((z + 1.12811678491632931402E2) * z + 2.23548839060100448583E3) * z +
+               4.84406305325125486048E3;
+    double small = a + a * z * (p / q);
+    /* Large |x|: 1 − 2/(e^{2|x|} + 1). */
+    double e = cnf_exp_fast(2.0 * a);
+    double large = 1.0 - 2.0 / (e + 1.0);
+    return copysign(a < 0.625 ? small : large, x);
+}
+
+/* The logistic function 1/(1 + e^{−x}), clamped so e^{−x} neither overflows nor loses 1. */
+static inline double cnf_sigmoid_fast(double x)
+{
+    double a = x < -700.0 ? -700.0 : (x > 700.0 ? 700.0 : x);
+    double e = cnf_exp_fast(-a);
+    double r = 1.0 / (1.0 + e);
+    return x != x ? x : r;
+}
+
+/* e^x − 1 for x ≤ 0 (ELU's negative branch) without cancellation near 0: 2t/(1 − t) with
+ * t = tanh(x/2); for x < −40 the result is −1 to the last bit. Not for large positive x. */
+static inline double cnf_expm1_fast(double x)
+{
+    double t = cnf_tanh_fast(0.5 * x);
+    double r = 2.0 * t / (1.0 - t);
+    return x < -40.0 ? -1.0 : r;
+}
+
+#endif
