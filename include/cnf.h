@@ -6,6 +6,7 @@
 #include "cnf/solver.h"
 #include "cnf/data.h"
 #include "cnf/dataset.h"
+#include "cnf/pre.h"
 #include "cnf/optim.h"
 #include "cnf/safetensors.h"
 #include "cnf/plot.h"

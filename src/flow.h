@@ -33,6 +33,9 @@ const char *cnf_meta_get_str(const cnf_st_file *f, const char *key); /* NULL + m
 /* Loaders by kind (src/model.c lists them): rebuild a flow from a model file. */
 int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out);
 int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out); /* every discrete kind */
+/* A file with "pre.*" metadata: wrap the loaded inner flow *inout in its preprocessing (src/pre.c);
+ * on failure *inout is left as it was. */
+int cnf_pre_attach(const cnf_st_file *f, cnf_flow **inout);
 
 struct cnf_flow {
     const cnf_flow_type *type;

@@ -159,6 +159,8 @@ int cnf_model_load(const char *path, cnf_flow **out, cnf_st_file **file)
                          dim != (*out)->dim || np != (*out)->n_params))
         rc = cnf_fail(CNF_EFORMAT, "%s: dimension or parameter count disagrees with the "
                       "architecture", path);
+    if (rc == CNF_OK && cnf_st_meta(f, "pre.dim"))
+        rc = cnf_pre_attach(f, out); /* preprocessing recorded with the model (cnf/pre.h) */
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", cnf_errmsg());
