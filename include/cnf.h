@@ -15,5 +15,7 @@
 #include "cnf/train.h"
 #include "cnf/model.h"
 #include "cnf/io.h"
+#include "cnf/target.h"
+#include "cnf/fm.h"
 #include "cnf/dflow.h"
 #endif

@@ -130,6 +130,61 @@ int cnf_flow_loss(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *
     return cnf_flow_nll_grad(f, X, n, rng, loss, NULL, st);
 }
 
+int cnf_flow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, void *ctx,
+                      double *loss, double *grad, cnf_flow_stats *st)
+{
+    clear(st);
+    if (n == 0 || !rng || !logq)
+        return cnf_fail(CNF_EINVAL, "reverse KL needs samples, a generator and a target");
+    if (!f->type->rkl_grad)
+        return cnf_fail(CNF_EUNSUPPORTED, "flow kind '%s' has no reverse-KL gradient",
+                        f->type->kind);
+    if (grad)
+        memset(grad, 0, f->n_params * sizeof *grad);
+    return f->type->rkl_grad(f, n, rng, logq, ctx, loss, grad, st);
+}
+
+int cnf_flow_importance(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, void *ctx,
+                        double *log_z, double *ess_fraction, double *elbo)
+{
+    if (n == 0 || !rng || !logq)
+        return cnf_fail(CNF_EINVAL, "importance sampling needs samples, a generator and a target");
+    double *X = cnf_calloc(n * f->dim, sizeof(double)), *lp = cnf_calloc(n, sizeof(double));
+    double *lq = cnf_calloc(n, sizeof(double));
+    int rc = (!X || !lp || !lq) ? cnf_fail(CNF_ENOMEM, "allocating %zu samples", n) : CNF_OK;
+    if (!rc)
+        rc = cnf_flow_sample(f, n, rng, X, lp, NULL);
+    if (!rc && (rc = logq(ctx, X, n, lq, NULL)) != 0)
+        rc = rc < 0 ? rc : cnf_fail(CNF_ERHS, "target log-density callback returned %d", rc);
+    if (!rc) {
+        /* log w_i = log q̃ − log p; log-sum-exp around the largest. */
+        double m = -INFINITY, mean = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            lq[i] -= lp[i];
+            if (lq[i] > m)
+                m = lq[i];
+            mean += lq[i];
+        }
+        double s1 = 0.0, s2 = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double w = exp(lq[i] - m);
+            s1 += w;
+            s2 += w * w;
+        }
+        if (!isfinite(m))
+            rc = cnf_fail(CNF_ENONFINITE, "importance weights are not finite");
+        else {
+            *log_z = m + log(s1 / (double)n);
+            *ess_fraction = s1 * s1 / (s2 * (double)n);
+            *elbo = mean / (double)n;
+        }
+    }
+    free(X);
+    free(lp);
+    free(lq);
+    return rc;
+}
+
 void cnf_flow_free(cnf_flow *f)
 {
     if (f)

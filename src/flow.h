@@ -16,6 +16,9 @@ typedef struct cnf_flow_type {
     /* grad and gx NULL: the loss only. grad and gx arrive zeroed. */
     int (*nll_grad)(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *loss,
                     double *grad, double *gx, cnf_flow_stats *st);
+    /* See cnf_flow_rkl_grad; grad arrives zeroed (or NULL for the loss only). */
+    int (*rkl_grad)(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, void *ctx,
+                    double *loss, double *grad, cnf_flow_stats *st);
     void (*free)(cnf_flow *f);
     /* Model files (cnf/model.h): write the architecture and settings as metadata and the
      * parameters as named tensors. The matching loader is listed by kind in src/model.c. */

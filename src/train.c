@@ -31,13 +31,19 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
         return cnf_fail(CNF_EINVAL, "trainer needs a flow and a configuration");
     if (cfg->batch == 0)
         return cnf_fail(CNF_EINVAL, "batch size is 0");
-    if (!cfg->next_batch)
-        return cnf_fail(CNF_EINVAL, "trainer needs a data callback");
-    if (cfg->val_every && (!cfg->val_X || cfg->val_n == 0))
+    if (!cfg->next_batch && !cfg->target)
+        return cnf_fail(CNF_EINVAL, "trainer needs a data callback or a target density");
+    if (cfg->val_every && cfg->target && cfg->val_n == 0)
+        return cnf_fail(CNF_EINVAL, "validation every %zu iterations but val_n = 0",
+                        cfg->val_every);
+    if (cfg->val_every && !cfg->target && (!cfg->val_X || cfg->val_n == 0))
         return cnf_fail(CNF_EINVAL, "validation every %zu iterations but no validation data",
                         cfg->val_every);
-    if (!(cfg->clip_norm >= 0.0))
-        return cnf_fail(CNF_EINVAL, "gradient clipping norm %g must be >= 0", cfg->clip_norm);
+    if (cfg->flow_matching && cfg->target)
+        return cnf_fail(CNF_EINVAL, "flow matching and reverse KL are different objectives");
+    if (!(cfg->clip_norm >= 0.0) || !(cfg->max_seconds >= 0.0))
+        return cnf_fail(CNF_EINVAL, "clipping norm %g and time limit %g must be >= 0",
+                        cfg->clip_norm, cfg->max_seconds);
     cnf_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return cnf_fail(CNF_ENOMEM, "allocating the trainer");
@@ -83,12 +89,21 @@ int cnf_trainer_run(cnf_trainer *t)
     double *theta = cnf_flow_params(t->flow);
     const double start = now();
     while (t->iter < c->iters) {
-        int rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng);
-        if (rc)
+        int rc = CNF_OK;
+        if (!c->target && (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0)
             return rc < 0 ? rc : cnf_fail(CNF_EINVAL, "data callback stopped with %d", rc);
         cnf_train_progress p = {.iter = t->iter + 1, .iters = c->iters};
         cnf_flow_stats st;
-        rc = cnf_flow_nll_grad(t->flow, t->X, c->batch, &t->rng, &p.loss, t->grad, &st);
+        if (c->target) {
+            rc = cnf_flow_rkl_grad(t->flow, c->batch, &t->rng, c->target, c->target_ctx,
+                                   &p.loss, t->grad, &st);
+        } else if (c->flow_matching) {
+            memset(&st, 0, sizeof st);
+            rc = cnf_fm_loss_grad(t->flow, t->X, c->batch, c->fm_variant, c->fm_sigma,
+                                  &t->rng, &p.loss, t->grad);
+            st.nll = p.loss;
+        } else
+            rc = cnf_flow_nll_grad(t->flow, t->X, c->batch, &t->rng, &p.loss, t->grad, &st);
         if (rc)
             return rc;
         if (!isfinite(p.loss))
@@ -105,16 +120,29 @@ int cnf_trainer_run(cnf_trainer *t)
         p.nll = st.nll;
         p.nfe_forward = st.nfe_forward;
         p.nfe_backward = st.nfe_backward;
-        if (c->val_every && (t->iter % c->val_every == 0 || t->iter == c->iters)) {
-            rc = cnf_flow_eval_nll(t->flow, c->val_X, c->val_n, c->val_batch, &p.val_nll,
-                                   &p.val_nll_stderr, NULL);
+        const int out_of_time = c->max_seconds > 0 && now() - start >= c->max_seconds;
+        if (c->val_every &&
+            (t->iter % c->val_every == 0 || t->iter == c->iters || out_of_time)) {
+            /* Importance sampling draws from its own stream so that validating does not change
+             * the training run. */
+            cnf_rng vr;
+            cnf_rng_seed(&vr, 0x5a4d1e + t->iter);
+            rc = c->target ? cnf_flow_importance(t->flow, c->val_n, &vr, c->target,
+                                                 c->target_ctx, &p.log_z, &p.ess_fraction,
+                                                 &p.elbo)
+                           : cnf_flow_eval_nll(t->flow, c->val_X, c->val_n, c->val_batch,
+                                               &p.val_nll, &p.val_nll_stderr, NULL);
             if (rc)
                 return rc;
             p.has_val = 1;
         }
         p.seconds = now() - start;
+        if (out_of_time)
+            p.iters = t->iter;
         if (c->progress && (rc = c->progress(&p, c->progress_ctx)) != 0)
             return rc;
+        if (out_of_time)
+            break;
     }
     return CNF_OK;
 }

@@ -67,6 +67,25 @@ CNF_API int cnf_flow_nll_grad_x(cnf_flow *f, const double *X, size_t n, cnf_rng 
 CNF_API int cnf_flow_loss(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, double *loss,
                           cnf_flow_stats *stats);
 
+/* ---- Sampling an unnormalized density: reverse KL ---------------------------------------------
+ * For a target q̃ known up to its normaliser Z, the flow p_θ is fitted by minimising
+ *     KL(p_θ || q̃/Z) − log Z = E_{z~N(0,I)} [ log p_θ(x) − log q̃(x) ],  x = decode(z),
+ * with gradients through the samples (reparametrisation). The target is a callback: logq (n) =
+ * log q̃ at the rows of X (n, d), and, when grad is not NULL, grad (n, d) = ∇ₓ log q̃. It returns 0,
+ * or non-zero to stop (a negative cnf code is passed on). */
+typedef int (*cnf_logq_fn)(void *ctx, const double *X, size_t n, double *logq, double *grad);
+
+/* The reverse-KL objective on n fresh base points from rng: *loss = mean [log p − log q̃] (so
+ * −loss is the ELBO of log Z), and grad (n_params, overwritten) its gradient, or NULL for the
+ * loss only. stats->nll receives the ELBO. */
+CNF_API int cnf_flow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, void *ctx,
+                              double *loss, double *grad, cnf_flow_stats *stats);
+
+/* Importance sampling with the flow as proposal over n samples: w_i = q̃(x_i)/p(x_i),
+ * log Ẑ = log mean w (log-sum-exp), ESS fraction = (Σw)² / (n Σw²), ELBO = mean log w. */
+CNF_API int cnf_flow_importance(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq,
+                                void *ctx, double *log_z, double *ess_fraction, double *elbo);
+
 CNF_API void cnf_flow_free(cnf_flow *f);
 
 /* log N(z; 0, I) for one point of dimension d. */

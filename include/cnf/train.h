@@ -10,6 +10,7 @@
 #define CNF_TRAIN_H
 
 #include "cnf/flow.h"
+#include "cnf/fm.h"
 #include "cnf/optim.h"
 
 #ifdef __cplusplus
@@ -30,6 +31,8 @@ typedef struct cnf_train_progress {
     double seconds;              /* wall time of training so far (this run) */
     int has_val;                 /* this call carries a validation result */
     double val_nll, val_nll_stderr; /* mean held-out NLL (nats) and its standard error */
+    /* Reverse KL: validation by importance sampling with val_n samples (has_val set). */
+    double log_z, ess_fraction, elbo;
 } cnf_train_progress;
 
 /* Called after every iteration; a non-zero return stops training (cnf_trainer_run returns it). */
@@ -44,8 +47,19 @@ typedef struct cnf_train_config {
     const double *val_X;     /* (val_n, d) held-out data, borrowed */
     size_t val_n;
     size_t val_batch;        /* evaluation batch size (0 = all at once) */
-    cnf_batch_fn next_batch; /* required */
+    cnf_batch_fn next_batch; /* maximum likelihood: required */
     void *batch_ctx;
+    /* Reverse KL (cnf_flow_rkl_grad) instead of maximum likelihood when target is not NULL:
+     * each iteration draws `batch` base points; validation is importance sampling with val_n
+     * samples (val_X unused). */
+    cnf_logq_fn target;
+    void *target_ctx;
+    /* Flow matching (cnf_fm_loss_grad, CNF only) instead of maximum likelihood when set: the
+     * batches come from next_batch as for maximum likelihood; validation is the exact NLL. */
+    int flow_matching;
+    cnf_fm_variant fm_variant;
+    double fm_sigma;
+    double max_seconds;      /* stop after this much wall time (0 = no limit) */
     cnf_progress_fn progress; /* optional */
     void *progress_ctx;
 } cnf_train_config;
@@ -58,7 +72,8 @@ CNF_API int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_c
                                uint64_t seed);
 CNF_API void cnf_trainer_free(cnf_trainer *t);
 
-/* Train until cfg->iters iterations are done (from wherever the trainer stands). On an error
+/* Train until cfg->iters iterations are done (from wherever the trainer stands), or until
+ * max_seconds have passed (the last iteration then reports has_val with a validation). On an error
  * the parameters hold the last successful step, and the iteration count says where. */
 CNF_API int cnf_trainer_run(cnf_trainer *t);
 

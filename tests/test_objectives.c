@@ -1,0 +1,284 @@
+/* The two other objectives: reverse KL to an unnormalized target (targets, their normalisers,
+ * gradients through the samples) and conditional flow matching (loss gradient, the optimal
+ * assignment, and the closed-form optimal field on a Gaussian). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf.h"
+
+
+static double relerr(double a, double b) { return fabs(a - b) / fmax(fmax(fabs(a), fabs(b)), 1e-12); }
+
+Test(target, gradients_match_finite_differences)
+{
+    cnf_rng r;
+    cnf_rng_seed(&r, 1);
+    for (size_t k = 0; k < cnf_target_count(); k++) {
+        cnf_target *t;
+        cr_assert_eq(cnf_target_create(cnf_target_at(k), &t), CNF_OK);
+        size_t d = cnf_target_dim(t);
+        double x[10], g[10], lq, lp, lm;
+        for (int trial = 0; trial < 5; trial++) {
+            for (size_t j = 0; j < d; j++)
+                x[j] = 1.5 * cnf_rng_normal(&r);
+            cnf_target_logq(t, x, 1, &lq, g);
+            for (size_t j = 0; j < d; j++) {
+                const double h = 1e-6, keep = x[j];
+                x[j] = keep + h;
+                cnf_target_logq(t, x, 1, &lp, NULL);
+                x[j] = keep - h;
+                cnf_target_logq(t, x, 1, &lm, NULL);
+                x[j] = keep;
+                double fd = (lp - lm) / (2 * h);
+                cr_assert(fabs(g[j] - fd) <= 1e-6 * fmax(1, fabs(fd)), "%s: d/dx%zu %g vs %g",
+                          cnf_target_at(k), j, g[j], fd);
+            }
+        }
+        cnf_target_free(t);
+    }
+    cnf_target *t;
+    cr_assert_eq(cnf_target_create("volcano", &t), CNF_ENAME);
+}
+
+/* The closed-form normalisers of the 2-D targets against a quadrature of their own. */
+Test(target, log_z_closed_forms)
+{
+    const char *names[] = {"banana", "ring", "mixture"};
+    for (size_t k = 0; k < 3; k++) {
+        cnf_target *t;
+        cnf_target_create(names[k], &t);
+        /* The banana reaches x₂ ≈ x₁²/4: a tall box. Cells of 0.02. */
+        const double h = 0.02, x0 = -14, y0 = -14, y1 = 64;
+        const int nx = (int)(28 / h), ny = (int)((y1 - y0) / h);
+        double s = 0;
+        for (int i = 0; i < nx; i++)
+            for (int j = 0; j < ny; j++) {
+                double x[2] = {x0 + (i + 0.5) * h, y0 + (j + 0.5) * h}, lq;
+                cnf_target_logq(t, x, 1, &lq, NULL);
+                s += exp(lq) * h * h;
+            }
+        cr_assert(fabs(log(s) - cnf_target_log_z(t)) < 1e-6, "%s: quadrature %.8f, closed %.8f",
+                  names[k], log(s), cnf_target_log_z(t));
+        cnf_target_free(t);
+    }
+}
+
+static cnf_flow *small_cnf(size_t d, uint64_t seed, int train_T)
+{
+    static const size_t hidden[] = {8, 8};
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, d);
+    cfg.hidden = hidden;
+    cfg.n_hidden = 2;
+    cfg.T = 0.9;
+    cfg.train_T = train_T;
+    cnf_rng r;
+    cnf_rng_seed(&r, seed);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK);
+    double *th = cnf_flow_params(f);
+    for (size_t i = 0; i < cnf_flow_n_params(f) - (train_T ? 1 : 0); i++)
+        th[i] *= 1.5;
+    return f;
+}
+
+typedef int (*objective_fn)(cnf_flow *f, void *ctx, cnf_rng *rng, double *loss, double *grad);
+
+/* Central differences (5-point) of an objective along dir, with the same randomness. */
+static double fd_along(cnf_flow *f, objective_fn obj, void *ctx, const cnf_rng *r0,
+                       const double *dir, double h)
+{
+    double *th = cnf_flow_params(f), v[4];
+    size_t P = cnf_flow_n_params(f);
+    double *save = malloc(P * sizeof(double));
+    memcpy(save, th, P * sizeof(double));
+    const double c[4] = {-2, -1, 1, 2};
+    for (int j = 0; j < 4; j++) {
+        for (size_t i = 0; i < P; i++)
+            th[i] = save[i] + c[j] * h * dir[i];
+        cnf_rng r = *r0;
+        cr_assert_eq(obj(f, ctx, &r, &v[j], NULL), CNF_OK, "%s", cnf_errmsg());
+    }
+    memcpy(th, save, P * sizeof(double));
+    free(save);
+    return (v[0] - 8 * v[1] + 8 * v[2] - v[3]) / (12 * h);
+}
+
+static int rkl_obj(cnf_flow *f, void *ctx, cnf_rng *rng, double *loss, double *grad)
+{
+    return cnf_flow_rkl_grad(f, 6, rng, cnf_target_logq, ctx, loss, grad, NULL);
+}
+
+static void check_gradient(cnf_flow *f, objective_fn obj, void *ctx, double fd_h, double tol,
+                           const char *what)
+{
+    size_t P = cnf_flow_n_params(f);
+    double *g = malloc(P * sizeof(double)), *dir = malloc(P * sizeof(double)), loss;
+    cnf_rng r;
+    cnf_rng_seed(&r, 77);
+    for (size_t i = 0; i < P; i++)
+        dir[i] = cnf_rng_normal(&r);
+    const cnf_rng r0 = r;
+    cnf_rng rr = r0;
+    cr_assert_eq(obj(f, ctx, &rr, &loss, g), CNF_OK, "%s", cnf_errmsg());
+    double an = 0;
+    for (size_t i = 0; i < P; i++)
+        an += g[i] * dir[i];
+    double fd = fd_along(f, obj, ctx, &r0, dir, fd_h);
+    cr_assert(relerr(an, fd) <= tol, "%s: %.10g vs FD %.10g (rel %g)", what, an, fd,
+              relerr(an, fd));
+    free(g);
+    free(dir);
+}
+
+/* Reverse-KL gradients through the samples, for every gradient mode, against FD of the same
+ * discretisation (backprop) or of a tight solve (adjoints). */
+Test(rkl, gradients_match_finite_differences)
+{
+    const char *targets[] = {"banana", "funnel"};
+    for (size_t k = 0; k < 2; k++) {
+        cnf_target *t;
+        cnf_target_create(targets[k], &t);
+        cnf_flow *f = small_cnf(cnf_target_dim(t), 3 + k, 1);
+        cnf_cflow_config *s = cnf_cflow_settings(f);
+        s->reg_kinetic = 0.05;
+        s->trace = k ? CNF_TRACE_HUTCH_RADEMACHER : CNF_TRACE_EXACT;
+        s->grad = CNF_GRAD_BACKPROP;
+        s->train.stepper = cnf_stepper_rk4;
+        s->train.opt.steps = 10;
+        check_gradient(f, rkl_obj, t, 1e-3, 1e-6, "reverse KL, backprop rk4");
+        s->train.stepper = cnf_stepper_dopri5;
+        s->train.opt.rtol = s->train.opt.atol = 1e-12;
+        size_t P = cnf_flow_n_params(f);
+        double *g1 = malloc(P * sizeof(double)), *g2 = malloc(P * sizeof(double)), loss;
+        /* Adjoint (built-in and CVODES) at 1e-10 against backprop at 1e-12: both approximate
+         * the gradient of the exact flow. */
+        cnf_rng r;
+        cnf_rng_seed(&r, 5);
+        cnf_rng r0 = r;
+        cr_assert_eq(cnf_flow_rkl_grad(f, 6, &r, cnf_target_logq, t, &loss, g1, NULL), CNF_OK);
+        for (int cv = 0; cv < 2; cv++) {
+            s->grad = CNF_GRAD_ADJOINT;
+            s->train.stepper = cv ? cnf_stepper_cvode_adams : cnf_stepper_dopri5;
+            s->train.opt.rtol = s->train.opt.atol = 1e-10;
+            r = r0;
+            cr_assert_eq(cnf_flow_rkl_grad(f, 6, &r, cnf_target_logq, t, &loss, g2, NULL),
+                         CNF_OK, "%s", cnf_errmsg());
+            double num = 0, den = 0;
+            for (size_t i = 0; i < P; i++) {
+                num += (g1[i] - g2[i]) * (g1[i] - g2[i]);
+                den += g1[i] * g1[i];
+            }
+            cr_assert(sqrt(num / den) <= 1e-5, "%s adjoint (%s): relative difference %g",
+                      targets[k], cv ? "cvodes" : "dopri5", sqrt(num / den));
+        }
+        free(g1);
+        free(g2);
+        cnf_flow_free(f);
+        cnf_target_free(t);
+    }
+}
+
+/* Importance sampling with a proposal equal to the target gives log Z exactly and ESS 1: a CNF
+ * with a zero field is the standard normal, and so is the target 'gaussian' built here. */
+static int std_normal_logq(void *ctx, const double *X, size_t n, double *lq, double *g)
+{
+    const double scale = *(const double *)ctx; /* q̃ = scale · N(0, I) */
+    for (size_t i = 0; i < n; i++) {
+        lq[i] = log(scale) + cnf_std_normal_logpdf(X + 2 * i, 2);
+        if (g) {
+            g[2 * i] = -X[2 * i];
+            g[2 * i + 1] = -X[2 * i + 1];
+        }
+    }
+    return 0;
+}
+
+Test(rkl, importance_sampling_exact_for_a_perfect_proposal)
+{
+    cnf_flow *f = small_cnf(2, 9, 0);
+    memset(cnf_flow_params(f), 0, cnf_flow_n_params(f) * sizeof(double));
+    double scale = 7.5, logz, ess, elbo, loss;
+    cnf_rng r;
+    cnf_rng_seed(&r, 1);
+    cr_assert_eq(cnf_flow_importance(f, 500, &r, std_normal_logq, &scale, &logz, &ess, &elbo),
+                 CNF_OK);
+    cr_assert(fabs(logz - log(scale)) < 1e-9 && fabs(ess - 1) < 1e-12 &&
+              fabs(elbo - log(scale)) < 1e-9, "log Z %g, ESS %g, ELBO %g", logz, ess, elbo);
+    cr_assert_eq(cnf_flow_rkl_grad(f, 50, &r, std_normal_logq, &scale, &loss, NULL, NULL),
+                 CNF_OK);
+    cr_assert(fabs(loss + log(scale)) < 1e-9, "KL part should be 0: loss %g", loss);
+}
+
+/* ---- flow matching --------------------------------------------------------------------------- */
+
+typedef struct {
+    const double *X;
+    size_t n;
+    cnf_fm_variant v;
+} fm_ctx;
+
+static int fm_obj(cnf_flow *f, void *ctx, cnf_rng *rng, double *loss, double *grad)
+{
+    fm_ctx *c = ctx;
+    return cnf_fm_loss_grad(f, c->X, c->n, c->v, 0.1, rng, loss, grad);
+}
+
+Test(fm, loss_gradient_matches_finite_differences)
+{
+    cnf_flow *f = small_cnf(2, 4, 0);
+    double X[40];
+    cnf_rng r;
+    cnf_rng_seed(&r, 2);
+    cnf_toy_sample_named("moons", 20, X, &r);
+    for (int v = 0; v < 2; v++) {
+        fm_ctx c = {X, 20, (cnf_fm_variant)v};
+        check_gradient(f, fm_obj, &c, 1e-4, 1e-7, v ? "OT-CFM" : "I-CFM");
+    }
+    cnf_flow_free(f);
+}
+
+/* The assignment is optimal: no better one among all permutations of 7 points. */
+static void best_by_enumeration(const double *C, size_t n, size_t *p, size_t k, double acc,
+                                double *best)
+{
+    if (k == n) {
+        if (acc < *best)
+            *best = acc;
+        return;
+    }
+    for (size_t i = k; i < n; i++) {
+        size_t t = p[k];
+        p[k] = p[i];
+        p[i] = t;
+        best_by_enumeration(C, n, p, k + 1, acc + C[k * n + p[k]], best);
+        p[i] = p[k];
+        p[k] = t;
+    }
+}
+
+Test(fm, assignment_is_optimal)
+{
+    enum { n = 7 };
+    cnf_rng r;
+    cnf_rng_seed(&r, 3);
+    for (int trial = 0; trial < 10; trial++) {
+        double C[n * n], best = INFINITY, got = 0;
+        for (size_t i = 0; i < n * n; i++)
+            C[i] = cnf_rng_uniform(&r);
+        size_t perm[n], p[n], seen[n] = {0};
+        cr_assert_eq(cnf_assignment(C, n, perm), CNF_OK);
+        for (size_t i = 0; i < n; i++) {
+            p[i] = i;
+            got += C[i * n + perm[i]];
+            seen[perm[i]]++;
+        }
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(seen[i], 1, "not a permutation");
+        best_by_enumeration(C, n, p, 0, 0, &best);
+        cr_assert(fabs(got - best) < 1e-12, "assignment cost %g, optimum %g", got, best);
+    }
+}
