@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "cnf.h"
+#include "dataopts.h"
 #include "flowopts.h"
 
 #define CMD "train"
@@ -21,8 +22,9 @@ typedef struct train_opts {
 } train_opts;
 
 static flow_opts fo;
+static data_opts dop;
 static train_opts to;
-static cli_opt table[FLOW_OPTS_MAX + 24];
+static cli_opt table[FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT];
 static size_t n_table;
 
 static void build_table(void)
@@ -31,7 +33,7 @@ static void build_table(void)
     const cli_opt mine[] = {
         {"--data", OPT_STR, &to.data, "NAME",
          "training data: 8gaussians, checkerboard, 2spirals, moons, pinwheel, circles, rings, "
-         "swissroll",
+         "swissroll, or a file (.csv, .npy, IDX such as *-ubyte; optionally gzipped)",
          1},
         {"--iters", OPT_SIZE, &to.iters, "N", "training iterations (in total, with --resume)", 0},
         {"--batch", OPT_SIZE, &to.batch, "N", "batch size", 1},
@@ -59,6 +61,7 @@ static void build_table(void)
     };
     memcpy(table + n_table, mine, sizeof mine);
     n_table += sizeof mine / sizeof *mine;
+    n_table += data_opts_table(&dop, table + n_table);
 }
 
 static void help(FILE *out)
@@ -85,6 +88,11 @@ typedef struct run {
     cnf_trainer *trainer;
     double last_val, last_val_se;
     int has_val;
+    /* --data FILE: the split, its batches, early stopping (also for toy sets with --patience). */
+    int file, stopped;
+    data_split split;
+    data_batch db;
+    cnf_early_stop es;
 } run;
 
 static run R;
@@ -127,6 +135,7 @@ static int progress(const cnf_train_progress *p, void *ctx)
         R.last_val_se = p->val_nll_stderr;
         R.has_val = 1;
     }
+    int stop = p->has_val && R.es.best && cnf_early_stop_update(&R.es, p->iter, p->val_nll);
     double rate = (double)(p->iter - R.first_iter) / fmax(p->seconds, 1e-9);
     double eta = (double)(p->iters - p->iter) / fmax(rate, 1e-9);
     if (R.tty) {
@@ -152,6 +161,78 @@ static int progress(const cnf_train_progress *p, void *ctx)
         if (rc)
             return rc;
     }
+    if (stop) {
+        R.stopped = 1;
+        printf("early stop at iteration %zu: no better validation NLL for %zu evaluations "
+               "(best %.4f at iteration %zu)\n", p->iter, dop.patience, R.es.best_nll,
+               R.es.best_iter);
+        return 1;
+    }
+    return 0;
+}
+
+/* --data FILE: load and split it; fit the preprocessing on the training rows and build the
+ * flow inside it (unless resuming, when the model file brings its own). 0, 1 or 2. */
+static int file_setup(cnf_rng *init)
+{
+    int u = data_load(CMD, to.data, dop.columns, &dop, to.seed, 1, &R.split);
+    if (u)
+        return u;
+    size_t d = R.split.all.d, ntr = R.split.n_train;
+    double levels = dop.levels;
+    cnf_rng r;
+    cnf_rng_seed(&r, to.seed ^ 0xde9a27ULL); /* the dequantisation noise of fit/val/test */
+    if (R.flow) {
+        const cnf_pre *p = cnf_pre_flow_pre(R.flow);
+        if (cnf_flow_dim(R.flow) != d) {
+            fprintf(stderr, "cnf %s: the model has dimension %zu, %s has %zu columns\n", CMD,
+                    cnf_flow_dim(R.flow), to.data, d);
+            return 1;
+        }
+        levels = p ? cnf_pre_levels(p) : 0;
+    } else {
+        cnf_pre_config pc;
+        cnf_pre_config_default(&pc);
+        pc.drop_constant = dop.drop_constant;
+        pc.standardize = dop.standardize;
+        pc.levels = dop.levels;
+        pc.alpha = dop.alpha;
+        pc.pca = dop.pca;
+        double *fit = malloc(ntr * d * sizeof(double));
+        if (!fit) {
+            fprintf(stderr, "cnf %s: out of memory\n", CMD);
+            return 1;
+        }
+        memcpy(fit, R.split.train, ntr * d * sizeof(double));
+        /* Integer data are fitted at the middle of their dequantisation cells, so columns that
+         * are constant (e.g. border pixels) stay constant and are dropped: their dequantised
+         * density is uniform on one cell, log 1 = 0, so dropping them changes no NLL. */
+        for (size_t i = 0; levels > 0 && i < ntr * d; i++)
+            fit[i] += 0.5;
+        cnf_pre *pre;
+        int rc = cnf_pre_fit(&pre, &pc, fit, ntr, d);
+        free(fit);
+        if (rc) {
+            cli_error(CMD, rc, "fitting the preprocessing on the training rows");
+            return 1;
+        }
+        cnf_flow *inner;
+        if ((u = flow_opts_build(CMD, &fo, cnf_pre_dim(pre), init, &inner))) {
+            cnf_pre_free(pre);
+            return u;
+        }
+        if ((rc = cnf_pre_flow_create(&R.flow, pre, inner))) {
+            cli_error(CMD, rc, "preprocessing");
+            return 1;
+        }
+    }
+    if (levels > 0) /* one fixed noise draw for the held-out rows, fresh noise per batch */
+        cnf_data_dequantize(R.split.val, R.split.n_val + R.split.n_test, d, &r);
+    R.db = (data_batch){R.split.train, ntr, d, levels};
+    printf("%s: %zu rows x %zu columns (train %zu, validation %zu, test %zu), modelled in %zu "
+           "dimensions%s\n", to.data, R.split.all.n, d, ntr, R.split.n_val, R.split.n_test,
+           cnf_pre_dim(cnf_pre_flow_pre(R.flow)),
+           cnf_pre_is_projection(cnf_pre_flow_pre(R.flow)) ? " (PCA: NLL in PCA space)" : "");
     return 0;
 }
 
@@ -173,7 +254,7 @@ static int apply_saved(const cnf_st_file *file)
 /* The saved options as metadata pairs: "key", "value", …, NULL. Strings point into store. */
 static const char **saved_pairs(char store[][64])
 {
-    static const char *pairs[2 * (FLOW_OPTS_MAX + 24) + 1];
+    static const char *pairs[2 * (FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT) + 1];
     size_t k = 0;
     for (size_t i = 0; i < n_table; i++) {
         if (!table[i].saved)
@@ -191,6 +272,7 @@ static const char **saved_pairs(char store[][64])
 int cmd_train(int argc, char **argv)
 {
     flow_opts_default(&fo);
+    data_opts_default(&dop);
     memset(&to, 0, sizeof to);
     to.iters = 1000;
     to.batch = 100;
@@ -225,8 +307,14 @@ int cmd_train(int argc, char **argv)
         status = 2;
         goto done;
     }
-    const cnf_toy_type *data;
-    if ((rc = cnf_toy_from_name(to.data, &data))) {
+    const cnf_toy_type *data = NULL;
+    R.file = data_is_file(to.data);
+    if (R.file && to.plot) {
+        fprintf(stderr, "cnf %s: --plot draws 2-D toy sets only\n", CMD);
+        status = 2;
+        goto done;
+    }
+    if (!R.file && (rc = cnf_toy_from_name(to.data, &data))) {
         fprintf(stderr, "cnf %s: --data: %s\n", CMD, cnf_errmsg());
         status = 2;
         goto done;
@@ -239,26 +327,44 @@ int cmd_train(int argc, char **argv)
     }
     cnf_rng init;
     cnf_rng_seed(&init, to.seed);
+    if (R.file && (u = file_setup(&init))) {
+        status = u;
+        goto done;
+    }
     if (!R.flow && (u = flow_opts_build(CMD, &fo, 2, &init, &R.flow))) {
         status = u;
         goto done;
     }
     /* The held-out set: drawn once from its own stream, so it is the same for every run with
      * this seed and does not disturb the training stream. */
-    test = malloc(to.test_n * 2 * sizeof(double));
-    if (!test) {
+    test = R.file ? NULL : malloc(to.test_n * 2 * sizeof(double));
+    if (!test && !R.file) {
         fprintf(stderr, "cnf %s: out of memory for %zu test points\n", CMD, to.test_n);
         goto done;
     }
     cnf_rng tr;
     cnf_rng_seed(&tr, to.seed ^ 0x7e57da7aULL);
-    cnf_toy_sample(data, to.test_n, test, &tr);
+    if (!R.file)
+        cnf_toy_sample(data, to.test_n, test, &tr);
 
     cnf_train_config tc = {.iters = to.iters, .batch = to.batch, .clip_norm = to.clip,
                            .val_every = to.val_every ? to.val_every : to.iters,
                            .val_X = test, .val_n = to.test_n, .val_batch = to.test_batch,
                            .next_batch = toy_batch, .batch_ctx = (void *)data,
                            .progress = progress};
+    if (R.file) { /* validate on the validation rows (the test rows if there are none) */
+        tc.val_X = R.split.n_val ? R.split.val : R.split.test;
+        tc.val_n = R.split.n_val ? R.split.n_val : R.split.n_test;
+        tc.next_batch = data_batch_fn;
+        tc.batch_ctx = &R.db;
+        if (tc.val_n == 0)
+            tc.val_every = 0;
+    }
+    if ((R.file || dop.patience) && tc.val_every &&
+        (rc = cnf_early_stop_init(&R.es, R.flow, dop.patience))) {
+        cli_error(CMD, rc, "early stopping");
+        goto done;
+    }
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = to.lr;
     tc.optim.weight_decay = to.weight_decay;
@@ -282,6 +388,29 @@ int cmd_train(int argc, char **argv)
     R.start = now();
     rc = cnf_trainer_run(R.trainer);
     double seconds = now() - R.start;
+    if (rc == 1 && R.stopped)
+        rc = CNF_OK;
+    if (!rc && R.es.best && R.es.best_nll < INFINITY) {
+        cnf_early_stop_restore(&R.es); /* keep the best parameters, as FFJORD's tabular runs */
+        printf("kept the parameters of iteration %zu (validation NLL %.4f)\n", R.es.best_iter,
+               R.es.best_nll);
+    }
+    double bpd = NAN;
+    if (!rc && R.file && R.split.n_test) {
+        rc = cnf_flow_eval_nll(R.flow, R.split.test, R.split.n_test, to.test_batch,
+                               &R.last_val, &R.last_val_se, NULL);
+        R.has_val = rc == CNF_OK;
+        const cnf_pre *p = cnf_pre_flow_pre(R.flow);
+        if (!rc && p && cnf_pre_levels(p) > 0)
+            bpd = R.last_val / ((double)cnf_pre_dim(p) * log(2.0));
+        if (!rc)
+            printf("test NLL %.4f +- %.4f nats over %zu rows (%s)", R.last_val, R.last_val_se,
+                   R.split.n_test, cnf_pre_is_projection(p) ? "in PCA space" : "in data space");
+        if (!rc && isfinite(bpd))
+            printf(", %.4f bits/dim over %zu modelled dimensions", bpd, cnf_pre_dim(p));
+        if (!rc)
+            printf("\n");
+    }
     if (rc) {
         if (R.tty)
             fputc('\n', stderr);
@@ -290,7 +419,7 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     if (to.out) {
-        char store[FLOW_OPTS_MAX + 24][64];
+        char store[FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT][64];
         if ((rc = cnf_model_save(to.out, R.flow, R.trainer, saved_pairs(store)))) {
             cli_error(CMD, rc, "saving --out");
             goto done;
@@ -313,7 +442,8 @@ int cmd_train(int argc, char **argv)
         printf("{\"data\":");
         cli_json_string(stdout, to.data);
         printf(",\"model\":");
-        cli_json_string(stdout, cnf_flow_kind(R.flow));
+        cli_json_string(stdout, cnf_flow_kind(cnf_pre_flow_inner(R.flow) ? cnf_pre_flow_inner(R.flow)
+                                                                          : R.flow));
         printf(",\"iters\":%zu,\"seconds\":", cnf_trainer_iter(R.trainer));
         cli_json_number(stdout, seconds);
         printf(",\"train_loss\":");
@@ -326,6 +456,13 @@ int cmd_train(int argc, char **argv)
         cli_json_number(stdout, R.nfe_f / n);
         printf(",\"nfe_backward\":");
         cli_json_number(stdout, R.nfe_b / n);
+        if (R.file) {
+            printf(",\"bits_per_dim\":");
+            cli_json_number(stdout, bpd);
+            printf(",\"best_iter\":%zu,\"val_nll\":", R.es.best_iter);
+            cli_json_number(stdout, R.es.best_nll);
+            printf(",\"n_train\":%zu,\"n_test\":%zu", R.split.n_train, R.split.n_test);
+        }
         printf(",\"seed\":%llu}\n", (unsigned long long)to.seed);
     }
     status = 0;
@@ -334,5 +471,7 @@ done:
     cnf_flow_free(R.flow);
     cnf_st_free(file);
     free(test);
+    cnf_early_stop_free(&R.es);
+    data_split_free(&R.split);
     return status;
 }
