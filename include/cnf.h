@@ -18,4 +18,5 @@
 #include "cnf/target.h"
 #include "cnf/fm.h"
 #include "cnf/dflow.h"
+#include "cnf/bench.h"
 #endif

@@ -11,13 +11,21 @@
  * The time derivative: ∂z/∂t = c + g(1−g) w^g ⊙ y and ∂ż_k/∂t = g(1−g) w^g ⊙ ẏ_k, so
  * ∂φ/∂t = Σ_l [ Σ_i r_i·c + (g(1−g) w^g)·γ ]. */
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cnf/mlp.h"
 #include "internal.h"
 #include "vmath.h"
+
+enum { CNF_MLP_MAX_THREADS = 16 };
+/* Chunks smaller than this are not worth a thread's wake-up (a few µs). */
+enum { MIN_CHUNK_ROWS = 16 };
 
 struct layer {
     size_t in, out;
@@ -55,9 +63,41 @@ struct cnf_mlp_work {
     size_t n, K;
     int unit; /* tangents are the unit vectors (exact trace) */
     double t;
+    /* Threads over batch chunks (n_sub > 1): this work then holds no buffers of its own; chunk c
+     * of a call runs on sub[c] (thread c, the caller being thread 0), and parameter gradients of
+     * chunk c ≥ 1 go to gpart[c] and are added in chunk order, so results are bit-identical from
+     * run to run for a given thread count. */
+    size_t n_sub, nch; /* chunks available, chunks of the last call */
+    cnf_mlp_work **sub;
+    struct pool *pool;
+    double *gpart; /* (n_sub, n_params) */
+    double gtpart[CNF_MLP_MAX_THREADS];
+    const struct task *task;
 };
 
 static const size_t ABSENT = (size_t)-1;
+
+/* A call split over chunks (see struct cnf_mlp_work). */
+struct task {
+    const cnf_mlp *m;
+    const double *theta;
+    double t;
+    const double *X;
+    size_t ldx, n, K;
+    const double *U; /* (K, n, d) or NULL */
+    int unit;
+    double *F;
+    size_t ldf;
+    double *JU;
+    const double *R;
+    size_t ldr;
+    const double *S;
+    double *GX;
+    size_t ldgx;
+    double *gtheta;
+    int want_gt;
+    int rc[CNF_MLP_MAX_THREADS];
+};
 
 /* ---- names ---------------------------------------------------------------------------------- */
 
@@ -351,6 +391,153 @@ void cnf_mlp_init(const cnf_mlp *m, double *theta, cnf_rng *rng)
     }
 }
 
+/* ---- threads over batch chunks ---------------------------------------------------------------
+ * A pool of helper threads per threaded workspace. A call publishes its task (nch chunks) and
+ * bumps a generation counter; every participant, the caller included, claims chunks from an
+ * atomic counter until none is left, so a helper that is not scheduled in time (a busy machine)
+ * costs nothing: the caller runs its chunk too. Which thread runs a chunk does not matter for
+ * the result, since chunk c always uses work sub[c] and its own gradient slot. Idle helpers spin
+ * on the generation for a while (a CNF evaluates the field thousands of times per second, and a
+ * futex wake-up costs as much as a small chunk), then sleep on a condition variable. */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+enum { SPIN_LIMIT = 20000 };
+
+struct pool;
+typedef struct helper {
+    struct pool *p;
+    pthread_t th;
+} helper;
+
+typedef struct pool {
+    size_t n_help;
+    helper help[CNF_MLP_MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint gen;
+    atomic_int sleepers, quit;
+    atomic_size_t next, done; /* chunks claimed, chunks finished */
+    /* The current task, published before `next` is reset (release) and read after a claim.
+     * nch is fixed (n_help + 1), so a late claim on a finished task's counter finds it spent. */
+    void (*fn)(void *arg, size_t chunk);
+    void *arg;
+    size_t nch;
+} pool;
+
+/* Claim and run chunks of the current task until none is left. */
+static void pool_work(pool *p)
+{
+    for (;;) {
+        size_t c = atomic_fetch_add(&p->next, 1);
+        if (c >= p->nch)
+            return;
+        p->fn(p->arg, c);
+        atomic_fetch_add(&p->done, 1);
+    }
+}
+
+static void *helper_main(void *v)
+{
+    helper *h = v;
+    pool *p = h->p;
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g = atomic_load(&p->gen);
+        for (int spin = 0; g == seen && !atomic_load(&p->quit) && spin < SPIN_LIMIT; spin++) {
+            CPU_RELAX();
+            g = atomic_load(&p->gen);
+        }
+        if (g == seen && !atomic_load(&p->quit)) {
+            pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->quit))
+                pthread_cond_wait(&p->cv, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->quit))
+            return NULL;
+        seen = g;
+        pool_work(p);
+    }
+}
+
+static void pool_free(pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->quit, 1);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < p->n_help; i++)
+        pthread_join(p->help[i].th, NULL);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+static pool *pool_create(size_t n_help)
+{
+    pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    atomic_init(&p->gen, 0);
+    atomic_init(&p->sleepers, 0);
+    atomic_init(&p->quit, 0);
+    atomic_init(&p->next, 0);
+    atomic_init(&p->done, 0);
+    p->nch = n_help + 1;
+    for (size_t i = 0; i < n_help; i++) {
+        p->help[i].p = p;
+        if (pthread_create(&p->help[i].th, NULL, helper_main, &p->help[i])) {
+            pool_free(p);
+            return NULL;
+        }
+        p->n_help = i + 1;
+    }
+    return p;
+}
+
+/* Run fn(arg, c) for c = 0..n_help over the caller and the helpers; returns when all are done. */
+static void pool_run(pool *p, void (*fn)(void *, size_t), void *arg)
+{
+    const size_t nch = p->nch;
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store(&p->done, 0);
+    atomic_store(&p->next, 0); /* publishes the task to claimers */
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    pool_work(p);
+    /* Chunks still running were claimed by helpers that are running them. */
+    for (int spin = 0; atomic_load(&p->done) < nch; spin++) {
+        if (spin < SPIN_LIMIT)
+            CPU_RELAX();
+        else
+            sched_yield();
+    }
+}
+
+size_t cnf_mlp_threads_default(void)
+{
+    const char *e = getenv("CNF_NUM_THREADS");
+    long v = e && *e ? strtol(e, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (v < 1)
+        v = 1;
+    return v > CNF_MLP_MAX_THREADS ? CNF_MLP_MAX_THREADS : (size_t)v;
+}
+
 /* ---- workspace ------------------------------------------------------------------------------ */
 
 void cnf_mlp_work_free(cnf_mlp_work *w)
@@ -376,10 +563,61 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
     free(w->buf_b);
     free(w->buf_c);
     free(w->gamma);
+    pool_free(w->pool);
+    for (size_t c = 0; w->sub && c < w->n_sub; c++)
+        cnf_mlp_work_free(w->sub[c]);
+    free(w->sub);
+    free(w->gpart);
     free(w);
 }
 
+static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max);
+
 int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max)
+{
+    return cnf_mlp_work_create_threads(out, m, n_max, k_max, 0);
+}
+
+int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max,
+                                size_t k_max, size_t threads)
+{
+    *out = NULL;
+    if (threads == 0)
+        threads = cnf_mlp_threads_default();
+    if (threads > CNF_MLP_MAX_THREADS)
+        threads = CNF_MLP_MAX_THREADS;
+    if (threads == 1 || n_max < 2 * MIN_CHUNK_ROWS)
+        return work_create1(out, m, n_max, k_max);
+    if (k_max > (size_t)-1 / 2 / n_max)
+        return cnf_fail(CNF_EINVAL, "MLP workspace too large (%zu rows, %zu tangents)", n_max,
+                        k_max);
+    cnf_mlp_work *w = calloc(1, sizeof *w);
+    if (!w)
+        return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
+    w->n_max = n_max;
+    w->k_max = k_max;
+    w->L = m->L;
+    w->n_sub = threads;
+    /* Each chunk's work takes ⌈n/threads⌉ rows, or a whole small batch (run unsplit). */
+    size_t cap = (n_max + threads - 1) / threads, small = threads * MIN_CHUNK_ROWS;
+    if (cap < small)
+        cap = small < n_max ? small : n_max;
+    w->sub = cnf_calloc(threads, sizeof *w->sub);
+    w->gpart = cnf_calloc(threads, m->n_params * sizeof(double));
+    int rc = w->sub && w->gpart ? CNF_OK : cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
+    for (size_t c = 0; rc == CNF_OK && c < threads; c++)
+        rc = work_create1(&w->sub[c], m, cap, k_max);
+    if (rc == CNF_OK && !(w->pool = pool_create(threads - 1)))
+        rc = cnf_fail(CNF_ENOMEM, "starting %zu MLP worker threads", threads - 1);
+    if (rc) {
+        cnf_mlp_work_free(w);
+        return rc;
+    }
+    *out = w;
+    return CNF_OK;
+}
+
+static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max)
 {
     *out = NULL;
     if (n_max == 0)
@@ -445,9 +683,11 @@ static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *
     return CNF_OK;
 }
 
-/* The shared pass behind forward, jvp and the divergences: fills w for n rows and K tangents. */
+/* The shared pass behind forward, jvp and the divergences: fills w for n rows and K tangents;
+ * slab k of U starts at U + k·ldu (ldu = n·d for a whole batch, more for a chunk of one). */
 static int run_forward(const cnf_mlp *m, const double *theta, double t, const double *X,
-                       size_t ldx, size_t n, const double *U, size_t K, int unit, cnf_mlp_work *w)
+                       size_t ldx, size_t n, const double *U, size_t ldu, size_t K, int unit,
+                       cnf_mlp_work *w)
 {
     int rc = check_call(m, n, K, w, ldx);
     if (rc)
@@ -467,7 +707,8 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
     for (size_t i = 0; i < n; i++)
         memcpy(w->X0 + i * d, X + i * ldx, d * sizeof(double));
     if (K && !unit)
-        memcpy(w->X0 + n * d, U, K * n * d * sizeof(double));
+        for (size_t k = 0; k < K; k++)
+            memcpy(w->X0 + (1 + k) * n * d, U + k * ldu, n * d * sizeof(double));
 
     const double *in = w->X0;
     for (size_t l = 0; l < m->L; l++) {
@@ -527,15 +768,95 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
     return CNF_OK;
 }
 
-static void copy_output(const cnf_mlp_work *w, double *F, size_t ldf, double *JU)
+/* F (n, ldf) and JU (slab k at JU + k·ldju) from a filled single-thread work. */
+static void copy_output(const cnf_mlp_work *w, double *F, size_t ldf, double *JU, size_t ldju)
 {
     const size_t d = w->m->cfg.d_out, n = w->n;
     const double *Z = w->Z[w->L - 1];
     if (F)
         for (size_t i = 0; i < n; i++)
             memcpy(F + i * ldf, Z + i * d, d * sizeof(double));
-    if (JU && w->K)
-        memcpy(JU, Z + n * d, w->K * n * d * sizeof(double));
+    for (size_t k = 0; JU && k < w->K; k++)
+        memcpy(JU + k * ldju, Z + (1 + k) * n * d, n * d * sizeof(double));
+}
+
+/* Rows [i0, i1) of chunk c of nch over n rows. */
+static void chunk_rows(size_t n, size_t nch, size_t c, size_t *i0, size_t *i1)
+{
+    *i0 = n * c / nch;
+    *i1 = n * (c + 1) / nch;
+}
+
+static size_t n_chunks(const cnf_mlp_work *w, size_t n)
+{
+    return w->n_sub > 1 && n >= w->n_sub * MIN_CHUNK_ROWS ? w->n_sub : 1;
+}
+
+static void forward_chunk(void *arg, size_t c)
+{
+    cnf_mlp_work *w = arg;
+    const struct task *tk = w->task;
+    const size_t d = tk->m->cfg.d_in, n = tk->n;
+    size_t i0, i1;
+    chunk_rows(n, w->nch, c, &i0, &i1);
+    cnf_mlp_work *sw = w->sub[c];
+    int rc = run_forward(tk->m, tk->theta, tk->t, tk->X + i0 * tk->ldx, tk->ldx, i1 - i0,
+                         tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, sw);
+    if (rc == CNF_OK)
+        copy_output(sw, tk->F ? tk->F + i0 * tk->ldf : NULL, tk->ldf,
+                    tk->JU ? tk->JU + i0 * tk->m->cfg.d_out : NULL, n * tk->m->cfg.d_out);
+    ((struct task *)tk)->rc[c] = rc;
+}
+
+/* forward/jvp on w, threaded or not: F, JU as cnf_mlp_jvp. */
+static int forward_any(const cnf_mlp *m, const double *theta, double t, const double *X,
+                       size_t ldx, size_t n, const double *U, size_t K, int unit, double *F,
+                       size_t ldf, double *JU, cnf_mlp_work *w)
+{
+    if (!w || w->n_sub <= 1) {
+        int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, w);
+        if (rc == CNF_OK)
+            copy_output(w, F, ldf, JU, n * m->cfg.d_out);
+        return rc;
+    }
+    int rc = check_call(m, n, K, w, ldx);
+    if (rc)
+        return rc;
+    if (unit && K != m->cfg.d_in)
+        return cnf_fail(CNF_EDIM, "exact trace needs K = d = %zu tangents, got %zu",
+                        m->cfg.d_in, K);
+    w->m = m;
+    w->n = n;
+    w->K = K;
+    w->unit = unit;
+    w->t = t;
+    w->nch = n_chunks(w, n);
+    struct task tk = {.m = m, .theta = theta, .t = t, .X = X, .ldx = ldx, .n = n, .K = K,
+                      .U = U, .unit = unit, .F = F, .ldf = ldf, .JU = JU};
+    w->task = &tk;
+    if (w->nch == 1)
+        forward_chunk(w, 0);
+    else
+        pool_run(w->pool, forward_chunk, w);
+    w->task = NULL;
+    for (size_t c = 0; c < w->nch; c++)
+        if (tk.rc[c])
+            return tk.rc[c];
+    return CNF_OK;
+}
+
+/* The single-thread work holding chunk c of the last call, and the chunk's rows. */
+static const cnf_mlp_work *chunk_work(const cnf_mlp_work *w, size_t c, size_t *i0, size_t *nc)
+{
+    if (w->n_sub <= 1) {
+        *i0 = 0;
+        *nc = w->n;
+        return w;
+    }
+    size_t i1;
+    chunk_rows(w->n, w->nch, c, i0, &i1);
+    *nc = i1 - *i0;
+    return w->sub[c];
 }
 
 int cnf_mlp_forward(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
@@ -544,10 +865,7 @@ int cnf_mlp_forward(const cnf_mlp *m, const double *theta, double t, const doubl
     if (F && ldf < m->cfg.d_out)
         return cnf_fail(CNF_EDIM, "output row stride %zu < output dimension %zu", ldf,
                         m->cfg.d_out);
-    int rc = run_forward(m, theta, t, X, ldx, n, NULL, 0, 0, w);
-    if (rc == CNF_OK)
-        copy_output(w, F, ldf, NULL);
-    return rc;
+    return forward_any(m, theta, t, X, ldx, n, NULL, 0, 0, F, ldf, NULL, w);
 }
 
 int cnf_mlp_jvp(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
@@ -559,10 +877,7 @@ int cnf_mlp_jvp(const cnf_mlp *m, const double *theta, double t, const double *X
                         m->cfg.d_out);
     if (JU && m->cfg.d_out != m->cfg.d_in)
         return cnf_fail(CNF_EDIM, "Jacobian-vector products need d_out = d_in");
-    int rc = run_forward(m, theta, t, X, ldx, n, U, K, U == NULL && K > 0, w);
-    if (rc == CNF_OK)
-        copy_output(w, F, ldf, JU);
-    return rc;
+    return forward_any(m, theta, t, X, ldx, n, U, K, U == NULL && K > 0, F, ldf, JU, w);
 }
 
 int cnf_mlp_div_exact(const cnf_mlp *m, const double *theta, double t, const double *X,
@@ -574,12 +889,16 @@ int cnf_mlp_div_exact(const cnf_mlp *m, const double *theta, double t, const dou
     int rc = cnf_mlp_jvp(m, theta, t, X, ldx, n, NULL, d, F, ldf, NULL, w);
     if (rc)
         return rc;
-    const double *JU = w->Z[w->L - 1] + n * d; /* slab k: J e_k */
-    for (size_t i = 0; i < n; i++) {
-        double s = 0.0;
-        for (size_t k = 0; k < d; k++)
-            s += JU[(k * n + i) * d + k];
-        div[i] = s;
+    for (size_t c = 0; c < (w->n_sub > 1 ? w->nch : 1); c++) {
+        size_t i0, nc;
+        const cnf_mlp_work *cw = chunk_work(w, c, &i0, &nc);
+        const double *JU = cw->Z[cw->L - 1] + nc * d; /* slab k: J e_k */
+        for (size_t i = 0; i < nc; i++) {
+            double s = 0.0;
+            for (size_t k = 0; k < d; k++)
+                s += JU[(k * nc + i) * d + k];
+            div[i0 + i] = s;
+        }
     }
     return CNF_OK;
 }
@@ -596,24 +915,95 @@ int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t, const dou
     int rc = cnf_mlp_jvp(m, theta, t, X, ldx, n, E, K, F, ldf, NULL, w);
     if (rc)
         return rc;
-    const double *JU = w->Z[w->L - 1] + n * d;
-    for (size_t i = 0; i < n; i++) {
-        double s = 0.0;
-        for (size_t k = 0; k < K; k++) {
-            const double *e = E + (k * n + i) * d, *ju = JU + (k * n + i) * d;
-            for (size_t j = 0; j < d; j++)
-                s += e[j] * ju[j];
+    for (size_t c = 0; c < (w->n_sub > 1 ? w->nch : 1); c++) {
+        size_t i0, nc;
+        const cnf_mlp_work *cw = chunk_work(w, c, &i0, &nc);
+        const double *JU = cw->Z[cw->L - 1] + nc * d;
+        for (size_t i = 0; i < nc; i++) {
+            double s = 0.0;
+            for (size_t k = 0; k < K; k++) {
+                const double *e = E + (k * n + i0 + i) * d, *ju = JU + (k * nc + i) * d;
+                for (size_t j = 0; j < d; j++)
+                    s += e[j] * ju[j];
+            }
+            div[i0 + i] = s / (double)K;
         }
-        div[i] = s / (double)K;
     }
     return CNF_OK;
 }
 
 /* ---- the reverse kernel --------------------------------------------------------------------- */
 
+static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
+                     const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
+                     double *gt, cnf_mlp_work *w);
+
+static void backward_chunk(void *arg, size_t c)
+{
+    cnf_mlp_work *w = arg;
+    const struct task *tk = w->task;
+    const cnf_mlp *m = tk->m;
+    const size_t d = m->cfg.d_out, n = w->n;
+    size_t i0, i1;
+    chunk_rows(n, w->nch, c, &i0, &i1);
+    double *g = NULL;
+    if (tk->gtheta && c == 0) {
+        g = tk->gtheta;
+    } else if (tk->gtheta) {
+        g = w->gpart + c * m->n_params;
+        memset(g, 0, m->n_params * sizeof(double));
+    }
+    w->gtpart[c] = 0.0;
+    ((struct task *)tk)->rc[c] =
+        backward1(m, tk->theta, tk->R ? tk->R + i0 * tk->ldr : NULL, tk->ldr,
+                  tk->S ? tk->S + i0 * d : NULL, n * d, tk->GX ? tk->GX + i0 * tk->ldgx : NULL,
+                  tk->ldgx, g, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c]);
+}
+
 int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
                      cnf_mlp_work *w)
+{
+    if (!w || w->n_sub <= 1)
+        return backward1(m, theta, R, ldr, S, w ? w->n * m->cfg.d_out : 0, GX, ldgx,
+                         gtheta, gt, w);
+    if (w->m != m)
+        return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
+                        "call on the same MLP");
+    if (R && ldr < m->cfg.d_out)
+        return cnf_fail(CNF_EDIM, "seed row stride %zu < output dimension %zu", ldr,
+                        m->cfg.d_out);
+    if (GX && ldgx < m->cfg.d_in)
+        return cnf_fail(CNF_EDIM, "gradient row stride %zu < input dimension %zu", ldgx,
+                        m->cfg.d_in);
+    if (w->n == 0)
+        return CNF_OK;
+    struct task tk = {.m = m, .theta = theta, .R = R, .ldr = ldr, .S = S, .GX = GX,
+                      .ldgx = ldgx, .gtheta = gtheta, .want_gt = gt != NULL};
+    w->task = &tk;
+    if (w->nch == 1)
+        backward_chunk(w, 0);
+    else
+        pool_run(w->pool, backward_chunk, w);
+    w->task = NULL;
+    for (size_t c = 0; c < w->nch; c++)
+        if (tk.rc[c])
+            return tk.rc[c];
+    /* Fixed-order reduction: chunk 0 accumulated into gtheta itself. */
+    for (size_t c = 1; gtheta && c < w->nch; c++) {
+        const double *g = w->gpart + c * m->n_params;
+        for (size_t j = 0; j < m->n_params; j++)
+            gtheta[j] += g[j];
+    }
+    for (size_t c = 0; gt && c < w->nch; c++)
+        *gt += w->gtpart[c];
+    return CNF_OK;
+}
+
+/* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
+static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
+                     const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
+                     double *gt, cnf_mlp_work *w)
 {
     if (!w || w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
@@ -638,8 +1028,8 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < dout; j++)
             rs[i * dout + j] = R ? R[i * ldr + j] : 0.0;
-    if (K)
-        memcpy(rs + n * dout, S, K * n * dout * sizeof(double));
+    for (size_t k = 0; k < K; k++)
+        memcpy(rs + (1 + k) * n * dout, S + k * lds, n * dout * sizeof(double));
 
     for (size_t l = m->L; l-- > 0;) {
         const struct layer *ly = &m->layer[l];

@@ -80,6 +80,17 @@ CNF_API void cnf_mlp_init(const cnf_mlp *m, double *theta /* (n_params) */, cnf_
 /* Workspace for batches of up to n_max rows with up to k_max tangent directions.
  * Caller owns it; cnf_mlp_work_free accepts NULL. */
 CNF_API int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max);
+
+/* As cnf_mlp_work_create, with the calls on it split over `threads` threads (0: the default
+ * below) by batch chunks: each chunk runs the whole network on its rows with its own buffers,
+ * and parameter gradients are reduced in chunk order, so for a given thread count the same
+ * inputs give the same bits. Batches below 16 rows per thread run unsplit. The work owns its
+ * helper threads (idle ones sleep after a short spin) and stops them in cnf_mlp_work_free. A
+ * work must not be used from two threads at once. */
+CNF_API int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max,
+                                        size_t k_max, size_t threads);
+/* Threads per work by default: $CNF_NUM_THREADS if set, else the online processors (≤ 16). */
+CNF_API size_t cnf_mlp_threads_default(void);
 CNF_API void cnf_mlp_work_free(cnf_mlp_work *w);
 
 /* 1. F = f(t, X). One GEMM per layer. F may be NULL (then only the work is filled). */

@@ -12,6 +12,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 
 /* Print "cnf <cmd>: <message>" to stderr together with the library's detail message for code. */

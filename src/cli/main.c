@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"sample", cmd_sample, "draw samples from a saved model (CSV or .npy)"},
     {"plot", cmd_plot, "FFJORD's picture of a saved 2-D model"},
     {"gradcheck", cmd_gradcheck, "compare backprop, adjoint, CVODES and backsolve gradients with FD"},
+    {"bench", cmd_bench, "speed benchmarks: RHS GFLOP/s, log-density, training steps, FFJORD's toy"},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

@@ -1,0 +1,453 @@
+/* The speed benchmarks of issue 9 (see cnf/bench.h for the cases). Each case builds its flow or
+ * field from a fixed seed, runs once or more to warm up (caches, page faults, OpenBLAS buffers),
+ * then times `repeats` runs and reports the median. Peak memory: Linux resets VmHWM to the
+ * current resident set when "5" is written to /proc/self/clear_refs (proc(5)). */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cnf/bench.h"
+#include "cnf/cflow.h"
+#include "cnf/data.h"
+#include "cnf/flow.h"
+#include "cnf/mlp.h"
+#include "cnf/train.h"
+#include "internal.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void reset_peak(void)
+{
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+}
+
+static double peak_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0.0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6))
+            kb = strtod(line + 6, NULL);
+    if (f)
+        fclose(f);
+    return kb / 1024.0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void summarize(cnf_bench_result *r, double *t, size_t n)
+{
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++)
+        sum += t[i];
+    qsort(t, n, sizeof *t, cmp_double);
+    r->repeats = n;
+    r->median_s = n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+    r->mean_s = sum / (double)n;
+    r->points_per_s = r->median_s > 0 ? (double)r->batch / r->median_s : 0.0;
+}
+
+static void set_name(char *dst, size_t len, const char *s)
+{
+    snprintf(dst, len, "%s", s);
+}
+
+void cnf_bench_machine_info(cnf_bench_machine *m)
+{
+    memset(m, 0, sizeof *m);
+    set_name(m->cpu, sizeof m->cpu, "unknown");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "model name", 10)) {
+            const char *p = strchr(line, ':');
+            if (p) {
+                p += 1 + (p[1] == ' ');
+                set_name(m->cpu, sizeof m->cpu, p);
+                m->cpu[strcspn(m->cpu, "\n")] = 0;
+            }
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    long nc = sysconf(_SC_NPROCESSORS_ONLN);
+    m->cores = nc > 0 ? (int)nc : 1;
+    set_name(m->blas_core, sizeof m->blas_core, openblas_get_corename());
+    set_name(m->blas_config, sizeof m->blas_config, openblas_get_config());
+    m->blas_threads = openblas_get_num_threads();
+    m->cnf_threads = (int)cnf_mlp_threads_default();
+}
+
+/* ---- the cases ------------------------------------------------------------------------------ */
+
+typedef struct bench_ctx {
+    const cnf_bench_options *opt;
+    size_t repeats;
+    cnf_bench_result *res;
+    size_t n, cap;
+} bench_ctx;
+
+static int emit(bench_ctx *b, const cnf_bench_result *r)
+{
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 32;
+        cnf_bench_result *p = realloc(b->res, cap * sizeof *p);
+        if (!p)
+            return cnf_fail(CNF_ENOMEM, "storing benchmark results");
+        b->res = p;
+        b->cap = cap;
+    }
+    b->res[b->n++] = *r;
+    if (b->opt->on_result)
+        b->opt->on_result(r, b->opt->ctx);
+    return CNF_OK;
+}
+
+static void use_solver(cnf_solve_config *sc, int rk4)
+{
+    cnf_ode_options_default(&sc->opt);
+    if (rk4) {
+        sc->stepper = cnf_stepper_rk4;
+        sc->opt.steps = 20;
+    } else {
+        sc->stepper = cnf_stepper_dopri5;
+        sc->opt.rtol = sc->opt.atol = 1e-5;
+    }
+}
+
+/* Points for dimension d: 8gaussians for d = 2, standard normal otherwise. */
+static double *bench_points(size_t n, size_t d, cnf_rng *rng)
+{
+    double *X = cnf_calloc(n * d, sizeof(double));
+    if (!X)
+        return NULL;
+    if (d == 2)
+        cnf_toy_sample_named("8gaussians", n, X, rng);
+    else
+        for (size_t i = 0; i < n * d; i++)
+            X[i] = cnf_rng_normal(rng);
+    return X;
+}
+
+static int case_eval(bench_ctx *b, int rk4)
+{
+    const size_t d = 2, n = b->opt->quick ? 1000 : 10000;
+    cnf_bench_result r = {.d = d, .batch = n};
+    set_name(r.bench, sizeof r.bench, "eval");
+    set_name(r.trace, sizeof r.trace, "exact");
+    set_name(r.solver, sizeof r.solver, rk4 ? "rk4" : "dopri5");
+    set_name(r.grad, sizeof r.grad, "none");
+    set_name(r.precision, sizeof r.precision, "double");
+    cnf_rng rng;
+    cnf_rng_seed(&rng, 1);
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, d);
+    use_solver(&cfg.eval, rk4);
+    cnf_flow *f = NULL;
+    double *X = bench_points(n, d, &rng), *lp = cnf_calloc(n, sizeof(double));
+    double *t = cnf_calloc(b->repeats, sizeof(double));
+    int rc = X && lp && t ? cnf_cflow_create(&f, &cfg, &rng)
+                          : cnf_fail(CNF_ENOMEM, "benchmark buffers");
+    reset_peak();
+    for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
+        cnf_flow_stats st = {0};
+        double t0 = now();
+        rc = cnf_flow_log_prob(f, X, n, lp, &st);
+        if (i > 0)
+            t[i - 1] = now() - t0;
+        r.nfe_fwd = (double)st.nfe_forward;
+    }
+    r.peak_rss_mb = peak_mb();
+    if (rc == CNF_OK) {
+        summarize(&r, t, b->repeats);
+        rc = emit(b, &r);
+    }
+    cnf_flow_free(f);
+    free(X);
+    free(lp);
+    free(t);
+    return rc;
+}
+
+static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
+{
+    const size_t n = b->opt->quick ? 128 : 512;
+    cnf_bench_result r = {.d = d, .batch = n};
+    set_name(r.bench, sizeof r.bench, "train");
+    set_name(r.trace, sizeof r.trace, d == 2 ? "exact" : "hutch");
+    set_name(r.solver, sizeof r.solver, rk4 ? "rk4" : "dopri5");
+    set_name(r.grad, sizeof r.grad, adjoint ? "adjoint" : "backprop");
+    set_name(r.precision, sizeof r.precision, "double");
+    cnf_rng rng;
+    cnf_rng_seed(&rng, 2);
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, d);
+    cfg.trace = d == 2 ? CNF_TRACE_EXACT : CNF_TRACE_HUTCH_RADEMACHER;
+    cfg.grad = adjoint ? CNF_GRAD_ADJOINT : CNF_GRAD_BACKPROP;
+    use_solver(&cfg.train, rk4);
+    cnf_flow *f = NULL;
+    double *X = bench_points(n, d, &rng), *t = cnf_calloc(b->repeats, sizeof(double));
+    int rc = X && t ? cnf_cflow_create(&f, &cfg, &rng) : cnf_fail(CNF_ENOMEM, "benchmark buffers");
+    double *g = rc ? NULL : cnf_calloc(cnf_flow_n_params(f), sizeof(double));
+    if (rc == CNF_OK && !g)
+        rc = cnf_fail(CNF_ENOMEM, "benchmark gradient");
+    reset_peak();
+    for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
+        cnf_flow_stats st = {0};
+        cnf_rng probes;
+        cnf_rng_seed(&probes, 3); /* the same probes every run: the same work */
+        double loss, t0 = now();
+        rc = cnf_flow_nll_grad(f, X, n, &probes, &loss, g, &st);
+        if (i > 0)
+            t[i - 1] = now() - t0;
+        r.nfe_fwd = (double)st.nfe_forward;
+        r.nfe_bwd = (double)st.nfe_backward;
+    }
+    r.peak_rss_mb = peak_mb();
+    if (rc == CNF_OK) {
+        summarize(&r, t, b->repeats);
+        rc = emit(b, &r);
+    }
+    cnf_flow_free(f);
+    free(X);
+    free(g);
+    free(t);
+    return rc;
+}
+
+/* The MLP right-hand side (forward + K tangents) against its own GEMMs timed alone. */
+static int case_rhs(bench_ctx *b, size_t d, size_t width)
+{
+    const size_t n = b->opt->quick ? 1000 : 10000, K = d == 2 ? d : 1;
+    const int unit = d == 2;
+    cnf_bench_result r = {.d = d, .batch = n};
+    set_name(r.bench, sizeof r.bench, "rhs");
+    set_name(r.trace, sizeof r.trace, unit ? "exact" : "hutch");
+    set_name(r.solver, sizeof r.solver, "");
+    set_name(r.grad, sizeof r.grad, "none");
+    set_name(r.precision, sizeof r.precision, "double");
+    size_t hidden[3] = {width, width, width};
+    cnf_mlp_config mc = {.d_in = d, .d_out = d, .n_hidden = 3, .hidden = hidden,
+                         .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH};
+    cnf_mlp *m = NULL;
+    cnf_mlp_work *w = NULL;
+    cnf_rng rng;
+    cnf_rng_seed(&rng, 4);
+    const size_t rows = n * (1 + K), reps = b->repeats * (b->opt->quick ? 4 : 2);
+    int rc = cnf_mlp_create(&m, &mc);
+    if (rc == CNF_OK)
+        rc = cnf_mlp_work_create(&w, m, n, K);
+    double *theta = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(double));
+    double *X = bench_points(n, d, &rng), *U = cnf_calloc(K * n * d, sizeof(double));
+    double *F = cnf_calloc(n * d, sizeof(double)), *JU = cnf_calloc(K * n * d, sizeof(double));
+    double *A = cnf_calloc(rows * width, sizeof(double)), *C = cnf_calloc(rows * width, sizeof(double));
+    double *t = cnf_calloc(reps, sizeof(double)), *tg = cnf_calloc(reps, sizeof(double));
+    if (rc == CNF_OK && (!theta || !X || !U || !F || !JU || !A || !C || !t || !tg))
+        rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
+    if (rc == CNF_OK) {
+        cnf_mlp_init(m, theta, &rng);
+        for (size_t i = 0; i < K * n * d; i++)
+            U[i] = cnf_rng_rademacher(&rng);
+        for (size_t i = 0; i < rows * width; i++)
+            A[i] = cnf_rng_uniform(&rng) - 0.5;
+    }
+    /* Useful work: the layer products (tangents of the first layer are free for unit vectors). */
+    double flops = 2.0 * (double)(unit ? n : rows) * (double)(d * width) +
+                   2.0 * 2.0 * (double)rows * (double)(width * width) +
+                   2.0 * (double)rows * (double)(width * d);
+    reset_peak();
+    for (size_t i = 0; rc == CNF_OK && i < reps + 1; i++) {
+        double t0 = now();
+        rc = cnf_mlp_jvp(m, theta, 0.5, X, d, n, unit ? NULL : U, K, F, d, JU, w);
+        if (i > 0)
+            t[i - 1] = now() - t0;
+        /* The same GEMMs alone: shapes (rows' × in) · (in × out) as run_forward issues them. */
+        t0 = now();
+        cnf_gemm(0, 1, unit ? n : rows, width, d, 1.0, A, d, theta, d, 0.0, C, width);
+        cnf_gemm(0, 1, rows, width, width, 1.0, A, width, theta, width, 0.0, C, width);
+        cnf_gemm(0, 1, rows, width, width, 1.0, C, width, theta, width, 0.0, A, width);
+        cnf_gemm(0, 1, rows, d, width, 1.0, A, width, theta, width, 0.0, C, d);
+        if (i > 0)
+            tg[i - 1] = now() - t0;
+    }
+    r.peak_rss_mb = peak_mb();
+    if (rc == CNF_OK) {
+        summarize(&r, tg, reps);
+        r.gemm_gflops = flops / r.median_s * 1e-9;
+        summarize(&r, t, reps);
+        r.gflops = flops / r.median_s * 1e-9;
+        r.nfe_fwd = 1.0;
+        rc = emit(b, &r);
+    }
+    cnf_mlp_work_free(w);
+    cnf_mlp_free(m);
+    free(theta);
+    free(X);
+    free(U);
+    free(F);
+    free(JU);
+    free(A);
+    free(C);
+    free(t);
+    free(tg);
+    return rc;
+}
+
+static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    (void)ctx;
+    return cnf_toy_sample_named("8gaussians", n, X, rng);
+}
+
+typedef struct toy_timer {
+    double last, *t;
+    size_t n, cap;
+    double nfe_f, nfe_b;
+} toy_timer;
+
+static int toy_progress(const cnf_train_progress *p, void *ctx)
+{
+    toy_timer *tt = ctx;
+    double s = now();
+    if (tt->n < tt->cap)
+        tt->t[tt->n++] = s - tt->last;
+    tt->nfe_f += (double)p->nfe_forward;
+    tt->nfe_b += (double)p->nfe_backward;
+    tt->last = now();
+    return 0;
+}
+
+/* FFJORD's train_toy.py settings (8gaussians, cnf train's defaults). */
+static int case_toy(bench_ctx *b)
+{
+    size_t iters = b->opt->toy_iters ? b->opt->toy_iters : (b->opt->quick ? 10 : 300);
+    cnf_bench_result r = {.d = 2, .batch = 100};
+    set_name(r.bench, sizeof r.bench, "toy");
+    set_name(r.trace, sizeof r.trace, "exact");
+    set_name(r.solver, sizeof r.solver, "dopri5");
+    set_name(r.grad, sizeof r.grad, "adjoint");
+    set_name(r.precision, sizeof r.precision, "double");
+    cnf_rng rng;
+    cnf_rng_seed(&rng, 0);
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, 2);
+    cfg.T = 0.5;
+    cfg.train_T = 1;
+    cnf_flow *f = NULL;
+    cnf_trainer *tr = NULL;
+    toy_timer tt = {.cap = iters};
+    tt.t = cnf_calloc(iters, sizeof(double));
+    int rc = tt.t ? cnf_cflow_create(&f, &cfg, &rng) : cnf_fail(CNF_ENOMEM, "toy timings");
+    cnf_train_config tc = {.iters = iters, .batch = 100, .next_batch = toy_batch,
+                           .progress = toy_progress, .progress_ctx = &tt};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    tc.optim.lr = 1e-3;
+    tc.optim.weight_decay = 1e-5;
+    if (rc == CNF_OK)
+        rc = cnf_trainer_create(&tr, f, &tc, 0);
+    reset_peak();
+    if (rc == CNF_OK) {
+        tt.last = now();
+        rc = cnf_trainer_run(tr);
+    }
+    r.peak_rss_mb = peak_mb();
+    if (rc == CNF_OK && tt.n > 0) {
+        r.nfe_fwd = tt.nfe_f / (double)tt.n;
+        r.nfe_bwd = tt.nfe_b / (double)tt.n;
+        summarize(&r, tt.t, tt.n);
+        rc = emit(b, &r);
+    }
+    cnf_trainer_free(tr);
+    cnf_flow_free(f);
+    free(tt.t);
+    return rc;
+}
+
+/* ---- driver --------------------------------------------------------------------------------- */
+
+static int selected(const char *cases, const char *name)
+{
+    if (!cases)
+        return 1;
+    size_t len = strlen(name);
+    for (const char *p = cases; *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == len && !strncmp(p, name, len))
+            return 1;
+        p += l + (p[l] == ',');
+    }
+    return 0;
+}
+
+static int check_cases(const char *cases)
+{
+    static const char *const names[] = {"eval", "train", "rhs", "toy"};
+    for (const char *p = cases; p && *p;) {
+        size_t l = strcspn(p, ","), ok = 0;
+        for (size_t i = 0; i < 4; i++)
+            ok |= strlen(names[i]) == l && !strncmp(p, names[i], l);
+        if (!ok)
+            return cnf_fail(CNF_ENAME, "unknown benchmark case '%.*s' (valid: eval, train, rhs, "
+                            "toy)", (int)l, p);
+        p += l + (p[l] == ',');
+    }
+    return CNF_OK;
+}
+
+int cnf_bench_run(const cnf_bench_options *opt, cnf_bench_result **results, size_t *n)
+{
+    *results = NULL;
+    *n = 0;
+    cnf_bench_options dflt = {0};
+    if (!opt)
+        opt = &dflt;
+    int rc = check_cases(opt->cases);
+    if (rc)
+        return rc;
+    if (opt->mixed)
+        return cnf_fail(CNF_EUNSUPPORTED, "mixed precision is not implemented yet");
+    bench_ctx b = {.opt = opt, .repeats = opt->repeats ? opt->repeats : (opt->quick ? 2 : 5)};
+    if (selected(opt->cases, "rhs")) {
+        rc = case_rhs(&b, 2, 64);
+        if (!rc) rc = case_rhs(&b, 16, 64);
+        if (!rc && !opt->quick) rc = case_rhs(&b, 2, 256);
+    }
+    if (!rc && selected(opt->cases, "eval")) {
+        rc = case_eval(&b, 1);
+        if (!rc) rc = case_eval(&b, 0);
+    }
+    if (!rc && selected(opt->cases, "train")) {
+        static const size_t dims[] = {2, 16, 64};
+        for (size_t i = 0; !rc && i < 3; i++)
+            for (int rk4 = 1; !rc && rk4 >= 0; rk4--)
+                for (int adj = 0; !rc && adj <= 1; adj++)
+                    rc = case_train(&b, dims[i], rk4, adj);
+    }
+    if (!rc && selected(opt->cases, "toy"))
+        rc = case_toy(&b);
+    if (rc) {
+        free(b.res);
+        return rc;
+    }
+    *results = b.res;
+    *n = b.n;
+    return CNF_OK;
+}

@@ -1,0 +1,130 @@
+/* Threads over batch chunks (cnf_mlp_work_create_threads): the split kernels agree with the
+ * single-thread ones to rounding, and two runs with the same thread count give identical bits —
+ * for the MLP's forward, tangents and reverse kernel, and for a CNF's loss and gradient. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnf/cflow.h"
+#include "cnf/mlp.h"
+
+enum { D = 3, N = 203, K = 2 }; /* N: odd, above the 16-rows-per-thread threshold */
+
+typedef struct {
+    double F[N * D], JU[K * N * D], GX[N * D], gt;
+    double *g;
+} outputs;
+
+/* jvp with probes (unit = 0) or unit tangents, then the reverse kernel with seeds R, S. */
+static void run(const cnf_mlp *m, const double *theta, size_t threads, int unit, outputs *o)
+{
+    cnf_mlp_work *w = NULL;
+    cr_assert_eq(cnf_mlp_work_create_threads(&w, m, N, D, threads), CNF_OK, "%s", cnf_errmsg());
+    cnf_rng r;
+    cnf_rng_seed(&r, 11);
+    static double X[N * (D + 1)], U[K * N * D], R[N * D], S[D * N * D];
+    for (size_t i = 0; i < N * (D + 1); i++)
+        X[i] = cnf_rng_normal(&r);
+    for (size_t i = 0; i < K * N * D; i++)
+        U[i] = cnf_rng_rademacher(&r);
+    for (size_t i = 0; i < N * D; i++)
+        R[i] = cnf_rng_normal(&r);
+    for (size_t i = 0; i < D * N * D; i++)
+        S[i] = cnf_rng_normal(&r);
+    size_t nt = unit ? D : K;
+    memset(o->JU, 0, sizeof o->JU);
+    double JU[D * N * D];
+    cr_assert_eq(cnf_mlp_jvp(m, theta, 0.3, X, D + 1, N, unit ? NULL : U, nt, o->F, D, JU, w),
+                 CNF_OK);
+    memcpy(o->JU, JU, (unit ? K : nt) * N * D * sizeof(double));
+    memset(o->GX, 0, sizeof o->GX);
+    memset(o->g, 0, cnf_mlp_n_params(m) * sizeof(double));
+    o->gt = 0.0;
+    cr_assert_eq(cnf_mlp_backward(m, theta, R, D, S, o->GX, D, o->g, &o->gt, w), CNF_OK);
+    cnf_mlp_work_free(w);
+}
+
+static double rel(const double *a, const double *b, size_t n)
+{
+    double e = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        e = fmax(e, fabs(a[i] - b[i]));
+        s = fmax(s, fabs(b[i]));
+    }
+    return e / (s > 0 ? s : 1);
+}
+
+Test(threads, mlp_chunks_match_single_thread_and_repeat_bitwise)
+{
+    size_t hidden[] = {32, 32};
+    cnf_mlp_config cfg = {.d_in = D, .d_out = D, .n_hidden = 2, .hidden = hidden,
+                          .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH};
+    cnf_mlp *m = NULL;
+    cr_assert_eq(cnf_mlp_create(&m, &cfg), CNF_OK);
+    size_t np = cnf_mlp_n_params(m);
+    double *theta = malloc(np * sizeof(double));
+    cnf_rng r;
+    cnf_rng_seed(&r, 5);
+    cnf_mlp_init(m, theta, &r);
+    for (size_t i = 0; i < np; i++)
+        theta[i] += 0.2 * cnf_rng_normal(&r);
+    for (int unit = 0; unit <= 1; unit++) {
+        static outputs a, b, c;
+        a.g = calloc(np, sizeof(double));
+        b.g = calloc(np, sizeof(double));
+        c.g = calloc(np, sizeof(double));
+        run(m, theta, 1, unit, &a);
+        run(m, theta, 3, unit, &b);
+        run(m, theta, 3, unit, &c);
+        cr_assert(rel(b.F, a.F, N * D) < 1e-13, "F differs (unit %d)", unit);
+        cr_assert(rel(b.JU, a.JU, K * N * D) < 1e-13, "JU differs (unit %d)", unit);
+        cr_assert(rel(b.GX, a.GX, N * D) < 1e-13, "GX differs (unit %d)", unit);
+        cr_assert(rel(b.g, a.g, np) < 1e-12, "gtheta differs: %g (unit %d)", rel(b.g, a.g, np),
+                  unit);
+        cr_assert(fabs(b.gt - a.gt) <= 1e-12 * fabs(a.gt), "dphi/dt differs (unit %d)", unit);
+        cr_assert(!memcmp(b.F, c.F, sizeof b.F) && !memcmp(b.JU, c.JU, sizeof b.JU) &&
+                  !memcmp(b.GX, c.GX, sizeof b.GX) && !memcmp(b.g, c.g, np * sizeof(double)) &&
+                  !memcmp(&b.gt, &c.gt, sizeof b.gt), "two threaded runs differ (unit %d)", unit);
+        free(a.g);
+        free(b.g);
+        free(c.g);
+    }
+    free(theta);
+    cnf_mlp_free(m);
+}
+
+/* A CNF trained on a batch above the threshold: loss and gradient bit-identical across runs. */
+Test(threads, cnf_gradient_repeats_bitwise)
+{
+    setenv("CNF_NUM_THREADS", "2", 1);
+    for (int hutch = 0; hutch <= 1; hutch++) {
+        double loss[2], *g[2];
+        size_t np = 0;
+        for (int run_i = 0; run_i < 2; run_i++) {
+            cnf_cflow_config cfg;
+            size_t hidden[] = {16, 16};
+            cnf_cflow_config_default(&cfg, 2);
+            cfg.hidden = hidden;
+            cfg.n_hidden = 2;
+            cfg.trace = hutch ? CNF_TRACE_HUTCH_RADEMACHER : CNF_TRACE_EXACT;
+            cfg.train.opt.rtol = cfg.train.opt.atol = 1e-4;
+            cnf_rng r;
+            cnf_rng_seed(&r, 7);
+            cnf_flow *f = NULL;
+            cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK, "%s", cnf_errmsg());
+            np = cnf_flow_n_params(f);
+            double X[2 * 100];
+            for (size_t i = 0; i < 200; i++)
+                X[i] = cnf_rng_normal(&r);
+            g[run_i] = calloc(np, sizeof(double));
+            cr_assert_eq(cnf_flow_nll_grad(f, X, 100, &r, &loss[run_i], g[run_i], NULL), CNF_OK,
+                         "%s", cnf_errmsg());
+            cnf_flow_free(f);
+        }
+        cr_assert(!memcmp(&loss[0], &loss[1], sizeof loss[0]), "loss differs (hutch %d)", hutch);
+        cr_assert(!memcmp(g[0], g[1], np * sizeof(double)), "gradient differs (hutch %d)", hutch);
+        free(g[0]);
+        free(g[1]);
+    }
+}
