@@ -1,0 +1,119 @@
+/* Shared by the data examples (tabular_density.c, anomaly.c): build a flow of a given kind inside
+ * the preprocessing wrapper fitted on the training rows, and train it by Adam with early
+ * stopping on the validation NLL, keeping the best parameters (FFJORD's tabular schedule). */
+#ifndef CNF_EXAMPLES_FIT_COMMON_H
+#define CNF_EXAMPLES_FIT_COMMON_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cnf.h>
+
+typedef struct rows {
+    const double *X; /* (n, d) */
+    size_t n, d;
+    double levels;   /* > 0: dequantise each batch */
+} rows;
+
+static int draw_rows(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    const rows *r = ctx;
+    for (size_t i = 0; i < n; i++)
+        memcpy(X + i * r->d, r->X + cnf_rng_below(rng, r->n) * r->d, r->d * sizeof(double));
+    if (r->levels > 0)
+        cnf_data_dequantize(X, n, r->d, rng);
+    return 0;
+}
+
+static int stop_early(const cnf_train_progress *p, void *ctx)
+{
+    return p->has_val && cnf_early_stop_update(ctx, p->iter, p->val_nll) ? 1 : 0;
+}
+
+/* The inner flow of kind "cnf" (FFJORD-style CNF: 64-64 tanh concatsquash, Hutchinson trace in
+ * training, RK4 with fixed steps) or a discrete kind ("realnvp", "maf": 5 steps of 64-64). */
+static int make_inner(const char *kind, size_t d, cnf_rng *r, cnf_flow **out)
+{
+    static const size_t hidden[] = {64, 64};
+    if (!strcmp(kind, "cnf")) {
+        cnf_cflow_config c;
+        cnf_cflow_config_default(&c, d);
+        c.hidden = hidden;
+        c.n_hidden = 2;
+        c.T = 0.5;
+        c.train_T = 1;
+        c.trace = CNF_TRACE_HUTCH_GAUSS;
+        c.grad = CNF_GRAD_BACKPROP;
+        c.train.stepper = c.eval.stepper = cnf_stepper_rk4;
+        c.train.opt.steps = 8;
+        c.eval.opt.steps = 16;
+        return cnf_cflow_create(out, &c, r);
+    }
+    cnf_dflow_config c;
+    cnf_dflow_config_default(&c, kind, d);
+    c.layers = 5;
+    c.hidden = hidden;
+    c.n_hidden = 2;
+    return cnf_dflow_create(out, &c, r);
+}
+
+/* Fit preprocessing pc on train, build kind inside it and train for at most iters iterations
+ * (batch 64, Adam lr 1e-3, validation every 25, patience 8). Integer data (pc->levels > 0) are
+ * fitted at the middle of their cells; val must already be dequantised by the caller. */
+static int fit_flow(const char *kind, const rows *train, const double *val, size_t n_val,
+                    const cnf_pre_config *pc, size_t iters, uint64_t seed, cnf_flow **out)
+{
+    *out = NULL;
+    size_t n = train->n, d = train->d;
+    double *fit = malloc(n * d * sizeof(double));
+    if (!fit)
+        return CNF_ENOMEM;
+    for (size_t i = 0; i < n * d; i++)
+        fit[i] = train->X[i] + (pc->levels > 0 ? 0.5 : 0.0);
+    cnf_pre *pre;
+    int rc = cnf_pre_fit(&pre, pc, fit, n, d);
+    free(fit);
+    if (rc)
+        return rc;
+    cnf_rng r;
+    cnf_rng_seed(&r, seed);
+    cnf_flow *inner, *f;
+    if ((rc = make_inner(kind, cnf_pre_dim(pre), &r, &inner))) {
+        cnf_pre_free(pre);
+        return rc;
+    }
+    if ((rc = cnf_pre_flow_create(&f, pre, inner)))
+        return rc;
+    cnf_early_stop es;
+    if ((rc = cnf_early_stop_init(&es, f, 8))) {
+        cnf_flow_free(f);
+        return rc;
+    }
+    cnf_train_config tc = {.iters = iters, .batch = 64, .clip_norm = 100, .val_every = 25,
+                           .val_X = val, .val_n = n_val, .val_batch = 500,
+                           .next_batch = draw_rows, .batch_ctx = (void *)train,
+                           .progress = stop_early, .progress_ctx = &es};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    tc.optim.lr = 1e-3;
+    tc.optim.weight_decay = 1e-6;
+    cnf_trainer *t;
+    rc = cnf_trainer_create(&t, f, &tc, seed + 1);
+    if (!rc) {
+        rc = cnf_trainer_run(t);
+        if (rc == 1) /* stopped early */
+            rc = CNF_OK;
+        cnf_trainer_free(t);
+    }
+    cnf_early_stop_restore(&es);
+    cnf_early_stop_free(&es);
+    if (rc) {
+        cnf_flow_free(f);
+        return rc;
+    }
+    *out = f;
+    return CNF_OK;
+}
+
+#endif
