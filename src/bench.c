@@ -101,6 +101,7 @@ void cnf_bench_machine_info(cnf_bench_machine *m)
 typedef struct bench_ctx {
     const cnf_bench_options *opt;
     size_t repeats;
+    cnf_precision prec; /* of the cases being run */
     cnf_bench_result *res;
     size_t n, cap;
 } bench_ctx;
@@ -155,12 +156,13 @@ static int case_eval(bench_ctx *b, int rk4)
     set_name(r.trace, sizeof r.trace, "exact");
     set_name(r.solver, sizeof r.solver, rk4 ? "rk4" : "dopri5");
     set_name(r.grad, sizeof r.grad, "none");
-    set_name(r.precision, sizeof r.precision, "double");
+    set_name(r.precision, sizeof r.precision, cnf_precision_name(b->prec));
     cnf_rng rng;
     cnf_rng_seed(&rng, 1);
     cnf_cflow_config cfg;
     cnf_cflow_config_default(&cfg, d);
     use_solver(&cfg.eval, rk4);
+    cfg.precision = b->prec;
     cnf_flow *f = NULL;
     double *X = bench_points(n, d, &rng), *lp = cnf_calloc(n, sizeof(double));
     double *t = cnf_calloc(b->repeats, sizeof(double));
@@ -195,7 +197,7 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
     set_name(r.trace, sizeof r.trace, d == 2 ? "exact" : "hutch");
     set_name(r.solver, sizeof r.solver, rk4 ? "rk4" : "dopri5");
     set_name(r.grad, sizeof r.grad, adjoint ? "adjoint" : "backprop");
-    set_name(r.precision, sizeof r.precision, "double");
+    set_name(r.precision, sizeof r.precision, cnf_precision_name(b->prec));
     cnf_rng rng;
     cnf_rng_seed(&rng, 2);
     cnf_cflow_config cfg;
@@ -203,6 +205,7 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
     cfg.trace = d == 2 ? CNF_TRACE_EXACT : CNF_TRACE_HUTCH_RADEMACHER;
     cfg.grad = adjoint ? CNF_GRAD_ADJOINT : CNF_GRAD_BACKPROP;
     use_solver(&cfg.train, rk4);
+    cfg.precision = b->prec;
     cnf_flow *f = NULL;
     double *X = bench_points(n, d, &rng), *t = cnf_calloc(b->repeats, sizeof(double));
     int rc = X && t ? cnf_cflow_create(&f, &cfg, &rng) : cnf_fail(CNF_ENOMEM, "benchmark buffers");
@@ -233,6 +236,13 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
     return rc;
 }
 
+/* C (M, N) = A (M, K) · B (N, K)ᵀ in float, the shape of a layer product. */
+static void sgemm_nt(size_t M, size_t N, size_t K, const float *A, const float *B, float *C)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
+                B, (int)K, 0.0f, C, (int)N);
+}
+
 /* The MLP right-hand side (forward + K tangents) against its own GEMMs timed alone. */
 static int case_rhs(bench_ctx *b, size_t d, size_t width)
 {
@@ -243,10 +253,11 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     set_name(r.trace, sizeof r.trace, unit ? "exact" : "hutch");
     set_name(r.solver, sizeof r.solver, "");
     set_name(r.grad, sizeof r.grad, "none");
-    set_name(r.precision, sizeof r.precision, "double");
+    set_name(r.precision, sizeof r.precision, cnf_precision_name(b->prec));
     size_t hidden[3] = {width, width, width};
     cnf_mlp_config mc = {.d_in = d, .d_out = d, .n_hidden = 3, .hidden = hidden,
-                         .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH};
+                         .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH,
+                         .precision = b->prec};
     cnf_mlp *m = NULL;
     cnf_mlp_work *w = NULL;
     cnf_rng rng;
@@ -260,14 +271,21 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     double *F = cnf_calloc(n * d, sizeof(double)), *JU = cnf_calloc(K * n * d, sizeof(double));
     double *A = cnf_calloc(rows * width, sizeof(double)), *C = cnf_calloc(rows * width, sizeof(double));
     double *t = cnf_calloc(reps, sizeof(double)), *tg = cnf_calloc(reps, sizeof(double));
-    if (rc == CNF_OK && (!theta || !X || !U || !F || !JU || !A || !C || !t || !tg))
+    const int mixed = b->prec == CNF_PRECISION_MIXED;
+    float *Af = cnf_calloc(rows * width, sizeof(float));
+    float *Cf = cnf_calloc(rows * width, sizeof(float));
+    float *Wf = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(float));
+    if (rc == CNF_OK &&
+        (!theta || !X || !U || !F || !JU || !A || !C || !t || !tg || !Af || !Cf || !Wf))
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     if (rc == CNF_OK) {
         cnf_mlp_init(m, theta, &rng);
         for (size_t i = 0; i < K * n * d; i++)
             U[i] = cnf_rng_rademacher(&rng);
         for (size_t i = 0; i < rows * width; i++)
-            A[i] = cnf_rng_uniform(&rng) - 0.5;
+            Af[i] = (float)(A[i] = cnf_rng_uniform(&rng) - 0.5);
+        for (size_t i = 0; i < cnf_mlp_n_params(m); i++)
+            Wf[i] = (float)theta[i];
     }
     /* Useful work: the layer products (tangents of the first layer are free for unit vectors). */
     double flops = 2.0 * (double)(unit ? n : rows) * (double)(d * width) +
@@ -281,10 +299,17 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
             t[i - 1] = now() - t0;
         /* The same GEMMs alone: shapes (rows' × in) · (in × out) as run_forward issues them. */
         t0 = now();
-        cnf_gemm(0, 1, unit ? n : rows, width, d, 1.0, A, d, theta, d, 0.0, C, width);
-        cnf_gemm(0, 1, rows, width, width, 1.0, A, width, theta, width, 0.0, C, width);
-        cnf_gemm(0, 1, rows, width, width, 1.0, C, width, theta, width, 0.0, A, width);
-        cnf_gemm(0, 1, rows, d, width, 1.0, A, width, theta, width, 0.0, C, d);
+        if (mixed) {
+            sgemm_nt(unit ? n : rows, width, d, Af, Wf, Cf);
+            sgemm_nt(rows, width, width, Af, Wf, Cf);
+            sgemm_nt(rows, width, width, Cf, Wf, Af);
+            sgemm_nt(rows, d, width, Af, Wf, Cf);
+        } else {
+            cnf_gemm(0, 1, unit ? n : rows, width, d, 1.0, A, d, theta, d, 0.0, C, width);
+            cnf_gemm(0, 1, rows, width, width, 1.0, A, width, theta, width, 0.0, C, width);
+            cnf_gemm(0, 1, rows, width, width, 1.0, C, width, theta, width, 0.0, A, width);
+            cnf_gemm(0, 1, rows, d, width, 1.0, A, width, theta, width, 0.0, C, d);
+        }
         if (i > 0)
             tg[i - 1] = now() - t0;
     }
@@ -308,6 +333,9 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     free(C);
     free(t);
     free(tg);
+    free(Af);
+    free(Cf);
+    free(Wf);
     return rc;
 }
 
@@ -344,13 +372,14 @@ static int case_toy(bench_ctx *b)
     set_name(r.trace, sizeof r.trace, "exact");
     set_name(r.solver, sizeof r.solver, "dopri5");
     set_name(r.grad, sizeof r.grad, "adjoint");
-    set_name(r.precision, sizeof r.precision, "double");
+    set_name(r.precision, sizeof r.precision, cnf_precision_name(b->prec));
     cnf_rng rng;
     cnf_rng_seed(&rng, 0);
     cnf_cflow_config cfg;
     cnf_cflow_config_default(&cfg, 2);
     cfg.T = 0.5;
     cfg.train_T = 1;
+    cfg.precision = b->prec;
     cnf_flow *f = NULL;
     cnf_trainer *tr = NULL;
     toy_timer tt = {.cap = iters};
@@ -397,6 +426,31 @@ static int selected(const char *cases, const char *name)
     return 0;
 }
 
+static int run_cases(bench_ctx *b)
+{
+    const cnf_bench_options *opt = b->opt;
+    int rc = CNF_OK;
+    if (selected(opt->cases, "rhs")) {
+        rc = case_rhs(b, 2, 64);
+        if (!rc) rc = case_rhs(b, 16, 64);
+        if (!rc && !opt->quick) rc = case_rhs(b, 2, 256);
+    }
+    if (!rc && selected(opt->cases, "eval")) {
+        rc = case_eval(b, 1);
+        if (!rc) rc = case_eval(b, 0);
+    }
+    if (!rc && selected(opt->cases, "train")) {
+        static const size_t dims[] = {2, 16, 64};
+        for (size_t i = 0; !rc && i < 3; i++)
+            for (int rk4 = 1; !rc && rk4 >= 0; rk4--)
+                for (int adj = 0; !rc && adj <= 1; adj++)
+                    rc = case_train(b, dims[i], rk4, adj);
+    }
+    if (!rc && selected(opt->cases, "toy"))
+        rc = case_toy(b);
+    return rc;
+}
+
 static int check_cases(const char *cases)
 {
     static const char *const names[] = {"eval", "train", "rhs", "toy"};
@@ -422,27 +476,13 @@ int cnf_bench_run(const cnf_bench_options *opt, cnf_bench_result **results, size
     int rc = check_cases(opt->cases);
     if (rc)
         return rc;
-    if (opt->mixed)
-        return cnf_fail(CNF_EUNSUPPORTED, "mixed precision is not implemented yet");
     bench_ctx b = {.opt = opt, .repeats = opt->repeats ? opt->repeats : (opt->quick ? 2 : 5)};
-    if (selected(opt->cases, "rhs")) {
-        rc = case_rhs(&b, 2, 64);
-        if (!rc) rc = case_rhs(&b, 16, 64);
-        if (!rc && !opt->quick) rc = case_rhs(&b, 2, 256);
-    }
-    if (!rc && selected(opt->cases, "eval")) {
-        rc = case_eval(&b, 1);
-        if (!rc) rc = case_eval(&b, 0);
-    }
-    if (!rc && selected(opt->cases, "train")) {
-        static const size_t dims[] = {2, 16, 64};
-        for (size_t i = 0; !rc && i < 3; i++)
-            for (int rk4 = 1; !rc && rk4 >= 0; rk4--)
-                for (int adj = 0; !rc && adj <= 1; adj++)
-                    rc = case_train(&b, dims[i], rk4, adj);
-    }
-    if (!rc && selected(opt->cases, "toy"))
-        rc = case_toy(&b);
+    const unsigned precisions = opt->precisions ? opt->precisions : 1u;
+    for (unsigned p = 0; !rc && p < 2; p++)
+        if (precisions & (1u << p)) {
+            b.prec = p ? CNF_PRECISION_MIXED : CNF_PRECISION_DOUBLE;
+            rc = run_cases(&b);
+        }
     if (rc) {
         free(b.res);
         return rc;

@@ -1072,7 +1072,8 @@ int cnf_cflow_create(cnf_flow **out, const cnf_cflow_config *cfg, cnf_rng *rng)
     if (!rng)
         return cnf_fail(CNF_EINVAL, "CNF initialisation needs a random generator");
     cnf_mlp_config mc = {.d_in = cfg->dim, .d_out = cfg->dim, .n_hidden = cfg->n_hidden,
-                         .hidden = cfg->hidden, .act = cfg->act, .time = cfg->time};
+                         .hidden = cfg->hidden, .act = cfg->act, .time = cfg->time,
+                         .precision = cfg->precision};
     cnf_mlp *mlp = NULL;
     rc = cnf_mlp_create(&mlp, &mc);
     if (rc)

@@ -10,6 +10,7 @@
  *   p = Wᵀ ȳ, q_k = Wᵀ ẏ̄_k;  r ← σ'(z) ⊙ p + σ''(z) ⊙ Σ_k ż_k ⊙ q_k,  s_k ← σ'(z) ⊙ q_k
  * The time derivative: ∂z/∂t = c + g(1−g) w^g ⊙ y and ∂ż_k/∂t = g(1−g) w^g ⊙ ẏ_k, so
  * ∂φ/∂t = Σ_l [ Σ_i r_i·c + (g(1−g) w^g)·γ ]. */
+#include <cblas.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -58,6 +59,12 @@ struct cnf_mlp_work {
     double **G;    /* per layer (out): gate g (1 without squash) */
     double *buf_a, *buf_b, *buf_c; /* reverse-pass scratch, (rows, max_width) each */
     double *gamma;                 /* (3, max_width): γ, Σ r, Σ ȳ; c t in the forward */
+    /* Mixed precision only (NULL otherwise): float copies of each layer's input rows and
+     * weights, and float GEMM operands/results. */
+    float **Xf;    /* per layer (rows, in) */
+    float **Wf;    /* per layer (out, in) */
+    float *af, *cf; /* (rows, max_width) each */
+    float *gwf;    /* (max_width, max_width) */
     /* What the last forward call computed. */
     const cnf_mlp *m;
     size_t n, K;
@@ -144,6 +151,46 @@ int cnf_time_mode_from_name(const char *name, cnf_time_mode *out)
 const char *cnf_time_mode_name(cnf_time_mode mode)
 {
     return (unsigned)mode < 3 ? time_names[mode] : "invalid";
+}
+
+static const char *const precision_names[] = {"double", "mixed"};
+
+int cnf_precision_from_name(const char *name, cnf_precision *out)
+{
+    int v = 0, rc = lookup("precision", precision_names, 2, name, &v);
+    if (rc == CNF_OK)
+        *out = (cnf_precision)v;
+    return rc;
+}
+
+const char *cnf_precision_name(cnf_precision p)
+{
+    return (unsigned)p < 2 ? precision_names[p] : "invalid";
+}
+
+/* ---- the layer products ---------------------------------------------------------------------
+ * Double: cnf_gemm. Mixed: the operands are rounded to float, multiplied by cblas_sgemm, and the
+ * product is widened back to double (for ∇W it is added to the double accumulator). */
+
+static void to_float(float *dst, const double *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (float)src[i];
+}
+
+static void to_double(double *dst, const float *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (double)src[i];
+}
+
+static void sgemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                  const float *B, size_t ldb, float *C, size_t ldc)
+{
+    if (M == 0 || N == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, 0.0f, C, (int)ldc);
 }
 
 /* ---- activations ---------------------------------------------------------------------------- */
@@ -283,6 +330,8 @@ int cnf_mlp_create(cnf_mlp **out, const cnf_mlp_config *cfg)
         return cnf_fail(CNF_EINVAL, "invalid activation value %d", (int)cfg->act);
     if ((unsigned)cfg->time > CNF_TIME_CONCATSQUASH)
         return cnf_fail(CNF_EINVAL, "invalid time-conditioning value %d", (int)cfg->time);
+    if ((unsigned)cfg->precision > CNF_PRECISION_MIXED)
+        return cnf_fail(CNF_EINVAL, "invalid precision value %d", (int)cfg->precision);
 
     cnf_mlp *m = calloc(1, sizeof *m);
     if (!m)
@@ -563,6 +612,15 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
     free(w->buf_b);
     free(w->buf_c);
     free(w->gamma);
+    for (size_t l = 0; l < w->L; l++) {
+        if (w->Xf) free(w->Xf[l]);
+        if (w->Wf) free(w->Wf[l]);
+    }
+    free(w->Xf);
+    free(w->Wf);
+    free(w->af);
+    free(w->cf);
+    free(w->gwf);
     pool_free(w->pool);
     for (size_t c = 0; w->sub && c < w->n_sub; c++)
         cnf_mlp_work_free(w->sub[c]);
@@ -660,6 +718,22 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
         w->gamma = cnf_calloc(3 * m->max_width, sizeof(double));
         ok = w->X0 && w->buf_a && w->buf_b && w->buf_c && w->gamma;
     }
+    if (ok && m->cfg.precision == CNF_PRECISION_MIXED) {
+        w->Xf = cnf_calloc(L, sizeof *w->Xf);
+        w->Wf = cnf_calloc(L, sizeof *w->Wf);
+        ok = w->Xf && w->Wf;
+        for (size_t l = 0; ok && l < L; l++) {
+            w->Xf[l] = cnf_calloc(rows, m->layer[l].in * sizeof(float));
+            w->Wf[l] = cnf_calloc(m->layer[l].out, m->layer[l].in * sizeof(float));
+            ok = w->Xf[l] && w->Wf[l];
+        }
+        if (ok) {
+            w->af = cnf_calloc(rows, m->max_width * sizeof(float));
+            w->cf = cnf_calloc(rows, m->max_width * sizeof(float));
+            w->gwf = cnf_calloc(m->max_width, m->max_width * sizeof(float));
+            ok = w->af && w->cf && w->gwf;
+        }
+    }
     if (!ok) {
         cnf_mlp_work_free(w);
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace (%zu rows)", rows);
@@ -681,6 +755,53 @@ static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *
         return cnf_fail(CNF_EDIM, "row stride %zu is smaller than the input dimension %zu", ldx,
                         m->cfg.d_in);
     return CNF_OK;
+}
+
+/* Y (M, out) = In (M, in) · W_lᵀ; mixed precision keeps the float input for the reverse pass. */
+static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
+                          const double *In, const double *W, double *Y)
+{
+    const size_t in = m->layer[l].in, o = m->layer[l].out;
+    if (!w->Xf) {
+        cnf_gemm(0, 1, M, o, in, 1.0, In, in, W, in, 0.0, Y, o);
+        return;
+    }
+    to_float(w->Xf[l], In, M * in);
+    to_float(w->Wf[l], W, o * in);
+    sgemm(0, 1, M, o, in, w->Xf[l], in, w->Wf[l], in, w->cf, o);
+    to_double(Y, w->cf, M * o);
+}
+
+/* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input. */
+static void layer_grad_w(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
+                         const double *Yb, const double *In, double *gW)
+{
+    const size_t in = m->layer[l].in, o = m->layer[l].out;
+    if (!w->Xf) {
+        cnf_gemm(1, 0, o, in, M, 1.0, Yb, o, In, in, 1.0, gW, in);
+        return;
+    }
+    to_float(w->af, Yb, M * o);
+    sgemm(1, 0, o, in, M, w->af, o, w->Xf[l], in, w->gwf, in);
+    for (size_t i = 0; i < o * in; i++)
+        gW[i] += (double)w->gwf[i];
+}
+
+/* P (M, in) = Ȳ (M, out) · W_l. In mixed precision Ȳ's float copy is the one layer_grad_w
+ * made when it ran on the same M rows (have_af); otherwise it is made here. */
+static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, const double *Yb,
+                       int have_af, const double *W, double *P)
+{
+    const size_t in = m->layer[l].in, o = m->layer[l].out;
+    if (!w->Xf) {
+        cnf_gemm(0, 0, M, in, o, 1.0, Yb, o, W, in, 0.0, P, in);
+        return;
+    }
+    if (!have_af)
+        to_float(w->af, Yb, M * o);
+    to_float(w->Wf[l], W, o * in);
+    sgemm(0, 0, M, in, o, w->af, o, w->Wf[l], in, w->cf, in);
+    to_double(P, w->cf, M * in);
 }
 
 /* The shared pass behind forward, jvp and the divergences: fills w for n rows and K tangents;
@@ -719,7 +840,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
 
         if (l == 0 && unit) {
             /* ẏ_{k,i} = W e_k = column k of W: no GEMM for the tangents. */
-            cnf_gemm(0, 1, n, o, ly->in, 1.0, in, ly->in, W, ly->in, 0.0, Y, o);
+            layer_forward(m, w, l, n, in, W, Y);
             for (size_t k = 0; k < K; k++)
                 for (size_t i = 0; i < n; i++) {
                     double *yk = Y + ((1 + k) * n + i) * o;
@@ -727,7 +848,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
                         yk[j] = W[j * ly->in + k];
                 }
         } else {
-            cnf_gemm(0, 1, rows, o, ly->in, 1.0, in, ly->in, W, ly->in, 0.0, Y, o);
+            layer_forward(m, w, l, rows, in, W, Y);
         }
 
         double *ct = w->gamma; /* (o) c t, scratch */
@@ -1082,10 +1203,11 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                 }
             }
         }
+        int have_af = 0; /* mixed: af holds ȳ of all rows in float */
         if (gtheta) {
             /* ∇W += ȳᵀ h_{l−1} over all rows (primal and tangents) in one GEMM. */
             if (first && w->unit && K) {
-                cnf_gemm(1, 0, o, in, n, 1.0, yb, o, Hin, in, 1.0, gtheta + ly->W, in);
+                layer_grad_w(m, w, l, n, yb, Hin, gtheta + ly->W);
                 for (size_t k = 0; k < K; k++)
                     for (size_t i = 0; i < n; i++) {
                         const double *yk = yb + ((1 + k) * n + i) * o;
@@ -1093,13 +1215,14 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                             gtheta[ly->W + j * in + k] += yk[j];
                     }
             } else {
-                cnf_gemm(1, 0, o, in, rows, 1.0, yb, o, Hin, in, 1.0, gtheta + ly->W, in);
+                layer_grad_w(m, w, l, rows, yb, Hin, gtheta + ly->W);
+                have_af = 1;
             }
         }
         if (first && !GX)
             break;
         /* p, q_k = Wᵀ ȳ, Wᵀ ẏ̄_k: rows × in. */
-        cnf_gemm(0, 0, rows, in, o, 1.0, yb, o, W, in, 0.0, pq, in);
+        layer_back(m, w, l, rows, yb, have_af, W, pq);
         if (first) {
             for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < in; j++)

@@ -48,7 +48,7 @@ typedef struct cnf_bench_options {
     const char *cases;  /* comma-separated subset of "eval,train,rhs,toy"; NULL = all */
     size_t repeats;     /* timed repeats (0 = default: 5, quick 2) */
     size_t toy_iters;   /* toy iterations (0 = default: 300, quick 10) */
-    int mixed;          /* also run the cases in mixed precision (CNF_EUNSUPPORTED if not built) */
+    unsigned precisions; /* bit 0: double, bit 1: mixed (float32 layer products); 0 = double */
     /* Called after each case (may be NULL), e.g. to print it at once. */
     void (*on_result)(const cnf_bench_result *r, void *ctx);
     void *ctx;

@@ -81,6 +81,7 @@ typedef struct cnf_cflow_config {
     cnf_solve_config train; /* solver for nll_grad (FFJORD's --solver/--atol/--rtol) */
     cnf_solve_config eval;  /* solver for log_prob/sample (FFJORD's --test_solver …) */
     size_t checkpoint_steps; /* CVODES adjoint: steps between checkpoints (default 50) */
+    cnf_precision precision; /* the MLP's layer products (cnf/mlp.h); fixed at creation */
 } cnf_cflow_config;
 
 /* FFJORD's toy defaults for dimension d: 64-64-64 tanh concatsquash, one block, T = 1, exact

@@ -48,6 +48,17 @@ CNF_API const char *cnf_time_mode_name(cnf_time_mode mode);
 /* σ, σ', σ'' of act at z (the scalar definition the batched kernels use). */
 CNF_API void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s);
 
+typedef enum {
+    CNF_PRECISION_DOUBLE = 0, /* everything in double (the default; gradient checks use it) */
+    CNF_PRECISION_MIXED = 1,  /* layer products in float32 (cblas_sgemm) from float copies of
+                               * the layer inputs and weights; activations, tangents' σ terms,
+                               * accumulations (∇θ is summed in double) and outputs in double */
+} cnf_precision;
+
+/* "double", "mixed" ↔ value; CNF_ENAME for other names. */
+CNF_API int cnf_precision_from_name(const char *name, cnf_precision *out);
+CNF_API const char *cnf_precision_name(cnf_precision p);
+
 typedef struct cnf_mlp_config {
     size_t d_in;          /* input dimension d ≥ 1 */
     size_t d_out;         /* output dimension ≥ 1 (d for a velocity field) */
@@ -55,6 +66,7 @@ typedef struct cnf_mlp_config {
     const size_t *hidden; /* (n_hidden) widths, each ≥ 1; copied by cnf_mlp_create */
     cnf_act act;
     cnf_time_mode time;
+    cnf_precision precision; /* 0 = double */
 } cnf_mlp_config;
 
 typedef struct cnf_mlp cnf_mlp;

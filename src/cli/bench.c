@@ -18,7 +18,7 @@ static const cli_opt table[] = {
     {"--cases", OPT_STR, &cases, "LIST", "subset of rhs,eval,train,toy (default all)", 0},
     {"--repeats", OPT_SIZE, &repeats, "N", "timed repeats per case (default 5; quick 2)", 0},
     {"--toy-iters", OPT_SIZE, &toy_iters, "N", "toy training iterations (default 300)", 0},
-    {"--precision", OPT_STR, &precision, "P", "double, or mixed (float32 layer products)", 0},
+    {"--precision", OPT_STR, &precision, "P", "double, mixed (float32 layer products) or both", 0},
     {"--json", OPT_FLAG, &json, NULL, "one JSON object {meta, results} as the last line", 0},
 };
 static const size_t n_table = sizeof table / sizeof table[0];
@@ -84,8 +84,13 @@ int cmd_bench(int argc, char **argv)
     int u = cli_opts_parse("bench", table, n_table, argc, argv, help);
     if (u)
         return u == 1 ? 0 : 2;
-    if (strcmp(precision, "double") && strcmp(precision, "mixed")) {
-        fprintf(stderr, "cnf bench: --precision must be double or mixed, not '%s'\n", precision);
+    unsigned precisions = !strcmp(precision, "double") ? 1u
+                          : !strcmp(precision, "mixed") ? 2u
+                          : !strcmp(precision, "both")  ? 3u
+                                                        : 0u;
+    if (!precisions) {
+        fprintf(stderr, "cnf bench: --precision must be double, mixed or both, not '%s'\n",
+                precision);
         return 2;
     }
     json_out = json;
@@ -98,7 +103,7 @@ int cmd_bench(int argc, char **argv)
             mi.cnf_threads, precision, quick ? "; quick" : "");
     fflush(out);
     cnf_bench_options opt = {.quick = quick, .cases = cases, .repeats = repeats,
-                             .toy_iters = toy_iters, .mixed = !strcmp(precision, "mixed"),
+                             .toy_iters = toy_iters, .precisions = precisions,
                              .on_result = print_row};
     cnf_bench_result *res = NULL;
     size_t n = 0;
