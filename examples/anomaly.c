@@ -72,24 +72,13 @@ int main(int argc, char **argv)
     size_t iters = argc > 2 ? strtoul(argv[2], NULL, 10) : 2000;
     int normal = argc > 3 ? atoi(argv[3]) : 0;
     const char *kind = argc > 4 ? argv[4] : "cnf";
-    cnf_data D = {0};
+    cnf_data D;
     cnf_rng r;
     cnf_rng_seed(&r, 1);
-    if (strcmp(path, "-")) {
-        int rc = cnf_data_load(path, CNF_DATA_AUTO, &D);
-        if (rc) {
-            fprintf(stderr, "anomaly: %s (%s)\n", cnf_strerror(rc), cnf_errmsg());
-            return 1;
-        }
-    } else {
-        D.n = 600;
-        D.d = 65;
-        D.X = malloc(D.n * D.d * sizeof(double));
-        if (!D.X)
-            return 1;
-        synthetic(D.X, D.n, &r);
+    if (load_or_make("anomaly", path, 600, 65, synthetic, &r, &D))
+        return 1;
+    if (!strcmp(path, "-"))
         path = "synthetic 8x8 digits";
-    }
     size_t d = D.d - 1;
     cnf_data_shuffle(D.X, D.n, D.d, &r);
     /* Features of the normal class: 70% train, 15% validation, 15% held out for scoring. */

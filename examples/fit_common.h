@@ -27,6 +27,27 @@ static int draw_rows(void *ctx, size_t n, double *X, cnf_rng *rng)
     return 0;
 }
 
+/* Read path into *D, or with path "-" make n rows of d columns with make(X, n, rng) (a synthetic
+ * stand-in so the example runs as a test). 0, or 1 after a message. */
+static int load_or_make(const char *prog, const char *path, size_t n, size_t d,
+                        void (*make)(double *X, size_t n, cnf_rng *r), cnf_rng *r, cnf_data *D)
+{
+    memset(D, 0, sizeof *D);
+    if (strcmp(path, "-")) {
+        int rc = cnf_data_load(path, CNF_DATA_AUTO, D);
+        if (rc)
+            fprintf(stderr, "%s: %s (%s)\n", prog, cnf_strerror(rc), cnf_errmsg());
+        return rc != CNF_OK;
+    }
+    D->n = n;
+    D->d = d;
+    D->X = malloc(n * d * sizeof(double));
+    if (!D->X)
+        return 1;
+    make(D->X, n, r);
+    return 0;
+}
+
 static int stop_early(const cnf_train_progress *p, void *ctx)
 {
     return p->has_val && cnf_early_stop_update(ctx, p->iter, p->val_nll) ? 1 : 0;

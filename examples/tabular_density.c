@@ -25,24 +25,13 @@ int main(int argc, char **argv)
     const char *path = argc > 1 ? argv[1] : "-";
     size_t iters = argc > 2 ? strtoul(argv[2], NULL, 10) : 2000;
     double levels = argc > 3 ? strtod(argv[3], NULL) : 0;
-    cnf_data D = {0};
+    cnf_data D;
     cnf_rng r;
     cnf_rng_seed(&r, 1);
-    if (strcmp(path, "-")) {
-        int rc = cnf_data_load(path, CNF_DATA_AUTO, &D);
-        if (rc) {
-            fprintf(stderr, "tabular_density: %s (%s)\n", cnf_strerror(rc), cnf_errmsg());
-            return 1;
-        }
-    } else {
-        D.n = 272;
-        D.d = 2;
-        D.X = malloc(D.n * D.d * sizeof(double));
-        if (!D.X)
-            return 1;
-        faithful_like(D.X, D.n, &r);
+    if (load_or_make("tabular_density", path, 272, 2, faithful_like, &r, &D))
+        return 1;
+    if (!strcmp(path, "-"))
         path = "synthetic Old-Faithful-like";
-    }
     size_t d = D.d, n_va = D.n / 10, n_te = D.n / 10, n_tr = D.n - n_va - n_te;
     cnf_data_shuffle(D.X, D.n, d, &r);
     double *val = D.X + n_tr * d, *test = val + n_va * d;

@@ -409,6 +409,21 @@ static const cnf_flow_type pre_type = {
     .describe = pre_describe,
 };
 
+/* The wrapper over inner with p (both owned by it from now on); NULL if out of memory. */
+static cnf_flow *wrap(cnf_pre *p, cnf_flow *inner)
+{
+    pre_flow *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->base.type = &pre_type;
+    q->base.dim = p->D;
+    q->base.n_params = inner->n_params;
+    q->base.theta = inner->theta; /* the same array: optimizer and model file see one buffer */
+    q->p = p;
+    q->inner = inner;
+    return &q->base;
+}
+
 int cnf_pre_flow_create(cnf_flow **out, cnf_pre *p, cnf_flow *inner)
 {
     *out = NULL;
@@ -419,19 +434,11 @@ int cnf_pre_flow_create(cnf_flow **out, cnf_pre *p, cnf_flow *inner)
         cnf_flow_free(inner);
         return rc;
     }
-    pre_flow *q = calloc(1, sizeof *q);
-    if (!q) {
+    if (!(*out = wrap(p, inner))) {
         cnf_pre_free(p);
         cnf_flow_free(inner);
         return cnf_fail(CNF_ENOMEM, "preprocessing flow");
     }
-    q->base.type = &pre_type;
-    q->base.dim = p->D;
-    q->base.n_params = inner->n_params;
-    q->base.theta = inner->theta; /* the same array: optimizer and model file see one buffer */
-    q->p = p;
-    q->inner = inner;
-    *out = &q->base;
     return CNF_OK;
 }
 
@@ -500,19 +507,12 @@ int cnf_pre_attach(const cnf_st_file *f, cnf_flow **inout)
     memcpy(p->std, sd, k0 * sizeof(double));
     if (pca)
         memcpy(p->W, W, k0 * k * sizeof(double));
-    pre_flow *q = calloc(1, sizeof *q);
-    if (!q) {
+    cnf_flow *w = wrap(p, *inout);
+    if (!w) {
         cnf_pre_free(p);
         return cnf_fail(CNF_ENOMEM, "preprocessing flow");
     }
-    cnf_flow *inner = *inout;
-    q->base.type = &pre_type;
-    q->base.dim = D;
-    q->base.n_params = inner->n_params;
-    q->base.theta = inner->theta;
-    q->p = p;
-    q->inner = inner;
-    *inout = &q->base;
+    *inout = w;
     return CNF_OK;
 }
 
