@@ -265,7 +265,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     const size_t rows = n * (1 + K), reps = b->repeats * (b->opt->quick ? 4 : 2);
     int rc = cnf_mlp_create(&m, &mc);
     if (rc == CNF_OK)
-        rc = cnf_mlp_work_create(&w, m, n, K);
+        rc = cnf_mlp_work_create_threads(&w, m, n, K, 1); /* one core, as the GEMMs below */
     double *theta = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(double));
     double *X = bench_points(n, d, &rng), *U = cnf_calloc(K * n * d, sizeof(double));
     double *F = cnf_calloc(n * d, sizeof(double)), *JU = cnf_calloc(K * n * d, sizeof(double));

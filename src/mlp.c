@@ -27,6 +27,10 @@
 enum { CNF_MLP_MAX_THREADS = 16 };
 /* Chunks smaller than this are not worth a thread's wake-up (a few µs). */
 enum { MIN_CHUNK_ROWS = 16 };
+/* Cache blocking: a chunk holds about this many rows (samples × (1 + K)), so that a layer's
+ * GEMM output is still in L1/L2 when the elementwise pass reads it (at 10,000 samples the
+ * unblocked buffers are megabytes each and those passes ran at memory speed). */
+enum { BLOCK_ROWS = 256 };
 
 struct layer {
     size_t in, out;
@@ -75,10 +79,12 @@ struct cnf_mlp_work {
      * chunk c ≥ 1 go to gpart[c] and are added in chunk order, so results are bit-identical from
      * run to run for a given thread count. */
     size_t n_sub, nch; /* chunks available, chunks of the last call */
+    size_t threads, bs; /* threads, samples per cache block */
     cnf_mlp_work **sub;
-    struct pool *pool;
-    double *gpart; /* (n_sub, n_params) */
-    double gtpart[CNF_MLP_MAX_THREADS];
+    struct pool *pool; /* NULL with one thread */
+    double *gpart;  /* (n_sub, n_params) */
+    double *gtpart; /* (n_sub) */
+    int *rcpart;    /* (n_sub) */
     const struct task *task;
 };
 
@@ -103,7 +109,6 @@ struct task {
     size_t ldgx;
     double *gtheta;
     int want_gt;
-    int rc[CNF_MLP_MAX_THREADS];
 };
 
 /* ---- names ---------------------------------------------------------------------------------- */
@@ -469,23 +474,28 @@ typedef struct pool {
     pthread_cond_t cv;
     atomic_uint gen;
     atomic_int sleepers, quit;
-    atomic_size_t next, done; /* chunks claimed, chunks finished */
-    /* The current task, published before `next` is reset (release) and read after a claim.
-     * nch is fixed (n_help + 1), so a late claim on a finished task's counter finds it spent. */
+    /* Claims: generation in the high 32 bits, next chunk in the low 32; a claim succeeds only
+     * for the current generation, so a late helper cannot take a chunk of a finished task. */
+    _Atomic uint64_t next;
+    atomic_size_t done;
+    /* The current task, written before `next` is published and read after it is acquired. */
     void (*fn)(void *arg, size_t chunk);
     void *arg;
     size_t nch;
 } pool;
 
-/* Claim and run chunks of the current task until none is left. */
-static void pool_work(pool *p)
+/* Claim and run chunks of generation g until none is left. */
+static void pool_work(pool *p, unsigned g)
 {
+    uint64_t v = atomic_load(&p->next);
     for (;;) {
-        size_t c = atomic_fetch_add(&p->next, 1);
-        if (c >= p->nch)
+        if ((unsigned)(v >> 32) != g || (v & 0xffffffffu) >= p->nch)
             return;
-        p->fn(p->arg, c);
+        if (!atomic_compare_exchange_weak(&p->next, &v, v + 1))
+            continue;
+        p->fn(p->arg, (size_t)(v & 0xffffffffu));
         atomic_fetch_add(&p->done, 1);
+        v = atomic_load(&p->next);
     }
 }
 
@@ -511,7 +521,7 @@ static void *helper_main(void *v)
         if (atomic_load(&p->quit))
             return NULL;
         seen = g;
-        pool_work(p);
+        pool_work(p, g);
     }
 }
 
@@ -542,7 +552,6 @@ static pool *pool_create(size_t n_help)
     atomic_init(&p->quit, 0);
     atomic_init(&p->next, 0);
     atomic_init(&p->done, 0);
-    p->nch = n_help + 1;
     for (size_t i = 0; i < n_help; i++) {
         p->help[i].p = p;
         if (pthread_create(&p->help[i].th, NULL, helper_main, &p->help[i])) {
@@ -554,21 +563,28 @@ static pool *pool_create(size_t n_help)
     return p;
 }
 
-/* Run fn(arg, c) for c = 0..n_help over the caller and the helpers; returns when all are done. */
-static void pool_run(pool *p, void (*fn)(void *, size_t), void *arg)
+/* Run fn(arg, c) for c = 0..nch−1 over the caller and the helpers (all on the caller without
+ * a pool); returns when all are done. */
+static void pool_run(pool *p, void (*fn)(void *, size_t), void *arg, size_t nch)
 {
-    const size_t nch = p->nch;
+    if (!p) {
+        for (size_t c = 0; c < nch; c++)
+            fn(arg, c);
+        return;
+    }
+    unsigned g = atomic_load(&p->gen) + 1;
     p->fn = fn;
     p->arg = arg;
+    p->nch = nch;
     atomic_store(&p->done, 0);
-    atomic_store(&p->next, 0); /* publishes the task to claimers */
-    atomic_fetch_add(&p->gen, 1);
+    atomic_store(&p->next, (uint64_t)g << 32); /* publishes the task to claimers */
+    atomic_store(&p->gen, g);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    pool_work(p);
+    pool_work(p, g);
     /* Chunks still running were claimed by helpers that are running them. */
     for (int spin = 0; atomic_load(&p->done) < nch; spin++) {
         if (spin < SPIN_LIMIT)
@@ -626,6 +642,8 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
         cnf_mlp_work_free(w->sub[c]);
     free(w->sub);
     free(w->gpart);
+    free(w->gtpart);
+    free(w->rcpart);
     free(w);
 }
 
@@ -644,7 +662,13 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
         threads = cnf_mlp_threads_default();
     if (threads > CNF_MLP_MAX_THREADS)
         threads = CNF_MLP_MAX_THREADS;
-    if (threads == 1 || n_max < 2 * MIN_CHUNK_ROWS)
+    /* Samples per cache block, and the most chunks a call can have (n_chunks). */
+    size_t bs = BLOCK_ROWS / (1 + k_max);
+    bs = bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
+    size_t n_sub = (n_max + bs - 1) / bs;
+    if (threads > 1 && n_max >= threads * MIN_CHUNK_ROWS && n_sub < threads)
+        n_sub = threads;
+    if (n_sub <= 1)
         return work_create1(out, m, n_max, k_max);
     if (k_max > (size_t)-1 / 2 / n_max)
         return cnf_fail(CNF_EINVAL, "MLP workspace too large (%zu rows, %zu tangents)", n_max,
@@ -655,17 +679,21 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     w->n_max = n_max;
     w->k_max = k_max;
     w->L = m->L;
-    w->n_sub = threads;
-    /* Each chunk's work takes ⌈n/threads⌉ rows, or a whole small batch (run unsplit). */
-    size_t cap = (n_max + threads - 1) / threads, small = threads * MIN_CHUNK_ROWS;
-    if (cap < small)
-        cap = small < n_max ? small : n_max;
-    w->sub = cnf_calloc(threads, sizeof *w->sub);
-    w->gpart = cnf_calloc(threads, m->n_params * sizeof(double));
-    int rc = w->sub && w->gpart ? CNF_OK : cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
-    for (size_t c = 0; rc == CNF_OK && c < threads; c++)
+    w->n_sub = n_sub;
+    w->threads = threads;
+    w->bs = bs;
+    /* A chunk never exceeds bs samples (see n_chunks). */
+    size_t cap = bs < n_max ? bs : n_max;
+    w->sub = cnf_calloc(n_sub, sizeof *w->sub);
+    w->gpart = cnf_calloc(n_sub, m->n_params * sizeof(double));
+    w->gtpart = cnf_calloc(n_sub, sizeof(double));
+    w->rcpart = cnf_calloc(n_sub, sizeof(int));
+    int rc = w->sub && w->gpart && w->gtpart && w->rcpart
+                 ? CNF_OK
+                 : cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
+    for (size_t c = 0; rc == CNF_OK && c < n_sub; c++)
         rc = work_create1(&w->sub[c], m, cap, k_max);
-    if (rc == CNF_OK && !(w->pool = pool_create(threads - 1)))
+    if (rc == CNF_OK && threads > 1 && !(w->pool = pool_create(threads - 1)))
         rc = cnf_fail(CNF_ENOMEM, "starting %zu MLP worker threads", threads - 1);
     if (rc) {
         cnf_mlp_work_free(w);
@@ -908,9 +936,14 @@ static void chunk_rows(size_t n, size_t nch, size_t c, size_t *i0, size_t *i1)
     *i1 = n * (c + 1) / nch;
 }
 
+/* Chunks of a call on n samples: cache blocks of at most bs samples, and at least one per
+ * thread when each gets MIN_CHUNK_ROWS. Depends on n only, so the bits do too. */
 static size_t n_chunks(const cnf_mlp_work *w, size_t n)
 {
-    return w->n_sub > 1 && n >= w->n_sub * MIN_CHUNK_ROWS ? w->n_sub : 1;
+    size_t c = (n + w->bs - 1) / w->bs;
+    if (w->threads > 1 && c < w->threads && n >= w->threads * MIN_CHUNK_ROWS)
+        c = w->threads;
+    return c ? c : 1;
 }
 
 static void forward_chunk(void *arg, size_t c)
@@ -926,7 +959,7 @@ static void forward_chunk(void *arg, size_t c)
     if (rc == CNF_OK)
         copy_output(sw, tk->F ? tk->F + i0 * tk->ldf : NULL, tk->ldf,
                     tk->JU ? tk->JU + i0 * tk->m->cfg.d_out : NULL, n * tk->m->cfg.d_out);
-    ((struct task *)tk)->rc[c] = rc;
+    w->rcpart[c] = rc;
 }
 
 /* forward/jvp on w, threaded or not: F, JU as cnf_mlp_jvp. */
@@ -958,11 +991,11 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
     if (w->nch == 1)
         forward_chunk(w, 0);
     else
-        pool_run(w->pool, forward_chunk, w);
+        pool_run(w->pool, forward_chunk, w, w->nch);
     w->task = NULL;
     for (size_t c = 0; c < w->nch; c++)
-        if (tk.rc[c])
-            return tk.rc[c];
+        if (w->rcpart[c])
+            return w->rcpart[c];
     return CNF_OK;
 }
 
@@ -1075,7 +1108,7 @@ static void backward_chunk(void *arg, size_t c)
         memset(g, 0, m->n_params * sizeof(double));
     }
     w->gtpart[c] = 0.0;
-    ((struct task *)tk)->rc[c] =
+    w->rcpart[c] =
         backward1(m, tk->theta, tk->R ? tk->R + i0 * tk->ldr : NULL, tk->ldr,
                   tk->S ? tk->S + i0 * d : NULL, n * d, tk->GX ? tk->GX + i0 * tk->ldgx : NULL,
                   tk->ldgx, g, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c]);
@@ -1105,11 +1138,11 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
     if (w->nch == 1)
         backward_chunk(w, 0);
     else
-        pool_run(w->pool, backward_chunk, w);
+        pool_run(w->pool, backward_chunk, w, w->nch);
     w->task = NULL;
     for (size_t c = 0; c < w->nch; c++)
-        if (tk.rc[c])
-            return tk.rc[c];
+        if (w->rcpart[c])
+            return w->rcpart[c];
     /* Fixed-order reduction: chunk 0 accumulated into gtheta itself. */
     for (size_t c = 1; gtheta && c < w->nch; c++) {
         const double *g = w->gpart + c * m->n_params;

@@ -6,7 +6,8 @@
  *   train  one objective + gradient on 512 points: d = 2 exact, d = 16 and d = 64 Hutchinson
  *          (one Rademacher probe), RK4 and Dopri5, backprop and adjoint;
  *   rhs    the MLP right-hand side alone (forward + tangents) in GFLOP/s, against the rate of the
- *          same GEMMs (same shapes, same BLAS) timed alone in the same run;
+ *          same GEMMs (same shapes, same BLAS) timed alone in the same run, both on one thread
+ *          (the MLP work is made with one thread; run with OpenBLAS at one thread to compare);
  *   toy    FFJORD's toy configuration (8gaussians, batch 100, Dopri5 1e-5, exact trace, adjoint,
  *          T = 0.5 trained, Adam 1e-3): seconds per training iteration over a short run, with
  *          the mean NFE per iteration.
