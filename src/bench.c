@@ -24,6 +24,14 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU seconds of the process (all threads) and of the calling thread. */
+static double cpu_now(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void reset_peak(void)
 {
     FILE *f = fopen("/proc/self/clear_refs", "w");
@@ -169,14 +177,18 @@ static int case_eval(bench_ctx *b, int rk4)
     int rc = X && lp && t ? cnf_cflow_create(&f, &cfg, &rng)
                           : cnf_fail(CNF_ENOMEM, "benchmark buffers");
     reset_peak();
+    double c0 = 0.0;
     for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
         cnf_flow_stats st = {0};
+        if (i == 1)
+            c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
         double t0 = now();
         rc = cnf_flow_log_prob(f, X, n, lp, &st);
         if (i > 0)
             t[i - 1] = now() - t0;
         r.nfe_fwd = (double)st.nfe_forward;
     }
+    r.cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)b->repeats;
     r.peak_rss_mb = peak_mb();
     if (rc == CNF_OK) {
         summarize(&r, t, b->repeats);
@@ -213,8 +225,11 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
     if (rc == CNF_OK && !g)
         rc = cnf_fail(CNF_ENOMEM, "benchmark gradient");
     reset_peak();
+    double c0 = 0.0;
     for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
         cnf_flow_stats st = {0};
+        if (i == 1)
+            c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
         cnf_rng probes;
         cnf_rng_seed(&probes, 3); /* the same probes every run: the same work */
         double loss, t0 = now();
@@ -224,6 +239,7 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
         r.nfe_fwd = (double)st.nfe_forward;
         r.nfe_bwd = (double)st.nfe_backward;
     }
+    r.cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)b->repeats;
     r.peak_rss_mb = peak_mb();
     if (rc == CNF_OK) {
         summarize(&r, t, b->repeats);
@@ -292,11 +308,17 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
                    2.0 * 2.0 * (double)rows * (double)(width * width) +
                    2.0 * (double)rows * (double)(width * d);
     reset_peak();
+    double *tc = cnf_calloc(2 * reps, sizeof(double)), *tgc = tc ? tc + reps : NULL;
+    if (rc == CNF_OK && !tc)
+        rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     for (size_t i = 0; rc == CNF_OK && i < reps + 1; i++) {
-        double t0 = now();
+        double c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID), t0 = now();
         rc = cnf_mlp_jvp(m, theta, 0.5, X, d, n, unit ? NULL : U, K, F, d, JU, w);
-        if (i > 0)
+        if (i > 0) {
             t[i - 1] = now() - t0;
+            tc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
+        }
+        c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
         /* The same GEMMs alone: shapes (rows' × in) · (in × out) as run_forward issues them. */
         t0 = now();
         if (mixed) {
@@ -310,11 +332,18 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
             cnf_gemm(0, 1, rows, width, width, 1.0, C, width, theta, width, 0.0, A, width);
             cnf_gemm(0, 1, rows, d, width, 1.0, A, width, theta, width, 0.0, C, d);
         }
-        if (i > 0)
+        if (i > 0) {
             tg[i - 1] = now() - t0;
+            tgc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
+        }
     }
     r.peak_rss_mb = peak_mb();
     if (rc == CNF_OK) {
+        summarize(&r, tgc, reps);
+        r.gemm_gflops_cpu = flops / r.median_s * 1e-9;
+        summarize(&r, tc, reps);
+        r.gflops_cpu = flops / r.median_s * 1e-9;
+        r.cpu_s = r.median_s;
         summarize(&r, tg, reps);
         r.gemm_gflops = flops / r.median_s * 1e-9;
         summarize(&r, t, reps);
@@ -336,6 +365,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     free(Af);
     free(Cf);
     free(Wf);
+    free(tc);
     return rc;
 }
 
@@ -393,10 +423,12 @@ static int case_toy(bench_ctx *b)
     if (rc == CNF_OK)
         rc = cnf_trainer_create(&tr, f, &tc, 0);
     reset_peak();
+    double c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
     if (rc == CNF_OK) {
         tt.last = now();
         rc = cnf_trainer_run(tr);
     }
+    r.cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)(tt.n ? tt.n : 1);
     r.peak_rss_mb = peak_mb();
     if (rc == CNF_OK && tt.n > 0) {
         r.nfe_fwd = tt.nfe_f / (double)tt.n;
