@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cnf/dataset.h"
 #include "cnf/target.h"
 #include "internal.h"
 
@@ -69,13 +70,16 @@ static double ring_z(void)
                              r * s * sqrt(M_PI / 2.0) * (1.0 + erf(r / (s * sqrt(2.0))))));
 }
 
+/* Five components on a circle, 3.4 standard deviations apart (adjacent centres 2.35 apart):
+ * separated modes with unequal weights, yet reachable by a flow started at N(0, I). */
+static const double MIX_R = 2.0, MIX_S = 0.7;
 static double mixture(const cnf_target *t, const double *x, double *g)
 {
     (void)t;
-    const double s2 = 0.25;
+    const double s2 = MIX_S * MIX_S, R = MIX_R;
     double lk[5], m = -INFINITY, gx = 0, gy = 0, tot = 0;
     for (int k = 0; k < 5; k++) {
-        double a = 2 * M_PI * k / 5, dx = x[0] - 3 * cos(a), dy = x[1] - 3 * sin(a);
+        double a = 2 * M_PI * k / 5, dx = x[0] - R * cos(a), dy = x[1] - R * sin(a);
         lk[k] = log(k + 1.0) - (dx * dx + dy * dy) / (2 * s2) - log(2 * M_PI * s2);
         if (lk[k] > m)
             m = lk[k];
@@ -83,8 +87,8 @@ static double mixture(const cnf_target *t, const double *x, double *g)
     for (int k = 0; k < 5; k++) {
         double a = 2 * M_PI * k / 5, w = exp(lk[k] - m);
         tot += w;
-        gx += w * -(x[0] - 3 * cos(a)) / s2;
-        gy += w * -(x[1] - 3 * sin(a)) / s2;
+        gx += w * -(x[0] - R * cos(a)) / s2;
+        gy += w * -(x[1] - R * sin(a)) / s2;
     }
     if (g) {
         g[0] = gx / tot;
@@ -182,7 +186,8 @@ int cnf_target_create(const char *name, cnf_target **out)
             return CNF_OK;
         }
     return cnf_fail(CNF_ENAME, "unknown target '%s' (valid: banana, funnel, ring, mixture, "
-                    "twomoons; or a CSV file for logistic regression)", name ? name : "(null)");
+                    "twomoons; or cnf train --target-csv FILE for logistic regression)",
+                    name ? name : "(null)");
 }
 
 int cnf_target_logreg_create(cnf_target **out, const double *X, const double *y, size_t n,
@@ -219,6 +224,46 @@ int cnf_target_logreg_create(cnf_target **out, const double *X, const double *y,
     }
     *out = t;
     return CNF_OK;
+}
+
+int cnf_target_logreg_file(cnf_target **out, const char *path, double prior_sd)
+{
+    *out = NULL;
+    cnf_data data;
+    int rc = cnf_data_load(path, CNF_DATA_AUTO, &data);
+    if (rc)
+        return rc;
+    const size_t n = data.n, p = data.d - 1;
+    if (data.d < 2) {
+        cnf_data_clear(&data);
+        return cnf_fail(CNF_EFORMAT, "%s: needs feature columns and a label column", path);
+    }
+    double *X = cnf_calloc(n * p, sizeof(double)), *y = cnf_calloc(n, sizeof(double));
+    if (!X || !y)
+        rc = cnf_fail(CNF_ENOMEM, "%s: %zu rows", path, n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        y[i] = data.X[i * data.d + p];
+        if (y[i] != 0.0 && y[i] != 1.0)
+            rc = cnf_fail(CNF_EFORMAT, "%s: row %zu: label %g is not 0 or 1", path, i + 1, y[i]);
+        memcpy(X + i * p, data.X + i * data.d, p * sizeof(double));
+    }
+    /* Standardise each feature (two-pass mean and variance). */
+    for (size_t j = 0; !rc && j < p; j++) {
+        double m = 0.0, v = 0.0;
+        for (size_t i = 0; i < n; i++)
+            m += X[i * p + j] / (double)n;
+        for (size_t i = 0; i < n; i++)
+            v += (X[i * p + j] - m) * (X[i * p + j] - m) / (double)n;
+        double sd = v > 0 ? sqrt(v) : 1.0;
+        for (size_t i = 0; i < n; i++)
+            X[i * p + j] = v > 0 ? (X[i * p + j] - m) / sd : 0.0;
+    }
+    if (!rc)
+        rc = cnf_target_logreg_create(out, X, y, n, p, prior_sd);
+    cnf_data_clear(&data);
+    free(X);
+    free(y);
+    return rc;
 }
 
 void cnf_target_free(cnf_target *t)

@@ -77,6 +77,29 @@ for m in realnvp nsf; do
   python3 -c 'import json,sys; o=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert o["backprop_vs_fd"] < 1e-6, o' "$tmp/g.out"
 done
 
+# The two other objectives.
+"$cnf" train --objective reverse-kl --target banana --iters 20 --hidden 8-8 --batch 64 \
+  --test-n 500 --val-every 10 --plot "$tmp/rkl.png" --json > "$tmp/rkl" || fail "reverse-kl"
+python3 - "$tmp/rkl" <<'PY'
+import json, math, sys
+o = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+for k in ("elbo", "log_z_estimate", "ess_fraction", "seconds", "log_z_true"):
+    assert k in o and math.isfinite(o[k]), (k, o)
+assert 0 < o["ess_fraction"] <= 1 and abs(o["log_z_true"] - math.log(4 * math.pi)) < 1e-12, o
+PY
+[ -s "$tmp/rkl.png" ] || fail "no reverse-kl picture"
+printf 'x1,x2,y\n' > "$tmp/lr.csv"
+for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+  printf '%s,%s,%s\n' "$i" "$((i % 5))" "$((i % 2))" >> "$tmp/lr.csv"
+done
+"$cnf" train --objective reverse-kl --target-csv "$tmp/lr.csv" --iters 5 --hidden 8 --batch 32 \
+  --test-n 200 --json > "$tmp/lr" || fail "reverse-kl --target-csv"
+python3 -c 'import json,sys; o=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert "log_z_true" not in o and o["ess_fraction"] > 0, o' "$tmp/lr"
+"$cnf" train --objective flow-matching --fm-variant otcfm --data moons --iters 20 --hidden 8-8 \
+  --batch 64 --test-n 200 --out "$tmp/fm.safetensors" --json > "$tmp/fm" || fail "flow-matching"
+python3 -c 'import json,math,sys; o=json.loads(open(sys.argv[1]).read().splitlines()[-1]); assert math.isfinite(o["test_nll"]), o' "$tmp/fm"
+"$cnf" eval --model "$tmp/fm.safetensors" --data moons -n 200 > /dev/null || fail "eval fm"
+
 # Bad input: a clear message and a non-zero exit, never a crash.
 expect() { # expected status, words the message must contain, command...
   want=$1; words=$2; shift 2
@@ -88,6 +111,11 @@ expect 2 "unknown 8gaussians" "$cnf" train --data no-such-set --iters 1
 expect 2 "--data" "$cnf" train --iters 1
 expect 2 "unknown" "$cnf" train --data moons --act relu7
 expect 2 "unknown" "$cnf" train --data moons --model transformer
+expect 2 "unknown" "$cnf" train --objective reverse-kl --target volcano
+expect 2 "--target" "$cnf" train --objective reverse-kl --data moons --target banana
+expect 2 "objective" "$cnf" train --objective magic --data moons
+printf 'x,y\n1,2\n3,1\n' > "$tmp/badlabel.csv"
+expect 1 "label" "$cnf" train --objective reverse-kl --target-csv "$tmp/badlabel.csv"
 expect 2 "finite" "$cnf" train --data moons --lr abc
 head -c 300 "$tmp/full.safetensors" > "$tmp/trunc.safetensors"
 expect 1 "trunc.safetensors" "$cnf" eval --model "$tmp/trunc.safetensors" --data moons

@@ -282,3 +282,85 @@ Test(fm, assignment_is_optimal)
         cr_assert(fabs(got - best) < 1e-12, "assignment cost %g, optimum %g", got, best);
     }
 }
+
+/* On Gaussian data N(m, s²I) with independent coupling the optimal field is known:
+ * u*(x, τ) = −m + (τ − (1−τ)s²)/((1−τ)²s² + τ²) · (x − (1−τ)m), divided by T. RMS distance of
+ * the field to it over points drawn from the path's marginals at τ = 0.1 … 0.9. */
+static double distance_to_optimal(cnf_flow *f, const double *ms, cnf_rng *r)
+{
+    const cnf_mlp *m = cnf_cflow_mlp(f);
+    cnf_mlp_work *w;
+    cnf_mlp_work_create(&w, m, 1, 0);
+    double se = 0;
+    int count = 0;
+    for (int k = 1; k < 10; k++) {
+        double tau = k / 10.0, s2 = ms[1] * ms[1];
+        double var = (1 - tau) * (1 - tau) * s2 + tau * tau, slope = (tau - (1 - tau) * s2) / var;
+        for (int j = 0; j < 50; j++) {
+            double x[2], v[2];
+            for (int c = 0; c < 2; c++)
+                x[c] = (1 - tau) * ms[0] + sqrt(var) * cnf_rng_normal(r);
+            cnf_mlp_forward(m, cnf_flow_params(f), tau, x, 2, 1, v, 2, w);
+            for (int c = 0; c < 2; c++) {
+                double u = -ms[0] + slope * (x[c] - (1 - tau) * ms[0]);
+                se += (v[c] - u) * (v[c] - u);
+                count++;
+            }
+        }
+    }
+    cnf_mlp_work_free(w);
+    return sqrt(se / count);
+}
+
+static int gauss_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    const double *ms = ctx; /* m, s */
+    for (size_t i = 0; i < 2 * n; i++)
+        X[i] = ms[0] + ms[1] * cnf_rng_normal(rng);
+    return 0;
+}
+
+/* A short I-CFM run moves the field most of the way to the optimum (the distance falls at least
+ * 4-fold; measured 0.11 from 1.0 here). Reaching 1e-2 takes far longer: the per-sample target
+ * (x₁ − x₀) has variance ≈ 1 + s² around u*, and 42M samples with a decaying learning rate
+ * gave 0.041 (see the closing note of issue 8). */
+Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
+{
+    static const size_t hidden[] = {32, 32};
+    const double ms[2] = {1.0, 1.0};
+    cnf_cflow_config cfg;
+    cnf_cflow_config_default(&cfg, 2);
+    cfg.hidden = hidden;
+    cfg.n_hidden = 2;
+    cfg.time = CNF_TIME_CONCAT;
+    cfg.act = CNF_ACT_SOFTPLUS;
+    cfg.T = 1.0;
+    cfg.train_T = 0;
+    cnf_rng r;
+    cnf_rng_seed(&r, 6);
+    cnf_flow *f;
+    cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK);
+    cnf_rng re = r;
+    double before = distance_to_optimal(f, ms, &re);
+    /* Stages with a falling learning rate and a growing batch: the minibatch objective is
+     * noisy, so the optimum is approached by averaging. */
+    const double lrs[3] = {3e-3, 1e-3, 2e-4};
+    const size_t batches[3] = {256, 1024, 4096}, iters[3] = {300, 300, 150};
+    cnf_trainer *t = NULL;
+    for (int stage = 0; stage < 3; stage++) {
+        cnf_train_config tc = {.iters = iters[stage], .batch = batches[stage],
+                               .next_batch = gauss_batch, .batch_ctx = (void *)ms,
+                               .flow_matching = 1, .fm_variant = CNF_FM_ICFM};
+        cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+        tc.optim.lr = lrs[stage];
+        cnf_trainer_free(t);
+        cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1 + stage), CNF_OK, "%s", cnf_errmsg());
+        cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+    }
+    re = r;
+    double after = distance_to_optimal(f, ms, &re);
+    cr_assert(after <= 0.25 * before, "RMS distance to the optimal field %g, untrained %g", after,
+              before);
+    cnf_trainer_free(t);
+    cnf_flow_free(f);
+}

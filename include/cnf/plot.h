@@ -72,6 +72,12 @@ CNF_API int cnf_plot_flow(const char *path, cnf_flow *f, const double *data /* (
                           size_t n_data, size_t grid, size_t n_samples, cnf_rng *rng,
                           const cnf_plot_settings *s);
 
+/* The same figure for an unnormalized target density (reverse KL): the target exp(log q̃) on the
+ * grid (logq as in cnf_flow_rkl_grad), the model density, and a histogram of model samples. */
+CNF_API int cnf_plot_target(const char *path, cnf_flow *f, cnf_logq_fn logq, void *ctx,
+                            size_t grid, size_t n_samples, cnf_rng *rng,
+                            const cnf_plot_settings *s);
+
 #ifdef __cplusplus
 }
 #endif

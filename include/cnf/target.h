@@ -6,7 +6,7 @@
  *             Z = 3 (2π)⁵
  *   ring      d = 2: log q̃ = −(‖x‖ − 2)²/(2·0.25²);
  *             Z = 2π [σ² e^{−r²/2σ²} + rσ√(π/2) (1 + erf(r/(σ√2)))], r = 2, σ = 0.25
- *   mixture   d = 2: q̃ = Σ_k w_k N(x; μ_k, 0.5² I), μ_k on a circle of radius 3 at angles 2πk/5,
+ *   mixture   d = 2: q̃ = Σ_k w_k N(x; μ_k, 0.7² I), μ_k on a circle of radius 2 at angles 2πk/5,
  *             unnormalised weights w = (1, 2, 3, 4, 5);                         Z = Σ w_k = 15
  *   twomoons  d = 2 (Rezende & Mohamed 2015, U₁): log q̃ = −½((‖x‖ − 2)/0.4)²
  *             + log(e^{−½((x₁−2)/0.6)²} + e^{−½((x₁+2)/0.6)²}); Z by 2-D quadrature
@@ -34,6 +34,11 @@ CNF_API int cnf_target_create(const char *name, cnf_target **out);
  * The data are copied. CNF_EINVAL for a label other than 0/1, non-finite data or prior_sd ≤ 0. */
 CNF_API int cnf_target_logreg_create(cnf_target **out, const double *X, const double *y,
                                      size_t n, size_t p, double prior_sd);
+
+/* The same from a data file (CSV, .npy, … as cnf_data_load reads them): the last column is the
+ * label (0/1), the others are features, standardised to mean 0 and standard deviation 1 before
+ * use (constant features are left at 0). Errors name the file and the row. */
+CNF_API int cnf_target_logreg_file(cnf_target **out, const char *path, double prior_sd);
 
 CNF_API void cnf_target_free(cnf_target *t);
 CNF_API const char *cnf_target_name(const cnf_target *t);
