@@ -437,6 +437,137 @@ done:
     return rc;
 }
 
+/* Solve Mᵀ w = a for one d×d matrix M (row-major, overwritten) by Gaussian elimination with
+ * partial pivoting; CNF_ENONFINITE if M is singular to working precision. */
+static int solve_transposed(double *M, double *a, size_t d)
+{
+    /* Transpose in place, then solve M' w = a. */
+    for (size_t r = 0; r < d; r++)
+        for (size_t c = r + 1; c < d; c++) {
+            double t = M[r * d + c];
+            M[r * d + c] = M[c * d + r];
+            M[c * d + r] = t;
+        }
+    for (size_t k = 0; k < d; k++) {
+        size_t p = k;
+        for (size_t r = k + 1; r < d; r++)
+            if (fabs(M[r * d + k]) > fabs(M[p * d + k]))
+                p = r;
+        if (!(fabs(M[p * d + k]) > 1e-300))
+            return cnf_fail(CNF_ENONFINITE, "the flow's Jacobian is singular at a sample");
+        if (p != k) {
+            for (size_t c = 0; c < d; c++) {
+                double t = M[k * d + c];
+                M[k * d + c] = M[p * d + c];
+                M[p * d + c] = t;
+            }
+            double t = a[k];
+            a[k] = a[p];
+            a[p] = t;
+        }
+        for (size_t r = k + 1; r < d; r++) {
+            double m = M[r * d + k] / M[k * d + k];
+            for (size_t c = k; c < d; c++)
+                M[r * d + c] -= m * M[k * d + c];
+            a[r] -= m * a[k];
+        }
+    }
+    for (size_t k = d; k-- > 0;) {
+        for (size_t c = k + 1; c < d; c++)
+            a[k] -= M[k * d + c] * a[c];
+        a[k] /= M[k * d + k];
+    }
+    return CNF_OK;
+}
+
+/* Reverse KL through the samples by implicit differentiation. x = f_θ⁻¹(z) with z fixed, so
+ * log N(z) does not depend on θ and, with ℓ = log|det ∂f/∂x| and J = ∂f/∂x,
+ *     dL/dθ = mean [ ∂ℓ/∂θ − w ∂f/∂θ ],   w = (∂ℓ/∂x − ∇ log q̃) J⁻¹   (per sample),
+ * which is one reverse pass with seeds GY = −w/n on z and GL = 1/n on ℓ. J and ∂ℓ/∂x come from
+ * d + 1 further reverse passes over the same forward pass. Layers run in evaluation mode (batch
+ * norm with its running statistics), as sampling does. Cost O(d) reverse passes: meant for the
+ * small dimensions of sampling problems. */
+static int dflow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, void *ctx,
+                          double *loss, double *grad, cnf_flow_stats *st)
+{
+    dflow *s = (dflow *)f;
+    const size_t d = f->dim, nd = n * d, L = s->L;
+    double *Z = cnf_calloc(nd, sizeof(double)), *acts = cnf_calloc((L + 1) * nd, sizeof(double));
+    double *ld = cnf_calloc(n, sizeof(double)), *lq = cnf_calloc(n, sizeof(double));
+    double *gq = cnf_calloc(nd, sizeof(double)), *J = cnf_calloc(n * d * d, sizeof(double));
+    double *buf = cnf_calloc(3 * nd + n, sizeof(double));
+    double *scratch = cnf_calloc(f->n_params ? f->n_params : 1, sizeof(double));
+    int rc = (!Z || !acts || !ld || !lq || !gq || !J || !buf || !scratch)
+                 ? cnf_fail(CNF_ENOMEM, "reverse KL for %zu samples", n) : CNF_OK;
+    for (size_t k = 0; !rc && k < nd; k++)
+        Z[k] = cnf_rng_normal(rng);
+    if (!rc)
+        rc = run_layers(f, 0, Z, n, acts, ld); /* x = f⁻¹(z) into acts[0] */
+    memset(ld, 0, n * sizeof *ld);
+    for (size_t l = 0; !rc && l < L; l++)
+        rc = s->layer[l]->type->forward(s->layer[l], f->theta + s->off[l], acts + l * nd, n,
+                                        acts + (l + 1) * nd, ld, 0);
+    if (!rc && (rc = logq(ctx, acts, n, lq, gq)) > 0)
+        rc = cnf_fail(CNF_ERHS, "target log-density callback returned %d", rc);
+    double sum = 0.0;
+    for (size_t i = 0; !rc && i < n; i++)
+        sum += cnf_std_normal_logpdf(acts + L * nd + i * d, d) + ld[i] - lq[i];
+    if (!rc) {
+        *loss = sum / (double)n;
+        if (st)
+            st->nll = -*loss;
+        if (!isfinite(*loss))
+            rc = cnf_fail(CNF_ENONFINITE, "the reverse-KL loss is %g", *loss);
+    }
+    /* One reverse pass of the stack with seeds GY (nd) and GL (n): GX out, θ into G. */
+    double *GY = buf, *GX = buf + nd, *T = buf + 2 * nd, *GL = buf + 3 * nd;
+#define REVERSE(G)                                                                            \
+    do {                                                                                      \
+        for (size_t l = L; !rc && l-- > 0;) {                                                 \
+            memset(GX, 0, nd * sizeof *GX);                                                   \
+            rc = s->layer[l]->type->backward(s->layer[l], f->theta + s->off[l],               \
+                                             acts + l * nd, n, GY, GL, GX, (G) + s->off[l], 0); \
+            double *t_ = GY;                                                                  \
+            GY = GX;                                                                          \
+            GX = t_;                                                                          \
+        }                                                                                     \
+    } while (0)
+    /* Rows of J: seeds GY = e_k. */
+    for (size_t k = 0; !rc && grad && k < d; k++) {
+        memset(GY, 0, nd * sizeof *GY);
+        memset(GL, 0, n * sizeof *GL);
+        for (size_t i = 0; i < n; i++)
+            GY[i * d + k] = 1.0;
+        REVERSE(scratch);
+        for (size_t i = 0; !rc && i < n; i++)
+            memcpy(J + i * d * d + k * d, GY + i * d, d * sizeof(double));
+        GY = buf, GX = buf + nd;
+    }
+    /* a = ∂ℓ/∂x − ∇ log q̃, then w = a J⁻¹ per sample. */
+    if (!rc && grad) {
+        memset(GY, 0, nd * sizeof *GY);
+        for (size_t i = 0; i < n; i++)
+            GL[i] = 1.0;
+        REVERSE(scratch);
+        for (size_t i = 0; !rc && i < n; i++) {
+            for (size_t j = 0; j < d; j++)
+                T[i * d + j] = GY[i * d + j] - gq[i * d + j];
+            rc = solve_transposed(J + i * d * d, T + i * d, d);
+        }
+        GY = buf, GX = buf + nd;
+    }
+    if (!rc && grad) {
+        for (size_t k = 0; k < nd; k++)
+            GY[k] = -T[k] / (double)n;
+        for (size_t i = 0; i < n; i++)
+            GL[i] = 1.0 / (double)n;
+        REVERSE(grad);
+    }
+#undef REVERSE
+    free(Z), free(acts), free(ld), free(lq), free(gq), free(J), free(buf), free(scratch);
+    return rc;
+}
+
 static void dflow_free(cnf_flow *f)
 {
     dflow *s = (dflow *)f;
@@ -546,7 +677,7 @@ int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out)
 /* One flow-interface table per kind, so cnf_flow_kind() reports the kind's name. */
 #define KIND_TYPE(NAME) \
     {.kind = NAME, .encode = dflow_encode, .decode = dflow_decode, .nll_grad = dflow_nll_grad, \
-     .free = dflow_free, .describe = dflow_describe}
+     .free = dflow_free, .describe = dflow_describe, .rkl_grad = dflow_rkl_grad}
 static const cnf_flow_type KIND_TYPES[N_KINDS] = {
     KIND_TYPE("planar"), KIND_TYPE("radial"), KIND_TYPE("nice"), KIND_TYPE("realnvp"),
     KIND_TYPE("glow"),   KIND_TYPE("maf"),    KIND_TYPE("iaf"),  KIND_TYPE("nsf"),

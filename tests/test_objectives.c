@@ -364,3 +364,36 @@ Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
     cnf_trainer_free(t);
     cnf_flow_free(f);
 }
+
+/* Reverse KL for the discrete flows (implicit differentiation through their inverse): gradients
+ * against finite differences, every kind, d = 2 (banana) and d = 10 (funnel) for two of them. */
+Test(rkl, discrete_flow_gradients_match_finite_differences)
+{
+    for (size_t k = 0; k < cnf_dflow_kind_count(); k++) {
+        for (int big = 0; big < 2; big++) {
+            const char *kind = cnf_dflow_kind_at(k);
+            if (big && strcmp(kind, "realnvp") && strcmp(kind, "maf"))
+                continue;
+            cnf_target *t;
+            cnf_target_create(big ? "funnel" : "banana", &t);
+            static const size_t hidden[] = {8};
+            cnf_dflow_config c;
+            cnf_dflow_config_default(&c, kind, cnf_target_dim(t));
+            c.layers = 2;
+            c.hidden = hidden;
+            c.n_hidden = 1;
+            cnf_rng r;
+            cnf_rng_seed(&r, 40 + k);
+            cnf_flow *f;
+            cr_assert_eq(cnf_dflow_create(&f, &c, &r), CNF_OK, "%s", cnf_errmsg());
+            double *th = cnf_flow_params(f);
+            for (size_t i = 0; i < cnf_flow_n_params(f); i++)
+                th[i] += 0.05 * cnf_rng_normal(&r);
+            char what[64];
+            snprintf(what, sizeof what, "reverse KL, %s d=%zu", kind, cnf_target_dim(t));
+            check_gradient(f, rkl_obj, t, 1e-4, 1e-6, what);
+            cnf_flow_free(f);
+            cnf_target_free(t);
+        }
+    }
+}
