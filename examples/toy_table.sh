@@ -18,7 +18,7 @@ for data in $sets; do
   s=0
   while [ "$s" -lt "$seeds" ]; do
     plot=""
-    [ "$s" -eq 0 ] && plot="--plot $out/$data.png"
+    [ "$s" -eq 0 ] && plot="--plot $out/$data.png --out $out/$data.safetensors"
     "$cnf" train --data "$data" --iters "$iters" --seed "$s" --val-every "$iters" \
       --log-every "$iters" $plot --json > "$out/$data-$s.log" 2>&1 &
     jobs="$jobs $!"
