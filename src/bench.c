@@ -156,6 +156,36 @@ static double *bench_points(size_t n, size_t d, cnf_rng *rng)
     return X;
 }
 
+/* One warm-up and b->repeats timed runs of log p (grad = 0; out: (batch) log p) or of the loss
+ * and its gradient (grad = 1; out: (n_params)); fills r's figures and emits it. t: (repeats). */
+static int time_flow(bench_ctx *b, cnf_bench_result *r, cnf_flow *f, const double *X,
+                     double *out, int grad, double *t)
+{
+    int rc = CNF_OK;
+    double c0 = 0.0;
+    reset_peak();
+    for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
+        cnf_flow_stats st = {0};
+        if (i == 1)
+            c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
+        cnf_rng probes;
+        cnf_rng_seed(&probes, 3); /* the same probes every run: the same work */
+        double loss, t0 = now();
+        rc = grad ? cnf_flow_nll_grad(f, X, r->batch, &probes, &loss, out, &st)
+                  : cnf_flow_log_prob(f, X, r->batch, out, &st);
+        if (i > 0)
+            t[i - 1] = now() - t0;
+        r->nfe_fwd = (double)st.nfe_forward;
+        r->nfe_bwd = (double)st.nfe_backward;
+    }
+    r->cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)b->repeats;
+    r->peak_rss_mb = peak_mb();
+    if (rc)
+        return rc;
+    summarize(r, t, b->repeats);
+    return emit(b, r);
+}
+
 static int case_eval(bench_ctx *b, int rk4)
 {
     const size_t d = 2, n = b->opt->quick ? 1000 : 10000;
@@ -176,24 +206,8 @@ static int case_eval(bench_ctx *b, int rk4)
     double *t = cnf_calloc(b->repeats, sizeof(double));
     int rc = X && lp && t ? cnf_cflow_create(&f, &cfg, &rng)
                           : cnf_fail(CNF_ENOMEM, "benchmark buffers");
-    reset_peak();
-    double c0 = 0.0;
-    for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
-        cnf_flow_stats st = {0};
-        if (i == 1)
-            c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
-        double t0 = now();
-        rc = cnf_flow_log_prob(f, X, n, lp, &st);
-        if (i > 0)
-            t[i - 1] = now() - t0;
-        r.nfe_fwd = (double)st.nfe_forward;
-    }
-    r.cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)b->repeats;
-    r.peak_rss_mb = peak_mb();
-    if (rc == CNF_OK) {
-        summarize(&r, t, b->repeats);
-        rc = emit(b, &r);
-    }
+    if (rc == CNF_OK)
+        rc = time_flow(b, &r, f, X, lp, 0, t);
     cnf_flow_free(f);
     free(X);
     free(lp);
@@ -224,27 +238,8 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
     double *g = rc ? NULL : cnf_calloc(cnf_flow_n_params(f), sizeof(double));
     if (rc == CNF_OK && !g)
         rc = cnf_fail(CNF_ENOMEM, "benchmark gradient");
-    reset_peak();
-    double c0 = 0.0;
-    for (size_t i = 0; rc == CNF_OK && i < b->repeats + 1; i++) {
-        cnf_flow_stats st = {0};
-        if (i == 1)
-            c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
-        cnf_rng probes;
-        cnf_rng_seed(&probes, 3); /* the same probes every run: the same work */
-        double loss, t0 = now();
-        rc = cnf_flow_nll_grad(f, X, n, &probes, &loss, g, &st);
-        if (i > 0)
-            t[i - 1] = now() - t0;
-        r.nfe_fwd = (double)st.nfe_forward;
-        r.nfe_bwd = (double)st.nfe_backward;
-    }
-    r.cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)b->repeats;
-    r.peak_rss_mb = peak_mb();
-    if (rc == CNF_OK) {
-        summarize(&r, t, b->repeats);
-        rc = emit(b, &r);
-    }
+    if (rc == CNF_OK)
+        rc = time_flow(b, &r, f, X, g, 1, t);
     cnf_flow_free(f);
     free(X);
     free(g);

@@ -132,46 +132,25 @@ static int lookup(const char *what, const char *const *names, size_t n, const ch
     return cnf_fail(CNF_ENAME, "unknown %s '%s' (valid: %s)", what, name ? name : "(null)", list);
 }
 
-int cnf_act_from_name(const char *name, cnf_act *out)
-{
-    int v = 0, rc = lookup("activation", act_names, 4, name, &v);
-    if (rc == CNF_OK)
-        *out = (cnf_act)v;
-    return rc;
-}
-
-const char *cnf_act_name(cnf_act act)
-{
-    return (unsigned)act < 4 ? act_names[act] : "invalid";
-}
-
-int cnf_time_mode_from_name(const char *name, cnf_time_mode *out)
-{
-    int v = 0, rc = lookup("time conditioning", time_names, 3, name, &v);
-    if (rc == CNF_OK)
-        *out = (cnf_time_mode)v;
-    return rc;
-}
-
-const char *cnf_time_mode_name(cnf_time_mode mode)
-{
-    return (unsigned)mode < 3 ? time_names[mode] : "invalid";
-}
+/* Name ↔ value for each enum: NAME_PAIR(type, from_name, name, names, count, "what"). */
+#define NAME_PAIR(T, FROM, TO, NAMES, COUNT, WHAT)                                               \
+    int FROM(const char *name, T *out)                                                           \
+    {                                                                                            \
+        int v = 0, rc = lookup(WHAT, NAMES, COUNT, name, &v);                                    \
+        if (rc == CNF_OK)                                                                        \
+            *out = (T)v;                                                                         \
+        return rc;                                                                               \
+    }                                                                                            \
+    const char *TO(T v) { return (unsigned)v < COUNT ? NAMES[v] : "invalid"; }
 
 static const char *const precision_names[] = {"double", "mixed"};
 
-int cnf_precision_from_name(const char *name, cnf_precision *out)
-{
-    int v = 0, rc = lookup("precision", precision_names, 2, name, &v);
-    if (rc == CNF_OK)
-        *out = (cnf_precision)v;
-    return rc;
-}
-
-const char *cnf_precision_name(cnf_precision p)
-{
-    return (unsigned)p < 2 ? precision_names[p] : "invalid";
-}
+NAME_PAIR(cnf_act, cnf_act_from_name, cnf_act_name, act_names, 4, "activation")
+NAME_PAIR(cnf_time_mode, cnf_time_mode_from_name, cnf_time_mode_name, time_names, 3,
+          "time conditioning")
+NAME_PAIR(cnf_precision, cnf_precision_from_name, cnf_precision_name, precision_names, 2,
+          "precision")
+#undef NAME_PAIR
 
 /* ---- the layer products ---------------------------------------------------------------------
  * Double: cnf_gemm. Mixed: the operands are rounded to float, multiplied by cblas_sgemm, and the

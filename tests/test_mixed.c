@@ -9,17 +9,9 @@
 #include "cnf/cflow.h"
 #include "cnf/data.h"
 #include "cnf/mlp.h"
+#include "rel_err.h"
 #include "cnf/train.h"
 
-static double rel(const double *a, const double *b, size_t n)
-{
-    double e = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        e = fmax(e, fabs(a[i] - b[i]));
-        s = fmax(s, fabs(b[i]));
-    }
-    return e / (s > 0 ? s : 1);
-}
 
 enum { D = 3, N = 50 };
 

@@ -8,6 +8,7 @@
 
 #include "cnf/cflow.h"
 #include "cnf/mlp.h"
+#include "rel_err.h"
 
 enum { D = 3, N = 203, K = 2 }; /* N: odd, above the 16-rows-per-thread threshold */
 
@@ -45,15 +46,6 @@ static void run(const cnf_mlp *m, const double *theta, size_t threads, int unit,
     cnf_mlp_work_free(w);
 }
 
-static double rel(const double *a, const double *b, size_t n)
-{
-    double e = 0, s = 0;
-    for (size_t i = 0; i < n; i++) {
-        e = fmax(e, fabs(a[i] - b[i]));
-        s = fmax(s, fabs(b[i]));
-    }
-    return e / (s > 0 ? s : 1);
-}
 
 Test(threads, mlp_chunks_match_single_thread_and_repeat_bitwise)
 {
