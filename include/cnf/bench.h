@@ -4,15 +4,17 @@
  * seed; "rk4" is 20 steps over the unit interval, "dopri5" rtol = atol = 1e-5):
  *   eval   log-density of a d = 2, 64-64-64 tanh concatsquash CNF, exact trace, 10,000 points;
  *   train  one objective + gradient on 512 points: d = 2 exact, d = 16 and d = 64 Hutchinson
- *          (one Rademacher probe), RK4 and Dopri5, backprop and adjoint;
+ *          (one Rademacher probe), RK4 and Dopri5, backprop and adjoint; and d = 2 with RK4 at
+ *          80 steps, whose peak memory against 20 steps shows how each gradient grows;
  *   rhs    the MLP right-hand side alone (forward + tangents) in GFLOP/s, against the rate of the
  *          same GEMMs (same shapes, same BLAS) timed alone in the same run, both on one thread
  *          (the MLP work is made with one thread; run with OpenBLAS at one thread to compare);
  *   toy    FFJORD's toy configuration (8gaussians, batch 100, Dopri5 1e-5, exact trace, adjoint,
  *          T = 0.5 trained, Adam 1e-3): seconds per training iteration over a short run, with
  *          the mean NFE per iteration.
- * Peak memory of each case is the process's VmHWM after resetting it (/proc/self/clear_refs)
- * just before the case; it includes the process's baseline resident set.
+ * Peak memory of each case is the process's VmHWM after returning freed heap memory to the
+ * system (malloc_trim) and resetting VmHWM (/proc/self/clear_refs) just before the case; it
+ * includes the process's baseline resident set.
  *
  * Timing is the caller's machine and threads: OpenBLAS's thread count is whatever the process
  * set. Nothing here prints. */
@@ -34,6 +36,7 @@ typedef struct cnf_bench_result {
     char solver[8];     /* "rk4", "dopri5" ("" for rhs) */
     char grad[12];      /* "none", "backprop", "adjoint" */
     size_t batch;
+    size_t steps;       /* RK4 steps (20; train also 80 for the memory check); 0 for Dopri5 */
     char precision[8];  /* "double", "mixed" */
     size_t repeats;     /* timed runs (toy: iterations) */
     double median_s;    /* median seconds of one run (toy: of one iteration) */

@@ -47,8 +47,10 @@ static void print_row(const cnf_bench_result *r, void *ctx)
 {
     (void)ctx;
     FILE *out = json_out ? stderr : stdout;
-    fprintf(out, "%-5s d=%-3zu %-5s %-6s %-8s batch=%-6zu %-6s median %9.5f s  %10.0f pts/s",
-            r->bench, r->d, r->trace, r->solver, r->grad, r->batch, r->precision, r->median_s,
+    char solver[16];
+    snprintf(solver, sizeof solver, r->steps ? "%s-%zu" : "%s", r->solver, r->steps);
+    fprintf(out, "%-5s d=%-3zu %-5s %-8s %-8s batch=%-6zu %-6s median %9.5f s  %10.0f pts/s",
+            r->bench, r->d, r->trace, solver, r->grad, r->batch, r->precision, r->median_s,
             r->points_per_s);
     if (r->nfe_fwd > 0 || r->nfe_bwd > 0)
         fprintf(out, "  nfe %.1f/%.1f", r->nfe_fwd, r->nfe_bwd);
@@ -134,6 +136,7 @@ int cmd_bench(int argc, char **argv)
             json_str("solver", r->solver, 1);
             json_str("grad", r->grad, 1);
             json_num("batch", (double)r->batch, 1);
+            json_num("steps", (double)r->steps, 1);
             json_str("precision", r->precision, 1);
             json_num("repeats", (double)r->repeats, 1);
             json_num("median_s", r->median_s, 1);
