@@ -764,6 +764,23 @@ static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *
     return CNF_OK;
 }
 
+/* Tangent rows of a hidden layer (K slabs of n rows, o units): ż = g ⊙ ẏ, ḣ = σ'(z) ⊙ ż. */
+CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const double *restrict g,
+                                           const double *restrict ds, const double *restrict Yt,
+                                           double *restrict Zt, double *restrict Ht)
+{
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++) {
+            const double *yk = Yt + (k * n + i) * o, *dsi = ds + i * o;
+            double *zk = Zt + (k * n + i) * o, *hk = Ht + (k * n + i) * o;
+            for (size_t j = 0; j < o; j++) {
+                double zj = g[j] * yk[j];
+                zk[j] = zj;
+                hk[j] = dsi[j] * zj;
+            }
+        }
+}
+
 /* Y (M, out) = In (M, in) · W_lᵀ; mixed precision keeps the float input for the reverse pass. */
 static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
                           const double *In, const double *W, double *Y)
@@ -868,16 +885,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
              * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
             act_primal(m->cfg.act, n, o, b, g, ct, Y, Z, H, ds, d2s);
-            for (size_t k = 0; k < K; k++)
-                for (size_t i = 0; i < n; i++) {
-                    const double *yk = Y + ((1 + k) * n + i) * o, *dsi = ds + i * o;
-                    double *zk = Z + ((1 + k) * n + i) * o, *hk = H + ((1 + k) * n + i) * o;
-                    for (size_t j = 0; j < o; j++) {
-                        double zj = g[j] * yk[j];
-                        zk[j] = zj;
-                        hk[j] = dsi[j] * zj;
-                    }
-                }
+            tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
             in = H;
         } else {
             for (size_t i = 0; i < n; i++) {
@@ -1134,6 +1142,67 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
 }
 
 /* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
+/* The reverse kernel's elementwise passes, compiled for each vector width (CNF_VECTOR_CLONES).
+ * ybar_pass: over the rows of seeds rs (n primal rows first), ȳ = g ⊙ r, γ = Σ_rows r ⊙ y, and
+ * over the primal rows Σ r and Σ ȳ (all three (o) outputs zeroed here). */
+CNF_VECTOR_CLONES static void ybar_pass(size_t n, size_t rows, size_t o, const double *restrict g,
+                                        const double *restrict rs, const double *restrict Y,
+                                        double *restrict yb, double *restrict gam,
+                                        double *restrict rsum, double *restrict ybsum)
+{
+    for (size_t j = 0; j < o; j++)
+        gam[j] = rsum[j] = ybsum[j] = 0.0;
+    for (size_t r = 0; r < n; r++) {
+        const double *rr = rs + r * o, *yr = Y + r * o;
+        double *ybr = yb + r * o;
+        for (size_t j = 0; j < o; j++) {
+            double v = rr[j], u = g[j] * v;
+            ybr[j] = u;
+            gam[j] += v * yr[j];
+            rsum[j] += v;
+            ybsum[j] += u;
+        }
+    }
+    for (size_t r = n; r < rows; r++) {
+        const double *rr = rs + r * o, *yr = Y + r * o;
+        double *ybr = yb + r * o;
+        for (size_t j = 0; j < o; j++) {
+            double v = rr[j];
+            ybr[j] = g[j] * v;
+            gam[j] += v * yr[j];
+        }
+    }
+}
+
+/* Seeds for the layer below from p, q_k = PQ's slabs (ni = n·width values each):
+ * r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k into RS's primal slab (the sum accumulates there while
+ * s_k = σ' ⊙ q_k is written), s_k into RS's slab k + 1. */
+CNF_VECTOR_CLONES static void seed_pass(size_t ni, size_t K, const double *restrict ds,
+                                        const double *restrict d2s, const double *restrict Zp,
+                                        const double *restrict pq, double *restrict rs)
+{
+    for (size_t k = 0; k < K; k++) {
+        const double *zk = Zp + (1 + k) * ni, *qk = pq + (1 + k) * ni;
+        double *sk = rs + (1 + k) * ni;
+        if (k == 0)
+            for (size_t i = 0; i < ni; i++) {
+                rs[i] = zk[i] * qk[i];
+                sk[i] = ds[i] * qk[i];
+            }
+        else
+            for (size_t i = 0; i < ni; i++) {
+                rs[i] += zk[i] * qk[i];
+                sk[i] = ds[i] * qk[i];
+            }
+    }
+    if (K)
+        for (size_t i = 0; i < ni; i++)
+            rs[i] = ds[i] * pq[i] + d2s[i] * rs[i];
+    else
+        for (size_t i = 0; i < ni; i++)
+            rs[i] = ds[i] * pq[i] + d2s[i] * 0.0;
+}
+
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
                      double *gt, cnf_mlp_work *w)
@@ -1174,27 +1243,7 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
         /* One pass over the rows: ȳ = g ⊙ r (all rows), γ = Σ r ⊙ y, and the column sums of the
          * primal r and ȳ for ∇b, ∇c and ∂φ/∂t. */
         double *gam = w->gamma, *rsum = gam + o, *ybsum = rsum + o;
-        for (size_t j = 0; j < o; j++)
-            gam[j] = rsum[j] = ybsum[j] = 0.0;
-        for (size_t r = 0; r < rows; r++) {
-            const double *rr = rs + r * o, *yr = Y + r * o;
-            double *ybr = yb + r * o;
-            if (r < n) {
-                for (size_t j = 0; j < o; j++) {
-                    double v = rr[j], u = g[j] * v;
-                    ybr[j] = u;
-                    gam[j] += v * yr[j];
-                    rsum[j] += v;
-                    ybsum[j] += u;
-                }
-            } else {
-                for (size_t j = 0; j < o; j++) {
-                    double v = rr[j];
-                    ybr[j] = g[j] * v;
-                    gam[j] += v * yr[j];
-                }
-            }
-        }
+        ybar_pass(n, rows, o, g, rs, Y, yb, gam, rsum, ybsum);
         if (gtheta || gt) {
             for (size_t j = 0; j < o; j++) {
                 double gg = ly->wg != ABSENT ? g[j] * (1.0 - g[j]) * gam[j] : 0.0;
@@ -1243,28 +1292,7 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
         }
         /* Seeds for z_{l−1}: r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k. */
         const double *ds = w->DS[l - 1], *d2s = w->D2S[l - 1], *Zp = w->Z[l - 1];
-        const size_t ni = n * in;
-        /* Σ_k ż_k ⊙ q_k accumulates in the primal rows of rs while s_k is written. */
-        for (size_t k = 0; k < K; k++) {
-            const double *zk = Zp + (1 + k) * ni, *qk = pq + (1 + k) * ni;
-            double *sk = rs + (1 + k) * ni;
-            if (k == 0)
-                for (size_t i = 0; i < ni; i++) {
-                    rs[i] = zk[i] * qk[i];
-                    sk[i] = ds[i] * qk[i];
-                }
-            else
-                for (size_t i = 0; i < ni; i++) {
-                    rs[i] += zk[i] * qk[i];
-                    sk[i] = ds[i] * qk[i];
-                }
-        }
-        if (K)
-            for (size_t i = 0; i < ni; i++)
-                rs[i] = ds[i] * pq[i] + d2s[i] * rs[i];
-        else
-            for (size_t i = 0; i < ni; i++)
-                rs[i] = ds[i] * pq[i] + d2s[i] * 0.0;
+        seed_pass(n * in, K, ds, d2s, Zp, pq, rs);
     }
     return CNF_OK;
 }
