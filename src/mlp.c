@@ -410,17 +410,23 @@ static void uniform_fill(double *x, size_t n, double limit, cnf_rng *rng)
 
 void cnf_mlp_init(const cnf_mlp *m, double *theta, cnf_rng *rng)
 {
-    memset(theta, 0, m->n_params * sizeof *theta);
+    /* PyTorch's nn.Linear default (Kaiming-uniform with a = √5: bound 1/√fan_in for weights
+     * and biases), which FFJORD's ConcatLinear / ConcatSquashLinear layers start from. */
     for (size_t l = 0; l < m->L; l++) {
         const struct layer *ly = &m->layer[l];
-        double limit = m->cfg.act == CNF_ACT_TANH ? sqrt(6.0 / (double)(ly->in + ly->out))
-                                                  : sqrt(6.0 / (double)ly->in);
-        uniform_fill(theta + ly->W, ly->out * ly->in, limit, rng);
-        double small = 1.0 / sqrt((double)ly->in);
+        const size_t fan_in = ly->in + (m->cfg.time == CNF_TIME_CONCAT ? 1 : 0);
+        const double bound = 1.0 / sqrt((double)fan_in);
+        uniform_fill(theta + ly->W, ly->out * ly->in, bound, rng);
+        uniform_fill(theta + ly->b, ly->out, bound, rng);
+        /* concat: c is the time column of the same Linear(in + 1, out); concatsquash: the
+         * gate and the time bias are Linear(1, out) layers, fan_in 1. */
+        const double tb = m->cfg.time == CNF_TIME_CONCAT ? bound : 1.0;
         if (ly->c != ABSENT)
-            uniform_fill(theta + ly->c, ly->out, small, rng);
-        if (ly->wg != ABSENT)
-            uniform_fill(theta + ly->wg, ly->out, small, rng);
+            uniform_fill(theta + ly->c, ly->out, tb, rng);
+        if (ly->wg != ABSENT) {
+            uniform_fill(theta + ly->wg, ly->out, 1.0, rng);
+            uniform_fill(theta + ly->bg, ly->out, 1.0, rng);
+        }
     }
 }
 
