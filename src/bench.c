@@ -196,7 +196,7 @@ static int time_flow(bench_ctx *b, cnf_bench_result *r, cnf_flow *f, const doubl
 static int case_eval(bench_ctx *b, int rk4)
 {
     const size_t d = 2, n = b->opt->quick ? 1000 : 10000;
-    cnf_bench_result r = {.d = d, .batch = n, .steps = rk4 ? 20 : 0};
+    cnf_bench_result r = {.d = d, .batch = n, .steps = rk4 ? 20 : 0, .width = 64};
     set_name(r.bench, sizeof r.bench, "eval");
     set_name(r.trace, sizeof r.trace, "exact");
     set_name(r.solver, sizeof r.solver, rk4 ? "rk4" : "dopri5");
@@ -225,7 +225,7 @@ static int case_eval(bench_ctx *b, int rk4)
 static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
 {
     const size_t n = b->opt->quick ? 128 : 512;
-    cnf_bench_result r = {.d = d, .batch = n, .steps = (size_t)rk4};
+    cnf_bench_result r = {.d = d, .batch = n, .steps = (size_t)rk4, .width = 64};
     set_name(r.bench, sizeof r.bench, "train");
     set_name(r.trace, sizeof r.trace, d == 2 ? "exact" : "hutch");
     set_name(r.solver, sizeof r.solver, rk4 ? "rk4" : "dopri5");
@@ -266,7 +266,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
 {
     const size_t n = b->opt->quick ? 1000 : 10000, K = d == 2 ? d : 1;
     const int unit = d == 2;
-    cnf_bench_result r = {.d = d, .batch = n};
+    cnf_bench_result r = {.d = d, .batch = n, .width = width};
     set_name(r.bench, sizeof r.bench, "rhs");
     set_name(r.trace, sizeof r.trace, unit ? "exact" : "hutch");
     set_name(r.solver, sizeof r.solver, "");
@@ -399,7 +399,7 @@ static int toy_progress(const cnf_train_progress *p, void *ctx)
 static int case_toy(bench_ctx *b)
 {
     size_t iters = b->opt->toy_iters ? b->opt->toy_iters : (b->opt->quick ? 10 : 300);
-    cnf_bench_result r = {.d = 2, .batch = 100};
+    cnf_bench_result r = {.d = 2, .batch = 100, .width = 64};
     set_name(r.bench, sizeof r.bench, "toy");
     set_name(r.trace, sizeof r.trace, "exact");
     set_name(r.solver, sizeof r.solver, "dopri5");

@@ -37,6 +37,7 @@ typedef struct cnf_bench_result {
     char grad[12];      /* "none", "backprop", "adjoint" */
     size_t batch;
     size_t steps;       /* RK4 steps (20; train also 80 for the memory check); 0 for Dopri5 */
+    size_t width;       /* hidden width of the 3-hidden-layer MLP (64; rhs also 256) */
     char precision[8];  /* "double", "mixed" */
     size_t repeats;     /* timed runs (toy: iterations) */
     double median_s;    /* median seconds of one run (toy: of one iteration) */

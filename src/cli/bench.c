@@ -49,9 +49,9 @@ static void print_row(const cnf_bench_result *r, void *ctx)
     FILE *out = json_out ? stderr : stdout;
     char solver[16];
     snprintf(solver, sizeof solver, r->steps ? "%s-%zu" : "%s", r->solver, r->steps);
-    fprintf(out, "%-5s d=%-3zu %-5s %-8s %-8s batch=%-6zu %-6s median %9.5f s  %10.0f pts/s",
-            r->bench, r->d, r->trace, solver, r->grad, r->batch, r->precision, r->median_s,
-            r->points_per_s);
+    fprintf(out, "%-5s d=%-3zu w=%-3zu %-5s %-8s %-8s batch=%-6zu %-6s median %9.5f s  %10.0f pts/s",
+            r->bench, r->d, r->width, r->trace, solver, r->grad, r->batch, r->precision,
+            r->median_s, r->points_per_s);
     if (r->nfe_fwd > 0 || r->nfe_bwd > 0)
         fprintf(out, "  nfe %.1f/%.1f", r->nfe_fwd, r->nfe_bwd);
     if (r->gflops > 0)
@@ -137,6 +137,7 @@ int cmd_bench(int argc, char **argv)
             json_str("grad", r->grad, 1);
             json_num("batch", (double)r->batch, 1);
             json_num("steps", (double)r->steps, 1);
+            json_num("width", (double)r->width, 1);
             json_str("precision", r->precision, 1);
             json_num("repeats", (double)r->repeats, 1);
             json_num("median_s", r->median_s, 1);
