@@ -1165,13 +1165,7 @@ static int cflow_describe(const cnf_flow *f, cnf_st_writer *w)
     const cnf_cflow_config *g = &c->cfg;
     if (!c->mlp)
         return cnf_fail(CNF_EUNSUPPORTED, "a CNF with a user field cannot be saved");
-    char hidden[256] = "";
-    for (size_t i = 0; i < g->n_hidden; i++) {
-        char part[32];
-        snprintf(part, sizeof part, i ? "-%zu" : "%zu", g->hidden[i]);
-        strncat(hidden, part, sizeof hidden - strlen(hidden) - 1);
-    }
-    int rc = cnf_st_writer_meta(w, "hidden", hidden);
+    int rc = cnf_meta_put_widths(w, "hidden", g->hidden, g->n_hidden);
     if (!rc) rc = cnf_st_writer_meta(w, "act", cnf_act_name(g->act));
     if (!rc) rc = cnf_st_writer_meta(w, "time", cnf_time_mode_name(g->time));
     if (!rc) rc = cnf_meta_put_size(w, "blocks", g->blocks);
@@ -1210,17 +1204,8 @@ int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out)
     if (rc)
         return rc;
     cnf_cflow_config_default(&cfg, dim);
-    const char *h = cnf_meta_get_str(f, "hidden");
-    if (!h)
-        return CNF_EFORMAT;
-    for (const char *p = h; *p;) {
-        char *end;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || v == 0 || n_hidden == 64 || (*end && *end != '-'))
-            return cnf_fail(CNF_EFORMAT, "model metadata 'hidden' = '%s' is malformed", h);
-        hidden[n_hidden++] = (size_t)v;
-        p = *end ? end + 1 : end;
-    }
+    if ((rc = cnf_meta_get_widths(f, "hidden", hidden, 64, &n_hidden)))
+        return rc;
     cfg.hidden = hidden;
     cfg.n_hidden = n_hidden;
     const char *act = cnf_meta_get_str(f, "act"), *tm = cnf_meta_get_str(f, "time");

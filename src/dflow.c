@@ -587,13 +587,7 @@ static int dflow_describe(const cnf_flow *f, cnf_st_writer *w)
 {
     const dflow *s = (const dflow *)f;
     const cnf_dflow_config *c = &s->cfg;
-    char hidden[256] = "";
-    for (size_t i = 0; i < c->n_hidden; i++) {
-        char part[32];
-        snprintf(part, sizeof part, i ? "-%zu" : "%zu", c->hidden[i]);
-        strncat(hidden, part, sizeof hidden - strlen(hidden) - 1);
-    }
-    int rc = cnf_st_writer_meta(w, "hidden", hidden);
+    int rc = cnf_meta_put_widths(w, "hidden", c->hidden, c->n_hidden);
     if (!rc) rc = cnf_st_writer_meta(w, "act", cnf_act_name(c->act));
     if (!rc) rc = cnf_meta_put_size(w, "layers", c->layers);
     if (!rc) rc = cnf_meta_put_size(w, "bins", c->bins);
@@ -617,22 +611,16 @@ int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out)
 {
     cnf_dflow_config c;
     size_t dim, hidden[64], n_hidden = 0, bn;
-    const char *kind = cnf_meta_get_str(f, "kind"), *h = cnf_meta_get_str(f, "hidden");
+    const char *kind = cnf_meta_get_str(f, "kind");
     const char *act = cnf_meta_get_str(f, "act");
-    if (!kind || !h || !act)
+    if (!kind || !act)
         return CNF_EFORMAT;
     int rc = cnf_meta_get_size(f, "dim", &dim);
     if (rc)
         return rc;
     cnf_dflow_config_default(&c, kind, dim);
-    for (const char *p = h; *p;) {
-        char *end;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || v == 0 || n_hidden == 64 || (*end && *end != '-'))
-            return cnf_fail(CNF_EFORMAT, "model metadata 'hidden' = '%s' is malformed", h);
-        hidden[n_hidden++] = (size_t)v;
-        p = *end ? end + 1 : end;
-    }
+    if ((rc = cnf_meta_get_widths(f, "hidden", hidden, 64, &n_hidden)))
+        return rc;
     c.hidden = hidden;
     c.n_hidden = n_hidden;
     if ((rc = cnf_act_from_name(act, &c.act)))

@@ -32,6 +32,9 @@ int cnf_meta_put_size(cnf_st_writer *w, const char *key, size_t v);
 int cnf_meta_get_double(const cnf_st_file *f, const char *key, double *v);
 int cnf_meta_get_size(const cnf_st_file *f, const char *key, size_t *v);
 const char *cnf_meta_get_str(const cnf_st_file *f, const char *key); /* NULL + message if absent */
+/* Layer widths as "64-64-64" (FFJORD's notation): at most max of them, each ≥ 1. */
+int cnf_meta_put_widths(cnf_st_writer *w, const char *key, const size_t *v, size_t n);
+int cnf_meta_get_widths(const cnf_st_file *f, const char *key, size_t *v, size_t max, size_t *n);
 
 /* Loaders by kind (src/model.c lists them): rebuild a flow from a model file. */
 int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out);

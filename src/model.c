@@ -65,6 +65,36 @@ int cnf_meta_get_size(const cnf_st_file *f, const char *key, size_t *v)
     return CNF_OK;
 }
 
+int cnf_meta_put_widths(cnf_st_writer *w, const char *key, const size_t *v, size_t n)
+{
+    char buf[512] = "";
+    for (size_t i = 0; i < n; i++) {
+        char part[32];
+        snprintf(part, sizeof part, i ? "-%zu" : "%zu", v[i]);
+        if (strlen(buf) + strlen(part) >= sizeof buf)
+            return cnf_fail(CNF_EINVAL, "too many widths for metadata '%s'", key);
+        strcat(buf, part);
+    }
+    return cnf_st_writer_meta(w, key, buf);
+}
+
+int cnf_meta_get_widths(const cnf_st_file *f, const char *key, size_t *v, size_t max, size_t *n)
+{
+    const char *s = cnf_meta_get_str(f, key);
+    if (!s)
+        return CNF_EFORMAT;
+    *n = 0;
+    for (const char *p = s; *p;) {
+        char *end;
+        unsigned long long x = strtoull(p, &end, 10);
+        if (end == p || x == 0 || *n == max || (*end && *end != '-'))
+            return cnf_fail(CNF_EFORMAT, "model metadata '%s' = '%s' is malformed", key, s);
+        v[(*n)++] = (size_t)x;
+        p = *end ? end + 1 : end;
+    }
+    return CNF_OK;
+}
+
 /* ---- save ----------------------------------------------------------------------------------- */
 
 static int put_trainer(cnf_st_writer *w, cnf_trainer *t)
