@@ -211,6 +211,7 @@ Test(rkl, importance_sampling_exact_for_a_perfect_proposal)
     cr_assert_eq(cnf_flow_rkl_grad(f, 50, &r, std_normal_logq, &scale, &loss, NULL, NULL),
                  CNF_OK);
     cr_assert(fabs(loss + log(scale)) < 1e-9, "KL part should be 0: loss %g", loss);
+    cnf_flow_free(f);
 }
 
 /* ---- flow matching --------------------------------------------------------------------------- */
