@@ -16,7 +16,7 @@ struct command {
 static const struct command commands[] = {
     {"demo", cmd_demo, "evaluate a small random MLP velocity field and its divergence"},
     {"solvers", cmd_solvers, "compare ODE solvers on problems with known answers"},
-    {"train", cmd_train, "train a flow on a 2-D toy density (FFJORD's train_toy)"},
+    {"train", cmd_train, "train a flow: toy sets or data files, flow matching, reverse KL"},
     {"eval", cmd_eval, "mean negative log-likelihood of a saved model"},
     {"sample", cmd_sample, "draw samples from a saved model (CSV or .npy)"},
     {"plot", cmd_plot, "FFJORD's picture of a saved 2-D model"},

@@ -88,8 +88,9 @@ static void help(FILE *out)
 {
     fprintf(out, "usage: cnf train --data NAME|FILE [options]\n"
                  "       cnf train --objective reverse-kl --target NAME [options]\n\n"
-                 "Train a continuous normalizing flow on a 2-D toy density by maximum likelihood,\n"
-                 "as FFJORD's train_toy.py does (the defaults are its settings: 64-64-64 tanh\n"
+                 "Train a continuous normalizing flow by maximum likelihood on a 2-D toy set or a\n"
+                 "data file (--data FILE: see the data options below), as FFJORD's train_toy.py\n"
+                 "does for the toy sets (the defaults are its settings: 64-64-64 tanh\n"
                  "concatsquash, exact trace, Dopri5 at 1e-5, adjoint gradients, T = 0.5 trained,\n"
                  "Adam lr 1e-3, weight decay 1e-5, batch 100). --model realnvp (etc.) trains a\n"
                  "discrete flow instead, with --layers steps of --hidden conditioner networks.\n"
