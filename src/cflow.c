@@ -1177,6 +1177,7 @@ static int cflow_describe(const cnf_flow *f, cnf_st_writer *w)
     if (!rc) rc = cnf_meta_put_double(w, "reg_kinetic", g->reg_kinetic);
     if (!rc) rc = cnf_meta_put_double(w, "reg_jacobian", g->reg_jacobian);
     if (!rc) rc = cnf_st_writer_meta(w, "grad", cnf_grad_mode_name(g->grad));
+    if (!rc) rc = cnf_st_writer_meta(w, "precision", cnf_precision_name(g->precision));
     if (!rc) rc = put_solver(w, "train", &g->train);
     if (!rc) rc = put_solver(w, "eval", &g->eval);
     for (size_t b = 0; !rc && b < g->blocks; b++)
@@ -1218,6 +1219,10 @@ int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out)
     if (!rc) rc = cnf_trace_from_name(tr, &cfg.trace);
     if (!rc) rc = cnf_trace_from_name(etr, &cfg.eval_trace);
     if (!rc) rc = cnf_grad_mode_from_name(gm, &cfg.grad);
+    /* Files written before mixed precision existed have no key: double. */
+    const char *prec = cnf_st_meta(f, "precision");
+    if (!rc && prec)
+        rc = cnf_precision_from_name(prec, &cfg.precision);
     if (!rc) rc = cnf_meta_get_size(f, "blocks", &cfg.blocks);
     if (!rc) rc = cnf_meta_get_double(f, "T", &cfg.T);
     if (!rc) rc = cnf_meta_get_size(f, "train_T", &train_T);

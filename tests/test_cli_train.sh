@@ -28,6 +28,11 @@ PY
   > /dev/null || fail "resume run"
 cmp "$tmp/full.safetensors" "$tmp/resumed.safetensors" || fail "resumed model differs"
 
+# Mixed precision is an option of the model and is kept in its file.
+"$cnf" train --data moons --iters 5 $small --precision mixed --out "$tmp/mixed.safetensors" \
+  > /dev/null || fail "train --precision mixed"
+"$cnf" eval --model "$tmp/mixed.safetensors" --data moons -n 100 > /dev/null || fail "eval mixed"
+
 # Use the saved model.
 "$cnf" eval --model "$tmp/full.safetensors" --data moons -n 300 --json > "$tmp/eval" \
   || fail "eval"
@@ -114,6 +119,7 @@ expect 2 "unknown" "$cnf" train --data moons --model transformer
 expect 2 "unknown" "$cnf" train --objective reverse-kl --target volcano
 expect 2 "--target" "$cnf" train --objective reverse-kl --data moons --target banana
 expect 2 "objective" "$cnf" train --objective magic --data moons
+expect 2 "precision" "$cnf" train --data moons --precision single
 printf 'x,y\n1,2\n3,1\n' > "$tmp/badlabel.csv"
 expect 1 "label" "$cnf" train --objective reverse-kl --target-csv "$tmp/badlabel.csv"
 expect 2 "finite" "$cnf" train --data moons --lr abc

@@ -26,6 +26,7 @@ void flow_opts_default(flow_opts *o)
     o->layers = 8;
     o->bins = 8;
     o->bound = 4.0;
+    o->precision = "double";
 }
 
 int flow_opts_is_cnf(const flow_opts *o) { return !strcmp(o->model, "cnf"); }
@@ -73,6 +74,8 @@ size_t flow_opts_table(flow_opts *o, cli_opt *t)
          1},
         {"--batchnorm", OPT_FLAG, &o->batchnorm, NULL,
          "realnvp, maf: batch-norm layers between steps", 1},
+        {"--precision", OPT_STR, &o->precision, "P",
+         "cnf: double, or mixed (layer products in float32, state and sums in double)", 1},
     };
     size_t n = sizeof opts / sizeof *opts;
     if (t)
@@ -117,6 +120,7 @@ int flow_opts_config(const char *cmd, const flow_opts *o, size_t dim, cnf_cflow_
     cfg->hidden = *hidden;
     cfg->n_hidden = nh;
     int rc = cnf_act_from_name(o->act, &cfg->act);
+    if (!rc) rc = cnf_precision_from_name(o->precision, &cfg->precision);
     if (!rc) rc = cnf_time_mode_from_name(o->time, &cfg->time);
     if (!rc) rc = cnf_trace_from_name(o->trace, &cfg->trace);
     if (!rc) rc = cnf_grad_mode_from_name(o->grad, &cfg->grad);

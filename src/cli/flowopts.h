@@ -24,6 +24,7 @@ typedef struct flow_opts {
     size_t layers, bins;
     double bound;
     int batchnorm;
+    const char *precision; /* cnf: "double" or "mixed" */
 } flow_opts;
 
 enum { FLOW_OPTS_MAX = 32 };
