@@ -20,13 +20,6 @@
 #include "cnf/train.h"
 #include "internal.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* CPU seconds of the process (all threads) and of the calling thread. */
 static double cpu_now(clockid_t id)
 {
@@ -177,11 +170,11 @@ static int time_flow(bench_ctx *b, cnf_bench_result *r, cnf_flow *f, const doubl
             c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
         cnf_rng probes;
         cnf_rng_seed(&probes, 3); /* the same probes every run: the same work */
-        double loss, t0 = now();
+        double loss, t0 = cnf_wall_seconds();
         rc = grad ? cnf_flow_nll_grad(f, X, r->batch, &probes, &loss, out, &st)
                   : cnf_flow_log_prob(f, X, r->batch, out, &st);
         if (i > 0)
-            t[i - 1] = now() - t0;
+            t[i - 1] = cnf_wall_seconds() - t0;
         r->nfe_fwd = (double)st.nfe_forward;
         r->nfe_bwd = (double)st.nfe_backward;
     }
@@ -314,15 +307,15 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     if (rc == CNF_OK && !tc)
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     for (size_t i = 0; rc == CNF_OK && i < reps + 1; i++) {
-        double c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID), t0 = now();
+        double c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID), t0 = cnf_wall_seconds();
         rc = cnf_mlp_jvp(m, theta, 0.5, X, d, n, unit ? NULL : U, K, F, d, JU, w);
         if (i > 0) {
-            t[i - 1] = now() - t0;
+            t[i - 1] = cnf_wall_seconds() - t0;
             tc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
         }
         c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
         /* The same GEMMs alone: shapes (rows' × in) · (in × out) as run_forward issues them. */
-        t0 = now();
+        t0 = cnf_wall_seconds();
         if (mixed) {
             sgemm_nt(unit ? n : rows, width, d, Af, Wf, Cf);
             sgemm_nt(rows, width, width, Af, Wf, Cf);
@@ -335,7 +328,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
             cnf_gemm(0, 1, rows, d, width, 1.0, A, width, theta, width, 0.0, C, d);
         }
         if (i > 0) {
-            tg[i - 1] = now() - t0;
+            tg[i - 1] = cnf_wall_seconds() - t0;
             tgc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
         }
     }
@@ -386,12 +379,12 @@ typedef struct toy_timer {
 static int toy_progress(const cnf_train_progress *p, void *ctx)
 {
     toy_timer *tt = ctx;
-    double s = now();
+    double s = cnf_wall_seconds();
     if (tt->n < tt->cap)
         tt->t[tt->n++] = s - tt->last;
     tt->nfe_f += (double)p->nfe_forward;
     tt->nfe_b += (double)p->nfe_backward;
-    tt->last = now();
+    tt->last = cnf_wall_seconds();
     return 0;
 }
 
@@ -427,7 +420,7 @@ static int case_toy(bench_ctx *b)
     reset_peak();
     double c0 = cpu_now(CLOCK_PROCESS_CPUTIME_ID);
     if (rc == CNF_OK) {
-        tt.last = now();
+        tt.last = cnf_wall_seconds();
         rc = cnf_trainer_run(tr);
     }
     r.cpu_s = (cpu_now(CLOCK_PROCESS_CPUTIME_ID) - c0) / (double)(tt.n ? tt.n : 1);

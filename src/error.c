@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -45,4 +46,11 @@ void *cnf_calloc(size_t n, size_t size)
     if (size && n > (size_t)-1 / size)
         return NULL;
     return calloc(n ? n : 1, size ? size : 1);
+}
+
+double cnf_wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -8,6 +8,9 @@
  *     return cnf_fail(CNF_EINVAL, "hidden width %zu is zero", w); */
 int cnf_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Monotonic wall-clock time in seconds (an arbitrary origin): for durations. */
+double cnf_wall_seconds(void);
+
 /* calloc that fails on n·size overflow; NULL on failure (the caller reports CNF_ENOMEM). */
 void *cnf_calloc(size_t n, size_t size);
 

@@ -16,13 +16,6 @@ struct cnf_trainer {
     double *X, *grad; /* (batch, d), (n_params) */
 };
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *cfg,
                        uint64_t seed)
 {
@@ -87,7 +80,7 @@ int cnf_trainer_run(cnf_trainer *t)
     const cnf_train_config *c = &t->cfg;
     const size_t P = cnf_flow_n_params(t->flow);
     double *theta = cnf_flow_params(t->flow);
-    const double start = now();
+    const double start = cnf_wall_seconds();
     while (t->iter < c->iters) {
         int rc = CNF_OK;
         if (!c->target && (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0)
@@ -120,7 +113,7 @@ int cnf_trainer_run(cnf_trainer *t)
         p.nll = st.nll;
         p.nfe_forward = st.nfe_forward;
         p.nfe_backward = st.nfe_backward;
-        const int out_of_time = c->max_seconds > 0 && now() - start >= c->max_seconds;
+        const int out_of_time = c->max_seconds > 0 && cnf_wall_seconds() - start >= c->max_seconds;
         if (c->val_every &&
             (t->iter % c->val_every == 0 || t->iter == c->iters || out_of_time)) {
             /* Importance sampling draws from its own stream so that validating does not change
@@ -136,7 +129,7 @@ int cnf_trainer_run(cnf_trainer *t)
                 return rc;
             p.has_val = 1;
         }
-        p.seconds = now() - start;
+        p.seconds = cnf_wall_seconds() - start;
         if (out_of_time)
             p.iters = t->iter;
         if (c->progress && (rc = c->progress(&p, c->progress_ctx)) != 0)

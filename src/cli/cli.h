@@ -19,6 +19,8 @@ int cmd_bench(int argc, char **argv);
 void cli_error(const char *cmd, int code, const char *what);
 
 /* ---- helpers shared by the subcommands (util.c) ---- */
+/* Monotonic wall-clock seconds, for durations. */
+double cli_now(void);
 /* s as a JSON string literal (quotes and escapes). */
 void cli_json_string(FILE *out, const char *s);
 /* v as a JSON number that reads back exactly (15 to 17 digits); null if NaN or Inf. */

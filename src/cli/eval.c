@@ -19,13 +19,6 @@ typedef struct use_opts {
 
 static use_opts uo;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int load(const char *cmd, cnf_flow **f)
 {
     if (!uo.model) {
@@ -136,7 +129,7 @@ static int eval_file(cnf_flow *f, const cnf_st_file *file)
         cnf_data_dequantize(D.all.X, D.all.n, d, &r);
     }
     size_t bs = uo.batch ? uo.batch : n, nfe = 0;
-    double t0 = now(), sum = 0, sum2 = 0;
+    double t0 = cli_now(), sum = 0, sum2 = 0;
     cnf_flow_stats st;
     for (size_t i = 0; i < n; i += bs) {
         size_t m = n - i < bs ? n - i : bs;
@@ -148,7 +141,7 @@ static int eval_file(cnf_flow *f, const cnf_st_file *file)
         }
         nfe += st.nfe_forward;
     }
-    double sec = now() - t0;
+    double sec = cli_now() - t0;
     for (size_t i = 0; i < n; i++) {
         sum -= lp[i];
         sum2 += lp[i] * lp[i];
@@ -197,6 +190,19 @@ static void help(FILE *out)
     cli_opts_help(out, help_table, help_n);
 }
 
+/* Parse a subcommand's options against its table, with text above the option list for --help:
+ * 0, or the exit status to return (0 after --help, 2 after a usage message). */
+static int parse(const char *cmd, const cli_opt *table, size_t n, const char *text, int argc,
+                 char **argv, int *status)
+{
+    help_table = table;
+    help_n = n;
+    help_text = text;
+    int u = cli_opts_parse(cmd, table, n, argc, argv, help);
+    *status = u == 1 ? 0 : 2;
+    return u;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     memset(&uo, 0, sizeof uo);
@@ -211,12 +217,9 @@ int cmd_eval(int argc, char **argv)
                "data files: every row (default) or the training run's test rows", 0},
               {"--batch", OPT_SIZE, &uo.batch, "N", "evaluation batch size", 0},
               {"--json", OPT_FLAG, &uo.json, NULL, "JSON object as the last line", 0});
-    help_table = table;
-    help_n = n_table;
-    help_text = eval_help_text;
-    int u = cli_opts_parse("eval", table, n_table, argc, argv, help);
-    if (u)
-        return u == 1 ? 0 : 2;
+    int u, status;
+    if ((u = parse("eval", table, n_table, eval_help_text, argc, argv, &status)))
+        return status;
     if (uo.n == 0) {
         fprintf(stderr, "cnf eval: -n must be positive\n");
         return 2;
@@ -253,11 +256,11 @@ int cmd_eval(int argc, char **argv)
         free(X);
         return 1;
     }
-    double mean, se, t0 = now();
+    double mean, se, t0 = cli_now();
     cnf_flow_stats st;
     int rc = cnf_flow_eval_nll(f, X, uo.n, uo.batch, &mean, &se, &st);
-    double sec = now() - t0;
-    int status = 1;
+    double sec = cli_now() - t0;
+    status = 1;
     if (rc) {
         cli_error("eval", rc, "evaluating");
     } else {
@@ -291,15 +294,13 @@ int cmd_sample(int argc, char **argv)
     uo.n = 1000;
     USE_TABLE({"-n", OPT_SIZE, &uo.n, "N", "number of samples", 0},
               {"--out", OPT_STR, &uo.out, "FILE", "output: .csv (one row per sample) or .npy", 0});
-    help_table = table;
-    help_n = n_table;
-    help_text = "usage: cnf sample --model FILE --out FILE.csv|FILE.npy [-n N] [--seed S]\n\n"
+    static const char *text = "usage: cnf sample --model FILE --out FILE.csv|FILE.npy [-n N] [--seed S]\n\n"
                 "Draw N samples from a saved model (base points from --seed, mapped through the\n"
                 "flow with its evaluation solver) and write them as CSV or NumPy .npy.\n\n"
                 "options:\n";
-    int u = cli_opts_parse("sample", table, n_table, argc, argv, help);
-    if (u)
-        return u == 1 ? 0 : 2;
+    int u, status;
+    if ((u = parse("sample", table, n_table, text, argc, argv, &status)))
+        return status;
     if (!uo.out || !(ends_with(uo.out, ".csv") || ends_with(uo.out, ".npy"))) {
         fprintf(stderr, "cnf sample: --out FILE.csv or FILE.npy is required\n");
         return 2;
@@ -335,16 +336,14 @@ int cmd_plot(int argc, char **argv)
     USE_TABLE({"--data", OPT_STR, &uo.data, "NAME", "toy data set for the first panel", 0},
               {"-n", OPT_SIZE, &uo.n, "N", "points in the data and sample histograms", 0},
               {"--out", OPT_STR, &uo.out, "FILE.png", "picture to write", 0});
-    help_table = table;
-    help_n = n_table;
-    help_text = "usage: cnf plot --model FILE --data NAME --out FILE.png\n\n"
+    static const char *text = "usage: cnf plot --model FILE --data NAME --out FILE.png\n\n"
                 "FFJORD's figure of a 2-D model on [-4, 4]^2, three panels left to right: a\n"
                 "histogram of the data, the model density exp(log p) on a 100x100 grid, and a\n"
                 "histogram of model samples (viridis; the extent is in the PNG's tEXt chunk).\n\n"
                 "options:\n";
-    int u = cli_opts_parse("plot", table, n_table, argc, argv, help);
-    if (u)
-        return u == 1 ? 0 : 2;
+    int u, status;
+    if ((u = parse("plot", table, n_table, text, argc, argv, &status)))
+        return status;
     if (!uo.out) {
         fprintf(stderr, "cnf plot: --out FILE.png is required\n");
         return 2;

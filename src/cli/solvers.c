@@ -68,13 +68,6 @@ typedef struct run_result {
     double seconds, error, err_x, err_logp;
 } run_result;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int solve_one(const cnf_problem *p, const double *ref, run_result *r)
 {
     cnf_ode_solver *s;
@@ -91,9 +84,9 @@ static int solve_one(const cnf_problem *p, const double *ref, run_result *r)
     opt.atol = r->atol;
     opt.block = p->block;
     p->initial(y);
-    double t = now();
+    double t = cli_now();
     r->rc = cnf_ode_solve(s, p->f, NULL, p->t0, p->t1, y, &opt, NULL, NULL, &r->st);
-    r->seconds = now() - t;
+    r->seconds = cli_now() - t;
     p->errors(y, ref, &r->err_x, &r->err_logp);
     r->error = cnf_problem_error(p, y, ref);
     cnf_ode_solver_free(s);
@@ -118,9 +111,9 @@ static int solve_model(model_problem *mp, run_result *r)
     s->eval.opt.rtol = r->tol;
     s->eval.opt.atol = r->atol;
     cnf_flow_stats st;
-    double t = now();
+    double t = cli_now();
     r->rc = cnf_flow_log_prob(mp->flow, mp->X, mp->n, mp->lp, &st);
-    r->seconds = now() - t;
+    r->seconds = cli_now() - t;
     r->st.nfe = st.nfe_forward;
     r->st.accepted = st.steps;
     r->st.rejected = st.rejected;

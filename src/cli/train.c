@@ -129,13 +129,6 @@ static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
     return cnf_toy_sample(ctx, n, X, rng);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int write_plot(const char *path)
 {
     double *D = malloc(20000 * 2 * sizeof(double));
@@ -348,9 +341,9 @@ static int run_reverse_kl(cnf_st_file *file)
            "seed %llu\n", tname, d, cnf_flow_kind(R.flow), cnf_flow_n_params(R.flow),
            to.batch, (unsigned long long)to.seed);
     fflush(stdout);
-    R.start = now();
+    R.start = cli_now();
     rc = cnf_trainer_run(R.trainer);
-    double seconds = now() - R.start, log_z = NAN, ess = NAN, elbo = NAN;
+    double seconds = cli_now() - R.start, log_z = NAN, ess = NAN, elbo = NAN;
     cnf_rng r;
     cnf_rng_seed(&r, to.seed ^ 0x15a3b1eULL);
     if (!rc)
@@ -552,9 +545,9 @@ int cmd_train(int argc, char **argv)
            cnf_cflow_settings(R.flow) ? fo.solver : "no ODE solver", to.batch,
            (unsigned long long)to.seed, R.first_iter, to.iters);
     fflush(stdout);
-    R.start = now();
+    R.start = cli_now();
     rc = cnf_trainer_run(R.trainer);
-    double seconds = now() - R.start;
+    double seconds = cli_now() - R.start;
     if (rc == 1 && R.stopped)
         rc = CNF_OK;
     if (!rc && R.es.best && R.es.best_nll < INFINITY) {
