@@ -277,6 +277,9 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     int rc = cnf_mlp_create(&m, &mc);
     if (rc == CNF_OK)
         rc = cnf_mlp_work_create_threads(&w, m, n, K, 1); /* one core, as the GEMMs below */
+    /* As in a forward solve: no reverse pass follows, so the chunks share one set of buffers. */
+    if (rc == CNF_OK)
+        cnf_mlp_work_set_keep(w, 0);
     double *theta = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(double));
     double *X = bench_points(n, d, &rng), *U = cnf_calloc(K * n * d, sizeof(double));
     double *F = cnf_calloc(n * d, sizeof(double)), *JU = cnf_calloc(K * n * d, sizeof(double));

@@ -213,10 +213,13 @@ typedef struct aug {
 
 static const double *block_theta(const aug *a) { return a->c->base.theta + a->b * a->c->P; }
 
-/* v, J u, D, F̂ at (τ, X) into slot s. */
-static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx)
+/* v, J u, D, F̂ at (τ, X) into slot s; for_vjp: aug_vjp on s follows (otherwise the MLP may
+ * drop its activations as it goes, cnf_mlp_work_set_keep). */
+static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx, int for_vjp)
 {
     const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
+    if (a->c->mlp)
+        cnf_mlp_work_set_keep(s->work, for_vjp);
     int rc = a->c->ops.jvp(a->c->field_ctx, block_theta(a), a->T * tau, X, ldx, n, a->U, K, s->F,
                            d, s->JU, s->work);
     if (rc)
@@ -309,7 +312,7 @@ static int aug_rhs(double tau, const double *y, double *dy, void *ctx)
 {
     aug *a = ctx;
     slot *s = &a->c->slots[0];
-    int rc = aug_eval(a, s, tau, y, a->c->cfg.dim + 3);
+    int rc = aug_eval(a, s, tau, y, a->c->cfg.dim + 3, 0);
     if (rc)
         return rc < 0 ? rc : -1;
     aug_store(a, s, dy);
@@ -508,7 +511,7 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
                 for (size_t m = 0; m < dim; m++)
                     Yi[m] += h * aij * k[j * dim + m];
         }
-        int rc = aug_eval(a, &c->slots[1 + i], tau + tab->c[i] * h, Yi, S);
+        int rc = aug_eval(a, &c->slots[1 + i], tau + tab->c[i] * h, Yi, S, 1);
         if (rc)
             return rc;
         aug_store(a, &c->slots[1 + i], k + i * dim);
@@ -567,7 +570,7 @@ static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
     cflow *c = a->c;
     const size_t d = c->cfg.dim, n = a->n, P = c->P;
     slot *s = &c->slots[0];
-    int rc = aug_eval(a, s, tau, w, d);
+    int rc = aug_eval(a, s, tau, w, d, 1);
     if (rc)
         return rc < 0 ? rc : -1;
     for (size_t m = 0; m < n * d; m++)
@@ -657,7 +660,7 @@ static int cv_eval(cv_ctx *cv, double tau, const double *y, const double *lam)
         return 0;
     cv->valid = 0;
     slot *s = &a->c->slots[0];
-    int rc = aug_eval(a, s, tau, y, S);
+    int rc = aug_eval(a, s, tau, y, S, 1);
     if (rc)
         return rc < 0 ? rc : -1;
     memset(cv->ga, 0, n * d * sizeof(double));

@@ -80,6 +80,11 @@ struct cnf_mlp_work {
     size_t n_sub, nch; /* chunks available, chunks of the last call */
     size_t threads, bs; /* threads, samples per cache block */
     cnf_mlp_work **sub;
+    /* keep (default 1): forward calls keep every chunk's buffers for cnf_mlp_backward. With
+     * keep = 0 (cnf_mlp_work_set_keep) chunks reuse their thread's buffers, sub[thread], so a
+     * large batch streams through cache rather than memory; kept records which the last call
+     * did. */
+    int keep, kept;
     struct pool *pool; /* NULL with one thread */
     double *gpart;  /* (n_sub, n_params) */
     double *gtpart; /* (n_sub) */
@@ -463,13 +468,14 @@ typedef struct pool {
     _Atomic uint64_t next;
     atomic_size_t done;
     /* The current task, written before `next` is published and read after it is acquired. */
-    void (*fn)(void *arg, size_t chunk);
+    void (*fn)(void *arg, size_t chunk, size_t thread);
     void *arg;
     size_t nch;
 } pool;
 
-/* Claim and run chunks of generation g until none is left. */
-static void pool_work(pool *p, unsigned g)
+/* Claim and run chunks of generation g until none is left; `thread` is 0 for the caller and
+ * 1 + i for helper i. */
+static void pool_work(pool *p, unsigned g, size_t thread)
 {
     uint64_t v = atomic_load(&p->next);
     for (;;) {
@@ -477,7 +483,7 @@ static void pool_work(pool *p, unsigned g)
             return;
         if (!atomic_compare_exchange_weak(&p->next, &v, v + 1))
             continue;
-        p->fn(p->arg, (size_t)(v & 0xffffffffu));
+        p->fn(p->arg, (size_t)(v & 0xffffffffu), thread);
         atomic_fetch_add(&p->done, 1);
         v = atomic_load(&p->next);
     }
@@ -505,7 +511,7 @@ static void *helper_main(void *v)
         if (atomic_load(&p->quit))
             return NULL;
         seen = g;
-        pool_work(p, g);
+        pool_work(p, g, (size_t)(h - p->help) + 1);
     }
 }
 
@@ -549,11 +555,11 @@ static pool *pool_create(size_t n_help)
 
 /* Run fn(arg, c) for c = 0..nch−1 over the caller and the helpers (all on the caller without
  * a pool); returns when all are done. */
-static void pool_run(pool *p, void (*fn)(void *, size_t), void *arg, size_t nch)
+static void pool_run(pool *p, void (*fn)(void *, size_t, size_t), void *arg, size_t nch)
 {
     if (!p) {
         for (size_t c = 0; c < nch; c++)
-            fn(arg, c);
+            fn(arg, c, 0);
         return;
     }
     unsigned g = atomic_load(&p->gen) + 1;
@@ -568,7 +574,7 @@ static void pool_run(pool *p, void (*fn)(void *, size_t), void *arg, size_t nch)
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    pool_work(p, g);
+    pool_work(p, g, 0);
     /* Chunks still running were claimed by helpers that are running them. */
     for (int spin = 0; atomic_load(&p->done) < nch; spin++) {
         if (spin < SPIN_LIMIT)
@@ -670,6 +676,7 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     w->n_sub = n_sub;
     w->threads = threads;
     w->bs = bs;
+    w->keep = w->kept = 1;
     /* A chunk never exceeds bs samples (see n_chunks). */
     size_t cap = bs < n_max ? bs : n_max;
     w->sub = cnf_calloc(n_sub, sizeof *w->sub);
@@ -703,6 +710,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
     if (!w)
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
     size_t L = m->L, rows = n_max * (1 + k_max);
+    w->keep = w->kept = 1;
     w->n_max = n_max;
     w->k_max = k_max;
     w->L = L;
@@ -942,14 +950,14 @@ static size_t n_chunks(const cnf_mlp_work *w, size_t n)
     return c ? c : 1;
 }
 
-static void forward_chunk(void *arg, size_t c)
+static void forward_chunk(void *arg, size_t c, size_t thread)
 {
     cnf_mlp_work *w = arg;
     const struct task *tk = w->task;
     const size_t d = tk->m->cfg.d_in, n = tk->n;
     size_t i0, i1;
     chunk_rows(n, w->nch, c, &i0, &i1);
-    cnf_mlp_work *sw = w->sub[c];
+    cnf_mlp_work *sw = w->sub[w->kept ? c : thread];
     int rc = run_forward(tk->m, tk->theta, tk->t, tk->X + i0 * tk->ldx, tk->ldx, i1 - i0,
                          tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, sw);
     if (rc == CNF_OK)
@@ -958,10 +966,11 @@ static void forward_chunk(void *arg, size_t c)
     w->rcpart[c] = rc;
 }
 
-/* forward/jvp on w, threaded or not: F, JU as cnf_mlp_jvp. */
+/* forward/jvp on w, threaded or not: F, JU as cnf_mlp_jvp. keep: the chunks' buffers must
+ * stay for cnf_mlp_backward or for reading results out of them (the divergences). */
 static int forward_any(const cnf_mlp *m, const double *theta, double t, const double *X,
                        size_t ldx, size_t n, const double *U, size_t K, int unit, double *F,
-                       size_t ldf, double *JU, cnf_mlp_work *w)
+                       size_t ldf, double *JU, int keep, cnf_mlp_work *w)
 {
     if (!w || w->n_sub <= 1) {
         int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, w);
@@ -981,11 +990,13 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
     w->unit = unit;
     w->t = t;
     w->nch = n_chunks(w, n);
+    /* Reusing sub[thread] needs one buffer set per thread: n_sub ≥ threads. */
+    w->kept = keep || w->n_sub < w->threads;
     struct task tk = {.m = m, .theta = theta, .t = t, .X = X, .ldx = ldx, .n = n, .K = K,
                       .U = U, .unit = unit, .F = F, .ldf = ldf, .JU = JU};
     w->task = &tk;
     if (w->nch == 1)
-        forward_chunk(w, 0);
+        forward_chunk(w, 0, 0);
     else
         pool_run(w->pool, forward_chunk, w, w->nch);
     w->task = NULL;
@@ -1015,19 +1026,32 @@ int cnf_mlp_forward(const cnf_mlp *m, const double *theta, double t, const doubl
     if (F && ldf < m->cfg.d_out)
         return cnf_fail(CNF_EDIM, "output row stride %zu < output dimension %zu", ldf,
                         m->cfg.d_out);
-    return forward_any(m, theta, t, X, ldx, n, NULL, 0, 0, F, ldf, NULL, w);
+    return forward_any(m, theta, t, X, ldx, n, NULL, 0, 0, F, ldf, NULL, w ? w->keep : 1, w);
 }
 
-int cnf_mlp_jvp(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
-                size_t n, const double *U, size_t K, double *F, size_t ldf, double *JU,
-                cnf_mlp_work *w)
+static int jvp(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
+               size_t n, const double *U, size_t K, double *F, size_t ldf, double *JU, int keep,
+               cnf_mlp_work *w)
 {
     if (F && ldf < m->cfg.d_out)
         return cnf_fail(CNF_EDIM, "output row stride %zu < output dimension %zu", ldf,
                         m->cfg.d_out);
     if (JU && m->cfg.d_out != m->cfg.d_in)
         return cnf_fail(CNF_EDIM, "Jacobian-vector products need d_out = d_in");
-    return forward_any(m, theta, t, X, ldx, n, U, K, U == NULL && K > 0, F, ldf, JU, w);
+    return forward_any(m, theta, t, X, ldx, n, U, K, U == NULL && K > 0, F, ldf, JU, keep, w);
+}
+
+int cnf_mlp_jvp(const cnf_mlp *m, const double *theta, double t, const double *X, size_t ldx,
+                size_t n, const double *U, size_t K, double *F, size_t ldf, double *JU,
+                cnf_mlp_work *w)
+{
+    return jvp(m, theta, t, X, ldx, n, U, K, F, ldf, JU, w ? w->keep : 1, w);
+}
+
+void cnf_mlp_work_set_keep(cnf_mlp_work *w, int keep)
+{
+    if (w)
+        w->keep = keep != 0;
 }
 
 int cnf_mlp_div_exact(const cnf_mlp *m, const double *theta, double t, const double *X,
@@ -1036,7 +1060,7 @@ int cnf_mlp_div_exact(const cnf_mlp *m, const double *theta, double t, const dou
     const size_t d = m->cfg.d_in;
     if (m->cfg.d_out != d)
         return cnf_fail(CNF_EDIM, "divergence needs d_out = d_in (%zu != %zu)", m->cfg.d_out, d);
-    int rc = cnf_mlp_jvp(m, theta, t, X, ldx, n, NULL, d, F, ldf, NULL, w);
+    int rc = jvp(m, theta, t, X, ldx, n, NULL, d, F, ldf, NULL, 1, w); /* read below */
     if (rc)
         return rc;
     for (size_t c = 0; c < (w->n_sub > 1 ? w->nch : 1); c++) {
@@ -1062,7 +1086,7 @@ int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t, const dou
         return cnf_fail(CNF_EDIM, "divergence needs d_out = d_in (%zu != %zu)", m->cfg.d_out, d);
     if (K == 0 || !E)
         return cnf_fail(CNF_EINVAL, "Hutchinson estimate needs at least one probe");
-    int rc = cnf_mlp_jvp(m, theta, t, X, ldx, n, E, K, F, ldf, NULL, w);
+    int rc = jvp(m, theta, t, X, ldx, n, E, K, F, ldf, NULL, 1, w); /* read below */
     if (rc)
         return rc;
     for (size_t c = 0; c < (w->n_sub > 1 ? w->nch : 1); c++) {
@@ -1088,8 +1112,9 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
                      double *gt, cnf_mlp_work *w);
 
-static void backward_chunk(void *arg, size_t c)
+static void backward_chunk(void *arg, size_t c, size_t thread)
 {
+    (void)thread; /* chunk c's state is in sub[c], whoever runs it */
     cnf_mlp_work *w = arg;
     const struct task *tk = w->task;
     const cnf_mlp *m = tk->m;
@@ -1120,6 +1145,9 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
     if (w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
                         "call on the same MLP");
+    if (!w->kept)
+        return cnf_fail(CNF_EINVAL, "cnf_mlp_backward after a forward call that did not keep "
+                        "its state (cnf_mlp_work_set_keep(w, 0))");
     if (R && ldr < m->cfg.d_out)
         return cnf_fail(CNF_EDIM, "seed row stride %zu < output dimension %zu", ldr,
                         m->cfg.d_out);
@@ -1132,7 +1160,7 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                       .ldgx = ldgx, .gtheta = gtheta, .want_gt = gt != NULL};
     w->task = &tk;
     if (w->nch == 1)
-        backward_chunk(w, 0);
+        backward_chunk(w, 0, 0);
     else
         pool_run(w->pool, backward_chunk, w, w->nch);
     w->task = NULL;

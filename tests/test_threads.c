@@ -120,3 +120,57 @@ Test(threads, cnf_gradient_repeats_bitwise)
         free(g[1]);
     }
 }
+
+/* cnf_mlp_work_set_keep(w, 0): chunks reuse their thread's buffers. F and J u are the same bits as
+ * with keep = 1 (1 and 3 threads, a batch of many cache blocks), a reverse pass after such a call
+ * is refused with CNF_EINVAL, and one after a keep = 1 call on the same work still runs. */
+Test(threads, forward_without_keep_gives_the_same_bits)
+{
+    enum { NB = 2000 }; /* ~24 cache blocks of 85 samples with the unit tangents */
+    size_t hidden[] = {64, 64};
+    cnf_mlp_config cfg = {.d_in = 2, .d_out = 2, .n_hidden = 2, .hidden = hidden,
+                          .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH};
+    cnf_mlp *m = NULL;
+    cr_assert_eq(cnf_mlp_create(&m, &cfg), CNF_OK);
+    size_t np = cnf_mlp_n_params(m);
+    double *theta = malloc(np * sizeof(double)), *X = malloc(NB * 2 * sizeof(double));
+    double *F[2], *JU[2], *g = calloc(np, sizeof(double));
+    cnf_rng r;
+    cnf_rng_seed(&r, 8);
+    cnf_mlp_init(m, theta, &r);
+    for (size_t i = 0; i < NB * 2; i++)
+        X[i] = 2.0 * cnf_rng_normal(&r);
+    for (int k = 0; k < 2; k++) {
+        F[k] = malloc(NB * 2 * sizeof(double));
+        JU[k] = malloc(2 * NB * 2 * sizeof(double));
+    }
+    const size_t threads[] = {1, 3};
+    for (size_t ti = 0; ti < 2; ti++) {
+        cnf_mlp_work *w = NULL;
+        cr_assert_eq(cnf_mlp_work_create_threads(&w, m, NB, 2, threads[ti]), CNF_OK);
+        for (int keep = 1; keep >= 0; keep--) {
+            cnf_mlp_work_set_keep(w, keep);
+            cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, NB, NULL, 2, F[keep], 2, JU[keep], w),
+                         CNF_OK, "%s", cnf_errmsg());
+        }
+        cr_assert(!memcmp(F[0], F[1], NB * 2 * sizeof(double)), "F differs (%zu threads)",
+                  threads[ti]);
+        cr_assert(!memcmp(JU[0], JU[1], 2 * NB * 2 * sizeof(double)),
+                  "J u differs (%zu threads)", threads[ti]);
+        cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w), CNF_EINVAL,
+                     "reverse pass after a call that kept nothing");
+        cnf_mlp_work_set_keep(w, 1);
+        cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, NB, NULL, 2, F[1], 2, NULL, w), CNF_OK);
+        cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w), CNF_OK,
+                     "%s", cnf_errmsg());
+        cnf_mlp_work_free(w);
+    }
+    for (int k = 0; k < 2; k++) {
+        free(F[k]);
+        free(JU[k]);
+    }
+    free(g);
+    free(X);
+    free(theta);
+    cnf_mlp_free(m);
+}

@@ -109,6 +109,13 @@ CNF_API int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, si
  * busy 2-core machine; see src/mlp.c). */
 CNF_API size_t cnf_mlp_threads_default(void);
 CNF_API void cnf_mlp_work_free(cnf_mlp_work *w);
+/* keep = 1 (the default): forward calls on w keep what cnf_mlp_backward needs. keep = 0 is for
+ * calls no reverse pass follows (e.g. the right-hand side of a forward ODE solve): the chunks of
+ * a large batch then reuse one set of buffers per thread, which stays in cache, instead of
+ * writing every chunk's activations to memory (10,000 samples, d = 2, 64-64-64: 1.7x faster).
+ * Results are bit-identical either way; cnf_mlp_backward after a call made with keep = 0 fails
+ * with CNF_EINVAL. The divergence calls always keep. */
+CNF_API void cnf_mlp_work_set_keep(cnf_mlp_work *w, int keep);
 
 /* 1. F = f(t, X). One GEMM per layer. F may be NULL (then only the work is filled). */
 CNF_API int cnf_mlp_forward(const cnf_mlp *m, const double *theta, double t,
