@@ -254,7 +254,33 @@ static void sgemm_nt(size_t M, size_t N, size_t K, const float *A, const float *
                 B, (int)K, 0.0f, C, (int)N);
 }
 
-/* The MLP right-hand side (forward + K tangents) against its own GEMMs timed alone. */
+/* The layer products of the right-hand side alone, shapes (rows' × in) · (in × out) as
+ * run_forward issues them, over the n samples in blocks of bs samples (bs = n: one GEMM per
+ * layer over the whole batch). */
+static void rhs_gemms(int mixed, size_t n, size_t bs, size_t K, int unit, size_t d,
+                      size_t width, const double *theta, double *A, double *C, const float *Wf,
+                      float *Af, float *Cf)
+{
+    for (size_t i0 = 0; i0 < n; i0 += bs) {
+        size_t nb = n - i0 < bs ? n - i0 : bs, rows = nb * (1 + K), r0 = i0 * (1 + K);
+        if (mixed) {
+            sgemm_nt(unit ? nb : rows, width, d, Af + r0 * width, Wf, Cf + r0 * width);
+            sgemm_nt(rows, width, width, Af + r0 * width, Wf, Cf + r0 * width);
+            sgemm_nt(rows, width, width, Cf + r0 * width, Wf, Af + r0 * width);
+            sgemm_nt(rows, d, width, Af + r0 * width, Wf, Cf + r0 * width);
+        } else {
+            double *a = A + r0 * width, *c = C + r0 * width;
+            cnf_gemm(0, 1, unit ? nb : rows, width, d, 1.0, a, d, theta, d, 0.0, c, width);
+            cnf_gemm(0, 1, rows, width, width, 1.0, a, width, theta, width, 0.0, c, width);
+            cnf_gemm(0, 1, rows, width, width, 1.0, c, width, theta, width, 0.0, a, width);
+            cnf_gemm(0, 1, rows, d, width, 1.0, a, width, theta, width, 0.0, c, d);
+        }
+    }
+}
+
+/* The MLP right-hand side (forward + K tangents) against its own GEMMs timed alone: over the
+ * whole batch (the shape of the problem) and in the RHS's cache blocks of 256 rows (the shapes
+ * it actually issues, and the faster reference once the batch outgrows the cache). */
 static int case_rhs(bench_ctx *b, size_t d, size_t width)
 {
     const size_t n = b->opt->quick ? 1000 : 10000, K = d == 2 ? d : 1;
@@ -306,7 +332,9 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
                    2.0 * 2.0 * (double)rows * (double)(width * width) +
                    2.0 * (double)rows * (double)(width * d);
     reset_peak();
-    double *tc = cnf_calloc(2 * reps, sizeof(double)), *tgc = tc ? tc + reps : NULL;
+    double *tc = cnf_calloc(4 * reps, sizeof(double)), *tgc = tc ? tc + reps : NULL;
+    double *tb = tc ? tc + 2 * reps : NULL, *tbc = tc ? tc + 3 * reps : NULL;
+    const size_t bs = 256 / (1 + K); /* samples per cache block, as src/mlp.c */
     if (rc == CNF_OK && !tc)
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     for (size_t i = 0; rc == CNF_OK && i < reps + 1; i++) {
@@ -317,28 +345,28 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
             tc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
         }
         c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
-        /* The same GEMMs alone: shapes (rows' × in) · (in × out) as run_forward issues them. */
         t0 = cnf_wall_seconds();
-        if (mixed) {
-            sgemm_nt(unit ? n : rows, width, d, Af, Wf, Cf);
-            sgemm_nt(rows, width, width, Af, Wf, Cf);
-            sgemm_nt(rows, width, width, Cf, Wf, Af);
-            sgemm_nt(rows, d, width, Af, Wf, Cf);
-        } else {
-            cnf_gemm(0, 1, unit ? n : rows, width, d, 1.0, A, d, theta, d, 0.0, C, width);
-            cnf_gemm(0, 1, rows, width, width, 1.0, A, width, theta, width, 0.0, C, width);
-            cnf_gemm(0, 1, rows, width, width, 1.0, C, width, theta, width, 0.0, A, width);
-            cnf_gemm(0, 1, rows, d, width, 1.0, A, width, theta, width, 0.0, C, d);
-        }
+        rhs_gemms(mixed, n, n, K, unit, d, width, theta, A, C, Wf, Af, Cf);
         if (i > 0) {
             tg[i - 1] = cnf_wall_seconds() - t0;
             tgc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
+        }
+        c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
+        t0 = cnf_wall_seconds();
+        rhs_gemms(mixed, n, bs, K, unit, d, width, theta, A, C, Wf, Af, Cf);
+        if (i > 0) {
+            tb[i - 1] = cnf_wall_seconds() - t0;
+            tbc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
         }
     }
     r.peak_rss_mb = peak_mb();
     if (rc == CNF_OK) {
         summarize(&r, tgc, reps);
         r.gemm_gflops_cpu = flops / r.median_s * 1e-9;
+        summarize(&r, tbc, reps);
+        r.gemm_blocked_gflops_cpu = flops / r.median_s * 1e-9;
+        summarize(&r, tb, reps);
+        r.gemm_blocked_gflops = flops / r.median_s * 1e-9;
         summarize(&r, tc, reps);
         r.gflops_cpu = flops / r.median_s * 1e-9;
         r.cpu_s = r.median_s;

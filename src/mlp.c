@@ -277,9 +277,41 @@ FUSED_ROW(row_elu, act_elu)
 FUSED_ROW(row_swish, act_swish)
 #undef FUSED_ROW
 
+/* The same pass when no reverse pass follows (cnf_mlp_work_set_keep(w, 0)): only h and σ' (for
+ * the tangents) are stored. */
+#define LEAN_ROW(NAME, ACT)                                                                      \
+    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
+                                       const double *restrict g, const double *restrict ct,      \
+                                       const double *restrict y, double *restrict h,             \
+                                       double *restrict d1)                                      \
+    {                                                                                            \
+        for (size_t j = 0; j < o; j++) {                                                         \
+            double zj = g[j] * (y[j] + b[j]) + ct[j], hj, aj, bj;                                \
+            ACT(zj, &hj, &aj, &bj);                                                              \
+            h[j] = hj;                                                                           \
+            d1[j] = aj;                                                                          \
+        }                                                                                        \
+    }
+LEAN_ROW(lean_tanh, act_tanh)
+LEAN_ROW(lean_softplus, act_softplus)
+LEAN_ROW(lean_elu, act_elu)
+LEAN_ROW(lean_swish, act_swish)
+#undef LEAN_ROW
+
 static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const double *g,
                        const double *ct, double *Y, double *Z, double *H, double *ds, double *d2s)
 {
+    if (!Z) {
+        void (*lean)(size_t, const double *restrict, const double *restrict,
+                     const double *restrict, const double *restrict, double *restrict,
+                     double *restrict) = act == CNF_ACT_TANH       ? lean_tanh
+                                         : act == CNF_ACT_SOFTPLUS ? lean_softplus
+                                         : act == CNF_ACT_ELU      ? lean_elu
+                                                                   : lean_swish;
+        for (size_t i = 0; i < n; i++)
+            lean(o, b, g, ct, Y + i * o, H + i * o, ds + i * o);
+        return;
+    }
     void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
                 double *restrict, double *restrict, double *restrict, double *restrict,
                 double *restrict) = act == CNF_ACT_TANH       ? row_tanh
@@ -798,6 +830,27 @@ CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const d
         }
 }
 
+/* The same without ż (no reverse pass follows). Yt = NULL: g already holds ż, the same for
+ * every row (the first layer's unit tangents). */
+CNF_VECTOR_CLONES static void tangent_lean(size_t n, size_t K, size_t o, const double *restrict g,
+                                           const double *restrict ds, const double *restrict Yt,
+                                           double *restrict Ht)
+{
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++) {
+            const double *dsi = ds + i * o;
+            double *hk = Ht + (k * n + i) * o;
+            if (!Yt) {
+                for (size_t j = 0; j < o; j++)
+                    hk[j] = dsi[j] * g[j];
+                continue;
+            }
+            const double *yk = Yt + (k * n + i) * o;
+            for (size_t j = 0; j < o; j++)
+                hk[j] = dsi[j] * (g[j] * yk[j]);
+        }
+}
+
 /* Y (M, out) = In (M, in) · W_lᵀ; mixed precision keeps the float input for the reverse pass. */
 static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
                           const double *In, const double *W, double *Y)
@@ -849,7 +902,7 @@ static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, co
  * slab k of U starts at U + k·ldu (ldu = n·d for a whole batch, more for a chunk of one). */
 static int run_forward(const cnf_mlp *m, const double *theta, double t, const double *X,
                        size_t ldx, size_t n, const double *U, size_t ldu, size_t K, int unit,
-                       cnf_mlp_work *w)
+                       int keep, cnf_mlp_work *w)
 {
     int rc = check_call(m, n, K, w, ldx);
     if (rc)
@@ -879,7 +932,11 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
         const double *W = theta + ly->W, *b = theta + ly->b;
         double *Y = w->Y[l], *Z = w->Z[l], *g = w->G[l];
 
-        if (l == 0 && unit) {
+        const int unit0 = l == 0 && unit, hidden = l + 1 < m->L;
+        if (unit0 && !keep && hidden) {
+            /* Only the primal rows: the tangents' ḣ comes straight from W's columns below. */
+            layer_forward(m, w, l, n, in, W, Y);
+        } else if (unit0) {
             /* ẏ_{k,i} = W e_k = column k of W: no GEMM for the tangents. */
             layer_forward(m, w, l, n, in, W, Y);
             for (size_t k = 0; k < K; k++)
@@ -901,8 +958,23 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
             /* One fused pass: primal y += b, z = g ⊙ y + c t, σ, σ', σ''; then the tangent rows
              * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
-            act_primal(m->cfg.act, n, o, b, g, ct, Y, Z, H, ds, d2s);
-            tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
+            if (keep) {
+                act_primal(m->cfg.act, n, o, b, g, ct, Y, Z, H, ds, d2s);
+                tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
+            } else {
+                act_primal(m->cfg.act, n, o, b, g, ct, Y, NULL, H, ds, NULL);
+                if (unit0) {
+                    /* ḣ_{k,i} = σ'(z_i) ⊙ (g ⊙ W e_k): the same products as the tangent pass. */
+                    double *gw = w->gamma + m->max_width;
+                    for (size_t k = 0; k < K; k++) {
+                        for (size_t j = 0; j < o; j++)
+                            gw[j] = g[j] * W[j * ly->in + k];
+                        tangent_lean(n, 1, o, gw, ds, NULL, H + (1 + k) * n * o);
+                    }
+                } else {
+                    tangent_lean(n, K, o, g, ds, Y + n * o, H + n * o);
+                }
+            }
             in = H;
         } else {
             for (size_t i = 0; i < n; i++) {
@@ -959,7 +1031,7 @@ static void forward_chunk(void *arg, size_t c, size_t thread)
     chunk_rows(n, w->nch, c, &i0, &i1);
     cnf_mlp_work *sw = w->sub[w->kept ? c : thread];
     int rc = run_forward(tk->m, tk->theta, tk->t, tk->X + i0 * tk->ldx, tk->ldx, i1 - i0,
-                         tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, sw);
+                         tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, w->kept, sw);
     if (rc == CNF_OK)
         copy_output(sw, tk->F ? tk->F + i0 * tk->ldf : NULL, tk->ldf,
                     tk->JU ? tk->JU + i0 * tk->m->cfg.d_out : NULL, n * tk->m->cfg.d_out);
@@ -973,7 +1045,9 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
                        size_t ldf, double *JU, int keep, cnf_mlp_work *w)
 {
     if (!w || w->n_sub <= 1) {
-        int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, w);
+        if (w)
+            w->kept = keep;
+        int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, keep, w);
         if (rc == CNF_OK)
             copy_output(w, F, ldf, JU, n * m->cfg.d_out);
         return rc;
@@ -1139,15 +1213,15 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                      const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
                      cnf_mlp_work *w)
 {
+    if (w && !w->kept)
+        return cnf_fail(CNF_EINVAL, "cnf_mlp_backward after a forward call that did not keep "
+                        "its state (cnf_mlp_work_set_keep(w, 0))");
     if (!w || w->n_sub <= 1)
         return backward1(m, theta, R, ldr, S, w ? w->n * m->cfg.d_out : 0, GX, ldgx,
                          gtheta, gt, w);
     if (w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
                         "call on the same MLP");
-    if (!w->kept)
-        return cnf_fail(CNF_EINVAL, "cnf_mlp_backward after a forward call that did not keep "
-                        "its state (cnf_mlp_work_set_keep(w, 0))");
     if (R && ldr < m->cfg.d_out)
         return cnf_fail(CNF_EDIM, "seed row stride %zu < output dimension %zu", ldr,
                         m->cfg.d_out);

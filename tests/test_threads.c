@@ -121,9 +121,10 @@ Test(threads, cnf_gradient_repeats_bitwise)
     }
 }
 
-/* cnf_mlp_work_set_keep(w, 0): chunks reuse their thread's buffers. F and J u are the same bits as
- * with keep = 1 (1 and 3 threads, a batch of many cache blocks), a reverse pass after such a call
- * is refused with CNF_EINVAL, and one after a keep = 1 call on the same work still runs. */
+/* cnf_mlp_work_set_keep(w, 0): chunks reuse their thread's buffers and store only h and σ'. F and
+ * J u are the same bits as with keep = 1 (1 and 3 threads; a batch of many cache blocks and one
+ * that fits a single block), a reverse pass after such a call is refused with CNF_EINVAL, and one
+ * after a keep = 1 call on the same work still runs. */
 Test(threads, forward_without_keep_gives_the_same_bits)
 {
     enum { NB = 2000 }; /* ~24 cache blocks of 85 samples with the unit tangents */
@@ -144,23 +145,24 @@ Test(threads, forward_without_keep_gives_the_same_bits)
         F[k] = malloc(NB * 2 * sizeof(double));
         JU[k] = malloc(2 * NB * 2 * sizeof(double));
     }
-    const size_t threads[] = {1, 3};
-    for (size_t ti = 0; ti < 2; ti++) {
+    const size_t threads[] = {1, 3, 1}, batch[] = {NB, NB, 50};
+    for (size_t ti = 0; ti < 3; ti++) {
+        const size_t nb = batch[ti];
         cnf_mlp_work *w = NULL;
-        cr_assert_eq(cnf_mlp_work_create_threads(&w, m, NB, 2, threads[ti]), CNF_OK);
+        cr_assert_eq(cnf_mlp_work_create_threads(&w, m, nb, 2, threads[ti]), CNF_OK);
         for (int keep = 1; keep >= 0; keep--) {
             cnf_mlp_work_set_keep(w, keep);
-            cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, NB, NULL, 2, F[keep], 2, JU[keep], w),
+            cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, nb, NULL, 2, F[keep], 2, JU[keep], w),
                          CNF_OK, "%s", cnf_errmsg());
         }
-        cr_assert(!memcmp(F[0], F[1], NB * 2 * sizeof(double)), "F differs (%zu threads)",
-                  threads[ti]);
-        cr_assert(!memcmp(JU[0], JU[1], 2 * NB * 2 * sizeof(double)),
-                  "J u differs (%zu threads)", threads[ti]);
+        cr_assert(!memcmp(F[0], F[1], nb * 2 * sizeof(double)), "F differs (%zu threads, %zu)",
+                  threads[ti], nb);
+        cr_assert(!memcmp(JU[0], JU[1], 2 * nb * 2 * sizeof(double)),
+                  "J u differs (%zu threads, %zu)", threads[ti], nb);
         cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w), CNF_EINVAL,
                      "reverse pass after a call that kept nothing");
         cnf_mlp_work_set_keep(w, 1);
-        cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, NB, NULL, 2, F[1], 2, NULL, w), CNF_OK);
+        cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, nb, NULL, 2, F[1], 2, NULL, w), CNF_OK);
         cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w), CNF_OK,
                      "%s", cnf_errmsg());
         cnf_mlp_work_free(w);

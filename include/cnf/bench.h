@@ -44,12 +44,14 @@ typedef struct cnf_bench_result {
     double mean_s;      /* mean seconds of one run (toy: of one iteration) */
     double points_per_s; /* batch / median_s */
     double nfe_fwd, nfe_bwd; /* per run (toy: mean per iteration) */
-    double gflops, gemm_gflops; /* rhs only (0 otherwise) */
+    /* rhs only (0 otherwise): the RHS's rate, and its layer products timed alone as one GEMM
+     * per layer over the batch (gemm) and in the RHS's 256-row cache blocks (gemm_blocked). */
+    double gflops, gemm_gflops, gemm_blocked_gflops;
     /* CPU time: process CPU seconds per run (mean; all threads; toy: per iteration), and for
      * rhs the rates by the calling thread's CPU time — figures that a busy machine distorts
      * less than wall time (a single-thread run's CPU time is what it would take on an idle
      * core, up to cache sharing). */
-    double cpu_s, gflops_cpu, gemm_gflops_cpu;
+    double cpu_s, gflops_cpu, gemm_gflops_cpu, gemm_blocked_gflops_cpu;
     double peak_rss_mb; /* VmHWM during the case (0 if unavailable) */
 } cnf_bench_result;
 
