@@ -310,13 +310,12 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     double *X = bench_points(n, d, &rng), *U = cnf_calloc(K * n * d, sizeof(double));
     double *F = cnf_calloc(n * d, sizeof(double)), *JU = cnf_calloc(K * n * d, sizeof(double));
     double *A = cnf_calloc(rows * width, sizeof(double)), *C = cnf_calloc(rows * width, sizeof(double));
-    double *t = cnf_calloc(reps, sizeof(double)), *tg = cnf_calloc(reps, sizeof(double));
     const int mixed = b->prec == CNF_PRECISION_MIXED;
     float *Af = cnf_calloc(rows * width, sizeof(float));
     float *Cf = cnf_calloc(rows * width, sizeof(float));
     float *Wf = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(float));
     if (rc == CNF_OK &&
-        (!theta || !X || !U || !F || !JU || !A || !C || !t || !tg || !Af || !Cf || !Wf))
+        (!theta || !X || !U || !F || !JU || !A || !C || !Af || !Cf || !Wf))
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     if (rc == CNF_OK) {
         cnf_mlp_init(m, theta, &rng);
@@ -332,47 +331,42 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
                    2.0 * 2.0 * (double)rows * (double)(width * width) +
                    2.0 * (double)rows * (double)(width * d);
     reset_peak();
-    double *tc = cnf_calloc(4 * reps, sizeof(double)), *tgc = tc ? tc + reps : NULL;
-    double *tb = tc ? tc + 2 * reps : NULL, *tbc = tc ? tc + 3 * reps : NULL;
+    /* Timed: [0] the RHS, [1] its GEMMs over the whole batch, [2] the same in cache blocks;
+     * wall clock in tw[k], the thread's CPU time in tcpu[k]. */
+    double *tbuf = cnf_calloc(6 * reps, sizeof(double)), *tw[3], *tcpu[3];
     const size_t bs = 256 / (1 + K); /* samples per cache block, as src/mlp.c */
-    if (rc == CNF_OK && !tc)
+    if (rc == CNF_OK && !tbuf)
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
-    for (size_t i = 0; rc == CNF_OK && i < reps + 1; i++) {
-        double c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID), t0 = cnf_wall_seconds();
-        rc = cnf_mlp_jvp(m, theta, 0.5, X, d, n, unit ? NULL : U, K, F, d, JU, w);
-        if (i > 0) {
-            t[i - 1] = cnf_wall_seconds() - t0;
-            tc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
-        }
-        c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
-        t0 = cnf_wall_seconds();
-        rhs_gemms(mixed, n, n, K, unit, d, width, theta, A, C, Wf, Af, Cf);
-        if (i > 0) {
-            tg[i - 1] = cnf_wall_seconds() - t0;
-            tgc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
-        }
-        c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID);
-        t0 = cnf_wall_seconds();
-        rhs_gemms(mixed, n, bs, K, unit, d, width, theta, A, C, Wf, Af, Cf);
-        if (i > 0) {
-            tb[i - 1] = cnf_wall_seconds() - t0;
-            tbc[i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
-        }
+    for (int k = 0; tbuf && k < 3; k++) {
+        tw[k] = tbuf + 2 * k * reps;
+        tcpu[k] = tw[k] + reps;
     }
+    for (size_t i = 0; rc == CNF_OK && i < reps + 1; i++)
+        for (int k = 0; rc == CNF_OK && k < 3; k++) {
+            double c0 = cpu_now(CLOCK_THREAD_CPUTIME_ID), t0 = cnf_wall_seconds();
+            if (k == 0)
+                rc = cnf_mlp_jvp(m, theta, 0.5, X, d, n, unit ? NULL : U, K, F, d, JU, w);
+            else
+                rhs_gemms(mixed, n, k == 1 ? n : bs, K, unit, d, width, theta, A, C, Wf, Af, Cf);
+            if (i > 0) {
+                tw[k][i - 1] = cnf_wall_seconds() - t0;
+                tcpu[k][i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;
+            }
+        }
     r.peak_rss_mb = peak_mb();
     if (rc == CNF_OK) {
-        summarize(&r, tgc, reps);
+        summarize(&r, tcpu[1], reps);
         r.gemm_gflops_cpu = flops / r.median_s * 1e-9;
-        summarize(&r, tbc, reps);
+        summarize(&r, tcpu[2], reps);
         r.gemm_blocked_gflops_cpu = flops / r.median_s * 1e-9;
-        summarize(&r, tb, reps);
+        summarize(&r, tw[2], reps);
         r.gemm_blocked_gflops = flops / r.median_s * 1e-9;
-        summarize(&r, tc, reps);
+        summarize(&r, tcpu[0], reps);
         r.gflops_cpu = flops / r.median_s * 1e-9;
         r.cpu_s = r.median_s;
-        summarize(&r, tg, reps);
+        summarize(&r, tw[1], reps);
         r.gemm_gflops = flops / r.median_s * 1e-9;
-        summarize(&r, t, reps);
+        summarize(&r, tw[0], reps);
         r.gflops = flops / r.median_s * 1e-9;
         r.nfe_fwd = 1.0;
         rc = emit(b, &r);
@@ -386,12 +380,10 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     free(JU);
     free(A);
     free(C);
-    free(t);
-    free(tg);
     free(Af);
     free(Cf);
     free(Wf);
-    free(tc);
+    free(tbuf);
     return rc;
 }
 

@@ -21,7 +21,7 @@ for r in o["results"]:
     assert r["median_s"] > 0 and r["points_per_s"] > 0, r
     assert r["trace"] in ("exact", "hutch") and r["precision"] in ("double", "mixed"), r
     if r["bench"] == "rhs":
-        assert r["gflops"] > 0 and r["gemm_gflops"] > 0, r
+        assert r["gflops"] > 0 and r["gemm_gflops"] > 0 and r["gemm_blocked_gflops"] > 0, r
     elif r["bench"] in ("eval", "train", "toy"):
         assert r["nfe_fwd"] > 0, r
         assert r["solver"] in ("rk4", "dopri5"), r
