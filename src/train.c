@@ -14,6 +14,10 @@ struct cnf_trainer {
     cnf_rng rng;
     size_t iter;
     double *X, *grad; /* (batch, d), (n_params) */
+    /* ema_decay > 0: the average θ̄ and a place for the iterate θ while θ̄ sits in the flow
+     * (n_params each), and the number of averaging steps taken. */
+    double *avg, *raw;
+    size_t ema_steps;
 };
 
 int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *cfg,
@@ -37,6 +41,8 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
     if (!(cfg->clip_norm >= 0.0) || !(cfg->max_seconds >= 0.0))
         return cnf_fail(CNF_EINVAL, "clipping norm %g and time limit %g must be >= 0",
                         cfg->clip_norm, cfg->max_seconds);
+    if (!(cfg->ema_decay >= 0.0 && cfg->ema_decay < 1.0))
+        return cnf_fail(CNF_EINVAL, "EMA decay %g is not in [0, 1)", cfg->ema_decay);
     cnf_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return cnf_fail(CNF_ENOMEM, "allocating the trainer");
@@ -50,7 +56,11 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
     }
     t->X = cnf_calloc(cfg->batch * cnf_flow_dim(f), sizeof(double));
     t->grad = cnf_calloc(cnf_flow_n_params(f), sizeof(double));
-    if (!t->X || !t->grad) {
+    if (cfg->ema_decay > 0) {
+        t->avg = cnf_calloc(cnf_flow_n_params(f), sizeof(double));
+        t->raw = cnf_calloc(cnf_flow_n_params(f), sizeof(double));
+    }
+    if (!t->X || !t->grad || (cfg->ema_decay > 0 && (!t->avg || !t->raw))) {
         cnf_trainer_free(t);
         return cnf_fail(CNF_ENOMEM, "allocating a batch of %zu", cfg->batch);
     }
@@ -65,6 +75,8 @@ void cnf_trainer_free(cnf_trainer *t)
     cnf_optim_free(t->optim);
     free(t->X);
     free(t->grad);
+    free(t->avg);
+    free(t->raw);
     free(t);
 }
 
@@ -75,12 +87,25 @@ cnf_optim *cnf_trainer_optim(cnf_trainer *t) { return t->optim; }
 cnf_flow *cnf_trainer_flow(cnf_trainer *t) { return t->flow; }
 const cnf_train_config *cnf_trainer_config(const cnf_trainer *t) { return &t->cfg; }
 
+/* θ̄ into the flow (the iterate kept aside), and back. */
+static void use_average(cnf_trainer *t, double *theta, size_t P)
+{
+    memcpy(t->raw, theta, P * sizeof(double));
+    memcpy(theta, t->avg, P * sizeof(double));
+}
+
+static void use_iterate(cnf_trainer *t, double *theta, size_t P)
+{
+    memcpy(theta, t->raw, P * sizeof(double));
+}
+
 int cnf_trainer_run(cnf_trainer *t)
 {
     const cnf_train_config *c = &t->cfg;
     const size_t P = cnf_flow_n_params(t->flow);
     double *theta = cnf_flow_params(t->flow);
     const double start = cnf_wall_seconds();
+    const int ema = t->avg != NULL;
     while (t->iter < c->iters) {
         int rc = CNF_OK;
         if (!c->target && (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0)
@@ -106,10 +131,17 @@ int cnf_trainer_run(cnf_trainer *t)
         if (rc)
             return cnf_fail(rc, "gradient at iteration %zu: %s", p.iter, cnf_errmsg());
         p.lr = cnf_optim_lr(t->optim);
+        if (ema && t->ema_steps == 0) /* θ̄ starts from the parameters before the first step */
+            memcpy(t->avg, theta, P * sizeof(double));
         rc = cnf_optim_step(t->optim, theta, t->grad);
         if (rc)
             return rc;
         t->iter++;
+        if (ema) {
+            const double k = (double)t->ema_steps++, b = fmin(c->ema_decay, (1 + k) / (10 + k));
+            for (size_t i = 0; i < P; i++)
+                t->avg[i] = b * t->avg[i] + (1 - b) * theta[i];
+        }
         p.nll = st.nll;
         p.nfe_forward = st.nfe_forward;
         p.nfe_backward = st.nfe_backward;
@@ -120,23 +152,35 @@ int cnf_trainer_run(cnf_trainer *t)
              * the training run. */
             cnf_rng vr;
             cnf_rng_seed(&vr, 0x5a4d1e + t->iter);
+            if (ema)
+                use_average(t, theta, P);
             rc = c->target ? cnf_flow_importance(t->flow, c->val_n, &vr, c->target,
                                                  c->target_ctx, &p.log_z, &p.ess_fraction,
                                                  &p.elbo)
                            : cnf_flow_eval_nll(t->flow, c->val_X, c->val_n, c->val_batch,
                                                &p.val_nll, &p.val_nll_stderr, NULL);
-            if (rc)
+            if (rc) {
+                if (ema)
+                    use_iterate(t, theta, P);
                 return rc;
+            }
             p.has_val = 1;
         }
         p.seconds = cnf_wall_seconds() - start;
         if (out_of_time)
             p.iters = t->iter;
-        if (c->progress && (rc = c->progress(&p, c->progress_ctx)) != 0)
+        if (c->progress && (rc = c->progress(&p, c->progress_ctx)) != 0) {
+            if (ema) /* a stop ends the run: the flow gets θ̄ */
+                memcpy(theta, t->avg, P * sizeof(double));
             return rc;
+        }
         if (out_of_time)
             break;
+        if (ema && p.has_val)
+            use_iterate(t, theta, P);
     }
+    if (ema && t->ema_steps > 0)
+        memcpy(theta, t->avg, P * sizeof(double));
     return CNF_OK;
 }
 

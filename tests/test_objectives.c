@@ -286,27 +286,26 @@ Test(fm, assignment_is_optimal)
 
 /* On Gaussian data N(m, s²I) with independent coupling the optimal field is known:
  * u*(x, τ) = −m + (τ − (1−τ)s²)/((1−τ)²s² + τ²) · (x − (1−τ)m), divided by T. RMS distance of
- * the field to it over points drawn from the path's marginals at τ = 0.1 … 0.9. */
+ * the field to it over points drawn from the path's marginals at τ = 0.1 … 0.9 (where they have
+ * mass; 500 points per τ, so the estimate's own sampling error is about 1%). */
 static double distance_to_optimal(cnf_flow *f, const double *ms, cnf_rng *r)
 {
+    enum { npt = 500 };
     const cnf_mlp *m = cnf_cflow_mlp(f);
     cnf_mlp_work *w;
-    cnf_mlp_work_create(&w, m, 1, 0);
-    double se = 0;
+    cnf_mlp_work_create(&w, m, npt, 0);
+    double se = 0, x[2 * npt], v[2 * npt];
     int count = 0;
     for (int k = 1; k < 10; k++) {
         double tau = k / 10.0, s2 = ms[1] * ms[1];
         double var = (1 - tau) * (1 - tau) * s2 + tau * tau, slope = (tau - (1 - tau) * s2) / var;
-        for (int j = 0; j < 50; j++) {
-            double x[2], v[2];
-            for (int c = 0; c < 2; c++)
-                x[c] = (1 - tau) * ms[0] + sqrt(var) * cnf_rng_normal(r);
-            cnf_mlp_forward(m, cnf_flow_params(f), tau, x, 2, 1, v, 2, w);
-            for (int c = 0; c < 2; c++) {
-                double u = -ms[0] + slope * (x[c] - (1 - tau) * ms[0]);
-                se += (v[c] - u) * (v[c] - u);
-                count++;
-            }
+        for (int i = 0; i < 2 * npt; i++)
+            x[i] = (1 - tau) * ms[0] + sqrt(var) * cnf_rng_normal(r);
+        cnf_mlp_forward(m, cnf_flow_params(f), tau, x, 2, npt, v, 2, w);
+        for (int i = 0; i < 2 * npt; i++) {
+            double u = -ms[0] + slope * (x[i] - (1 - tau) * ms[0]);
+            se += (v[i] - u) * (v[i] - u);
+            count++;
         }
     }
     cnf_mlp_work_free(w);
@@ -321,10 +320,94 @@ static int gauss_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
     return 0;
 }
 
-/* A short I-CFM run moves the field most of the way to the optimum (the distance falls at least
- * 4-fold; measured 0.11 from 1.0 here). Reaching 1e-2 takes far longer: the per-sample target
- * (x₁ − x₀) has variance ≈ 1 + s² around u*, and 42M samples with a decaying learning rate
- * gave 0.041 (see the closing note of issue 8). */
+/* Cosine learning-rate decay from lr[0] to lr[1] (Loshchilov & Hutter 2017, one cycle), set
+ * after each step for the next one. */
+typedef struct {
+    cnf_trainer *t;
+    double lr[2];
+} cosine_ctx;
+
+static int cosine_lr(const cnf_train_progress *p, void *ctx)
+{
+    const cosine_ctx *c = ctx;
+    double frac = (double)p->iter / (double)p->iters;
+    return cnf_optim_set_lr(cnf_trainer_optim(c->t),
+                            c->lr[1] + (c->lr[0] - c->lr[1]) * 0.5 * (1 + cos(M_PI * frac)));
+}
+
+/* The averaged weights (ema_decay) are the moving average of the iterates: a run without
+ * averaging has the same iterates (averaging draws nothing from the generator), and its
+ * average computed here by the formula of cnf/train.h matches the flow a run with averaging
+ * ends with. Validation then also uses the average. */
+typedef struct {
+    cnf_flow *f;
+    double *avg, beta;
+    size_t k;
+} hand_ema;
+
+static int hand_average(const cnf_train_progress *p, void *ctx)
+{
+    hand_ema *h = ctx;
+    const double *th = cnf_flow_params(h->f), k = (double)h->k++;
+    const double b = fmin(h->beta, (1 + k) / (10 + k));
+    for (size_t i = 0; i < cnf_flow_n_params(h->f); i++)
+        h->avg[i] = b * h->avg[i] + (1 - b) * th[i];
+    return 0;
+}
+
+Test(fm, ema_is_the_average_of_the_iterates)
+{
+    const double ms[2] = {1.0, 0.5};
+    cnf_flow *f[2];
+    for (int e = 0; e < 2; e++)
+        f[e] = small_cnf(2, 12, 0);
+    size_t P = cnf_flow_n_params(f[0]);
+    hand_ema h = {f[0], malloc(P * sizeof(double)), 0.9, 0};
+    memcpy(h.avg, cnf_flow_params(f[0]), P * sizeof(double));
+    for (int e = 0; e < 2; e++) {
+        cnf_train_config tc = {.iters = 40, .batch = 64, .next_batch = gauss_batch,
+                               .batch_ctx = (void *)ms, .flow_matching = 1,
+                               .ema_decay = e ? h.beta : 0,
+                               .progress = e ? NULL : hand_average, .progress_ctx = &h};
+        cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+        tc.optim.lr = 1e-2;
+        cnf_trainer *t;
+        cr_assert_eq(cnf_trainer_create(&t, f[e], &tc, 5), CNF_OK, "%s", cnf_errmsg());
+        cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+        cnf_trainer_free(t);
+    }
+    double worst = 0, moved = 0;
+    for (size_t i = 0; i < P; i++) {
+        worst = fmax(worst, fabs(cnf_flow_params(f[1])[i] - h.avg[i]));
+        moved = fmax(moved, fabs(cnf_flow_params(f[0])[i] - h.avg[i]));
+    }
+    cr_assert(worst <= 1e-14, "averaged weights differ from the hand average by %g", worst);
+    cr_assert(moved > 1e-6, "the average should differ from the last iterate");
+    cnf_train_config bad = {.iters = 1, .batch = 1, .next_batch = gauss_batch,
+                            .ema_decay = 1.0};
+    cnf_optim_settings_default(&bad.optim, CNF_OPTIM_ADAM);
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f[0], &bad, 1), CNF_EINVAL);
+    free(h.avg);
+    cnf_flow_free(f[0]);
+    cnf_flow_free(f[1]);
+}
+
+/* I-CFM on N(m, s²I) learns the closed-form field. What limits the distance (RMS as
+ * distance_to_optimal, measured while writing this test with m = s = 1):
+ *  - the network and the optimizer, not the closed form: fitting the same 32-32 MLP by plain
+ *    regression onto u* (no noise), 4,000 steps of 1,024 with Adam 3e-3, gives 0.030 with
+ *    softplus (the field of the earlier version of this test, which plateaued at 0.041 after
+ *    42M I-CFM samples) and 0.015 with tanh; 8,000 steps of 256 with lr 1e-2 → 1e-4 (cosine)
+ *    give 0.011 (softplus) and 0.005 (tanh).
+ *  - the noise of the I-CFM target: x₁ − x₀ given x_τ has variance s²/((1−τ)²s² + τ²) per
+ *    coordinate (1 to 2 here) around u*, so the loss gradient is mostly noise; the last iterate
+ *    jitters at 0.02-0.13 depending on the learning rate. Averaging the weights (ema_decay)
+ *    removes the jitter: 0.024 with 8M samples (the settings below), 0.0205 with 16M, 0.013
+ *    with 49M (90 s of one core), and a 64-64 field 0.012 with 33M (220 s). The error is
+ *    largest at the ends (τ = 0.1, 0.9: about 0.02 in those runs, 0.006 at τ = 0.5).
+ *  Issue 8's 1e-2 is therefore out of reach of a unit test; this one asserts 0.03 against the
+ *  closed form (untrained: about 1.1) in ~15 s of one core. */
 Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
 {
     static const size_t hidden[] = {32, 32};
@@ -334,7 +417,7 @@ Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
     cfg.hidden = hidden;
     cfg.n_hidden = 2;
     cfg.time = CNF_TIME_CONCAT;
-    cfg.act = CNF_ACT_SOFTPLUS;
+    cfg.act = CNF_ACT_TANH;
     cfg.T = 1.0;
     cfg.train_T = 0;
     cnf_rng r;
@@ -343,26 +426,21 @@ Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
     cr_assert_eq(cnf_cflow_create(&f, &cfg, &r), CNF_OK);
     cnf_rng re = r;
     double before = distance_to_optimal(f, ms, &re);
-    /* Stages with a falling learning rate and a growing batch: the minibatch objective is
-     * noisy, so the optimum is approached by averaging. */
-    const double lrs[3] = {3e-3, 1e-3, 2e-4};
-    const size_t batches[3] = {256, 1024, 4096}, iters[3] = {300, 300, 150};
-    cnf_trainer *t = NULL;
-    for (int stage = 0; stage < 3; stage++) {
-        cnf_train_config tc = {.iters = iters[stage], .batch = batches[stage],
-                               .next_batch = gauss_batch, .batch_ctx = (void *)ms,
-                               .flow_matching = 1, .fm_variant = CNF_FM_ICFM};
-        cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
-        tc.optim.lr = lrs[stage];
-        cnf_trainer_free(t);
-        cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1 + stage), CNF_OK, "%s", cnf_errmsg());
-        cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
-    }
+    cosine_ctx cc = {NULL, {1e-2, 1e-4}};
+    cnf_train_config tc = {.iters = 8000, .batch = 1024, .next_batch = gauss_batch,
+                           .batch_ctx = (void *)ms, .flow_matching = 1,
+                           .fm_variant = CNF_FM_ICFM, .ema_decay = 0.9995,
+                           .progress = cosine_lr, .progress_ctx = &cc};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    tc.optim.lr = cc.lr[0];
+    cr_assert_eq(cnf_trainer_create(&cc.t, f, &tc, 1), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_trainer_run(cc.t), CNF_OK, "%s", cnf_errmsg());
     re = r;
     double after = distance_to_optimal(f, ms, &re);
-    cr_assert(after <= 0.25 * before, "RMS distance to the optimal field %g, untrained %g", after,
+    cr_log_info("RMS distance to the optimal field %g (untrained %g)", after, before);
+    cr_assert(after <= 0.03, "RMS distance to the optimal field %g (untrained %g)", after,
               before);
-    cnf_trainer_free(t);
+    cnf_trainer_free(cc.t);
     cnf_flow_free(f);
 }
 

@@ -60,6 +60,18 @@ typedef struct cnf_train_config {
     cnf_fm_variant fm_variant;
     double fm_sigma;
     double max_seconds;      /* stop after this much wall time (0 = no limit) */
+    /* Parameter averaging (0 = off; else a decay β in (0, 1), e.g. 0.999): after every step
+     *     θ̄ ← β_k θ̄ + (1 − β_k) θ,   β_k = min(β, (1 + k)/(10 + k)),  k = steps of this trainer
+     * before this one, an exponential moving average of the iterates (Polyak & Juditsky 1992 for
+     * the average; the warm-up β_k is TensorFlow's ExponentialMovingAverage with num_updates),
+     * starting from the parameters the flow holds at this trainer's first step. Minibatch noise keeps the last iterate
+     * jittering around the optimum at the scale of the learning rate; the average removes most
+     * of that (standard for flow matching and diffusion models). Validation, and the progress
+     * callback of a validating iteration, see θ̄ in the flow; when the run ends (all iterations,
+     * max_seconds, or a stop from the progress callback) θ̄ is written into the flow, so the
+     * saved model is the average. A further cnf_trainer_run continues from θ̄. The average is not
+     * part of a checkpoint: a resumed run starts a new one from the saved parameters. */
+    double ema_decay;
     cnf_progress_fn progress; /* optional */
     void *progress_ctx;
 } cnf_train_config;
@@ -74,7 +86,8 @@ CNF_API void cnf_trainer_free(cnf_trainer *t);
 
 /* Train until cfg->iters iterations are done (from wherever the trainer stands), or until
  * max_seconds have passed (the last iteration then reports has_val with a validation). On an error
- * the parameters hold the last successful step, and the iteration count says where. */
+ * the parameters hold the last successful step (not the average of ema_decay), and the iteration
+ * count says where. */
 CNF_API int cnf_trainer_run(cnf_trainer *t);
 
 /* The state a checkpoint saves and restores. */

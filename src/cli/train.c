@@ -21,7 +21,7 @@ typedef struct train_opts {
     const char *out, *plot, *resume;
     int json;
     const char *objective, *target, *target_csv, *fm_variant;
-    double fm_sigma, max_seconds, prior_sd;
+    double fm_sigma, max_seconds, prior_sd, ema;
 } train_opts;
 
 static flow_opts fo;
@@ -78,6 +78,10 @@ static void build_table(void)
         {"--fm-sigma", OPT_DOUBLE, &to.fm_sigma, "S", "flow matching: path noise", 1},
         {"--max-seconds", OPT_DOUBLE, &to.max_seconds, "S",
          "stop after S seconds of training (0: no limit), validating at the stop", 0},
+        {"--ema", OPT_DOUBLE, &to.ema, "DECAY",
+         "average the weights (exponential moving average with this decay, e.g. 0.999; 0: off): "
+         "validation, the final figures and the saved model use the average",
+         1},
     };
     memcpy(table + n_table, mine, sizeof mine);
     n_table += sizeof mine / sizeof *mine;
@@ -327,6 +331,7 @@ static int run_reverse_kl(cnf_st_file *file)
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = to.lr;
     tc.optim.weight_decay = to.weight_decay;
+    tc.ema_decay = to.ema;
     if ((rc = cnf_trainer_create(&R.trainer, R.flow, &tc, to.seed))) {
         cli_error(CMD, rc, "setting up training");
         return 2;
@@ -528,6 +533,7 @@ int cmd_train(int argc, char **argv)
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = to.lr;
     tc.optim.weight_decay = to.weight_decay;
+    tc.ema_decay = to.ema;
     if ((rc = cnf_trainer_create(&R.trainer, R.flow, &tc, to.seed))) {
         cli_error(CMD, rc, "setting up training");
         status = 2;
