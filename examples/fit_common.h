@@ -48,28 +48,63 @@ static int load_or_make(const char *prog, const char *path, size_t n, size_t d,
     return 0;
 }
 
-static int stop_early(const cnf_train_progress *p, void *ctx)
+/* Training settings of fit_flow_with; fit_settings_default gives fit_flow's. */
+typedef struct fit_settings {
+    size_t iters;     /* at most this many Adam iterations (batch 64, lr 1e-3) */
+    size_t val_every; /* validation NLL every this many iterations (default 25) */
+    size_t patience;  /* stop after this many validations without improvement (default 8) */
+    size_t cnf_steps; /* CNF: RK4 steps over [0, T] in training (default 8; twice that in
+                         validation) */
+    size_t cnf_width; /* CNF: width of its two hidden layers (default 64) */
+} fit_settings;
+
+static void fit_settings_default(fit_settings *s, size_t iters)
 {
-    return p->has_val && cnf_early_stop_update(ctx, p->iter, p->val_nll) ? 1 : 0;
+    *s = (fit_settings){
+        .iters = iters, .val_every = 25, .patience = 8, .cnf_steps = 8, .cnf_width = 64};
 }
 
-/* The inner flow of kind "cnf" (FFJORD-style CNF: 64-64 tanh concatsquash, Hutchinson trace in
- * training, RK4 with fixed steps) or a discrete kind ("realnvp", "maf": 5 steps of 64-64). */
-static int make_inner(const char *kind, size_t d, cnf_rng *r, cnf_flow **out)
+/* What a fit did (for tables): the iteration whose parameters were kept, the iterations run,
+ * and the wall-clock seconds of training including validations. */
+typedef struct fit_report {
+    size_t best_iter, iters_run;
+    double seconds;
+} fit_report;
+
+typedef struct fit_watch {
+    cnf_early_stop es;
+    size_t iter;
+    double seconds;
+} fit_watch;
+
+static int stop_early(const cnf_train_progress *p, void *ctx)
+{
+    fit_watch *w = ctx;
+    w->iter = p->iter;
+    w->seconds = p->seconds;
+    return p->has_val && cnf_early_stop_update(&w->es, p->iter, p->val_nll) ? 1 : 0;
+}
+
+/* The inner flow of kind "cnf" (FFJORD-style CNF: two tanh layers of fs->cnf_width, concatsquash,
+ * Hutchinson trace in training, RK4 with fs->cnf_steps fixed steps) or a discrete kind
+ * ("realnvp", "maf": 5 steps of 64-64). */
+static int make_inner(const char *kind, size_t d, const fit_settings *fs, cnf_rng *r,
+                      cnf_flow **out)
 {
     static const size_t hidden[] = {64, 64};
     if (!strcmp(kind, "cnf")) {
+        const size_t cnf_hidden[] = {fs->cnf_width, fs->cnf_width};
         cnf_cflow_config c;
         cnf_cflow_config_default(&c, d);
-        c.hidden = hidden;
+        c.hidden = cnf_hidden; /* copied by cnf_cflow_create */
         c.n_hidden = 2;
         c.T = 0.5;
         c.train_T = 1;
         c.trace = CNF_TRACE_HUTCH_GAUSS;
         c.grad = CNF_GRAD_BACKPROP;
         c.train.stepper = c.eval.stepper = cnf_stepper_rk4;
-        c.train.opt.steps = 8;
-        c.eval.opt.steps = 16;
+        c.train.opt.steps = fs->cnf_steps;
+        c.eval.opt.steps = 2 * fs->cnf_steps;
         return cnf_cflow_create(out, &c, r);
     }
     cnf_dflow_config c;
@@ -80,11 +115,13 @@ static int make_inner(const char *kind, size_t d, cnf_rng *r, cnf_flow **out)
     return cnf_dflow_create(out, &c, r);
 }
 
-/* Fit preprocessing pc on train, build kind inside it and train for at most iters iterations
- * (batch 64, Adam lr 1e-3, validation every 25, patience 8). Integer data (pc->levels > 0) are
- * fitted at the middle of their cells; val must already be dequantised by the caller. */
-static int fit_flow(const char *kind, const rows *train, const double *val, size_t n_val,
-                    const cnf_pre_config *pc, size_t iters, uint64_t seed, cnf_flow **out)
+/* Fit preprocessing pc on train, build kind inside it and train it by Adam (batch 64, lr 1e-3)
+ * with early stopping as set in fs, keeping the best parameters; report may be NULL. Integer
+ * data (pc->levels > 0) are fitted at the middle of their cells; val must already be
+ * dequantised by the caller. */
+static int fit_flow_with(const char *kind, const rows *train, const double *val, size_t n_val,
+                         const cnf_pre_config *pc, const fit_settings *fs, uint64_t seed,
+                         cnf_flow **out, fit_report *report)
 {
     *out = NULL;
     size_t n = train->n, d = train->d;
@@ -101,21 +138,21 @@ static int fit_flow(const char *kind, const rows *train, const double *val, size
     cnf_rng r;
     cnf_rng_seed(&r, seed);
     cnf_flow *inner, *f;
-    if ((rc = make_inner(kind, cnf_pre_dim(pre), &r, &inner))) {
+    if ((rc = make_inner(kind, cnf_pre_dim(pre), fs, &r, &inner))) {
         cnf_pre_free(pre);
         return rc;
     }
     if ((rc = cnf_pre_flow_create(&f, pre, inner)))
         return rc;
-    cnf_early_stop es;
-    if ((rc = cnf_early_stop_init(&es, f, 8))) {
+    fit_watch w = {.iter = 0};
+    if ((rc = cnf_early_stop_init(&w.es, f, fs->patience))) {
         cnf_flow_free(f);
         return rc;
     }
-    cnf_train_config tc = {.iters = iters, .batch = 64, .clip_norm = 100, .val_every = 25,
-                           .val_X = val, .val_n = n_val, .val_batch = 500,
-                           .next_batch = draw_rows, .batch_ctx = (void *)train,
-                           .progress = stop_early, .progress_ctx = &es};
+    cnf_train_config tc = {.iters = fs->iters, .batch = 64, .clip_norm = 100,
+                           .val_every = fs->val_every, .val_X = val, .val_n = n_val,
+                           .val_batch = 500, .next_batch = draw_rows, .batch_ctx = (void *)train,
+                           .progress = stop_early, .progress_ctx = &w};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = 1e-3;
     tc.optim.weight_decay = 1e-6;
@@ -127,14 +164,27 @@ static int fit_flow(const char *kind, const rows *train, const double *val, size
             rc = CNF_OK;
         cnf_trainer_free(t);
     }
-    cnf_early_stop_restore(&es);
-    cnf_early_stop_free(&es);
+    cnf_early_stop_restore(&w.es);
+    if (report)
+        *report = (fit_report){.best_iter = w.es.best_iter, .iters_run = w.iter,
+                               .seconds = w.seconds};
+    cnf_early_stop_free(&w.es);
     if (rc) {
         cnf_flow_free(f);
         return rc;
     }
     *out = f;
     return CNF_OK;
+}
+
+/* fit_flow_with at most iters iterations, validation every 25, patience 8, CNF RK4 8 steps. */
+static inline int fit_flow(const char *kind, const rows *train, const double *val,
+                           size_t n_val, const cnf_pre_config *pc, size_t iters, uint64_t seed,
+                           cnf_flow **out)
+{
+    fit_settings fs;
+    fit_settings_default(&fs, iters);
+    return fit_flow_with(kind, train, val, n_val, pc, &fs, seed, out, NULL);
 }
 
 #endif

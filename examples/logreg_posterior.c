@@ -2,12 +2,13 @@
  * by reverse KL (then reweighted by importance sampling), and a long random-walk Metropolis chain
  * — and their posterior means compared coefficient by coefficient.
  *
- *   build/examples/logreg_posterior [ITERS [N_DATA [FILE.csv]]]  (defaults: 500, 200, synthetic)
+ *   build/examples/logreg_posterior [ITERS [N_DATA [FILE.csv [PRIOR_SD]]]]
+ *   (defaults: 500, 200, synthetic, 2; N_DATA is ignored with a file)
  *
  * Data: N_DATA rows, two standard-normal features, labels from true weights (−0.5, 1.5, −1.0)
  * (intercept first), drawn from a fixed seed; or a CSV file whose last column is the 0/1 label
  * (features standardised; e.g. the UCI breast-cancer table that Debian's python3-sklearn ships,
- * without its first line). Prior w ~ N(0, 2² I). The chain runs 400,000
+ * without its first line). Prior w ~ N(0, PRIOR_SD² I). The chain runs 400,000
  * Metropolis steps with a step tuned during burn-in; its Monte Carlo standard error comes from
  * batch means. Exit status 0 when every coefficient's flow mean lies within 3 combined standard
  * errors of the chain's. */
@@ -26,8 +27,9 @@ int main(int argc, char **argv)
     cnf_target *target;
     cnf_rng rng;
     cnf_rng_seed(&rng, 11);
+    const double prior_sd = argc > 4 ? strtod(argv[4], NULL) : 2.0;
     if (argc > 3) {
-        if (cnf_target_logreg_file(&target, argv[3], 2.0)) {
+        if (cnf_target_logreg_file(&target, argv[3], prior_sd)) {
             fprintf(stderr, "logreg_posterior: %s\n", cnf_errmsg());
             return 1;
         }
@@ -43,7 +45,7 @@ int main(int argc, char **argv)
             }
             y[i] = cnf_rng_uniform(&rng) < 1 / (1 + exp(-z)) ? 1.0 : 0.0;
         }
-        int rc = cnf_target_logreg_create(&target, X, y, n, P, 2.0);
+        int rc = cnf_target_logreg_create(&target, X, y, n, P, prior_sd);
         free(X);
         free(y);
         if (rc) {
