@@ -2,7 +2,9 @@
  * field from a fixed seed, runs once or more to warm up (caches, page faults, OpenBLAS buffers),
  * then times `repeats` runs and reports the median. Peak memory: Linux resets VmHWM to the
  * current resident set when "5" is written to /proc/self/clear_refs (proc(5)). */
+#define _GNU_SOURCE /* dladdr, RTLD_DEFAULT */
 #include <cblas.h>
+#include <dlfcn.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -100,6 +102,11 @@ void cnf_bench_machine_info(cnf_bench_machine *m)
     set_name(m->blas_core, sizeof m->blas_core, openblas_get_corename());
     set_name(m->blas_config, sizeof m->blas_config, openblas_get_config());
     m->blas_threads = openblas_get_num_threads();
+    /* The dynamic loader's answer for the name libcnf's calls resolve to. */
+    Dl_info info;
+    void *sym = dlsym(RTLD_DEFAULT, "cblas_dgemm");
+    set_name(m->gemm_library, sizeof m->gemm_library,
+             sym && dladdr(sym, &info) && info.dli_fname ? info.dli_fname : "");
     m->cnf_threads = (int)cnf_mlp_threads_default();
 }
 

@@ -72,6 +72,7 @@ typedef struct cnf_bench_machine {
     char blas_core[32];   /* openblas_get_corename() */
     char blas_config[128]; /* openblas_get_config() */
     int blas_threads;     /* openblas_get_num_threads() */
+    char gemm_library[128]; /* file providing cblas_dgemm to this process (dladdr), "" if unknown */
     int cnf_threads;      /* threads the MLP kernels use over batch chunks */
 } cnf_bench_machine;
 

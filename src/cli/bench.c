@@ -107,9 +107,10 @@ int cmd_bench(int argc, char **argv)
     cnf_bench_machine_info(&mi);
     FILE *out = json ? stderr : stdout;
     fprintf(out, "cnf %s bench: %s, %d cores; OpenBLAS %s (core %s), %d BLAS thread(s); "
-                 "%d cnf thread(s); precision %s%s\n",
+                 "cblas_dgemm from %s; %d cnf thread(s); precision %s%s\n",
             cnf_version(), mi.cpu, mi.cores, mi.blas_config, mi.blas_core, mi.blas_threads,
-            mi.cnf_threads, precision, quick ? "; quick" : "");
+            mi.gemm_library[0] ? mi.gemm_library : "(unknown)", mi.cnf_threads, precision,
+            quick ? "; quick" : "");
     fflush(out);
     cnf_bench_options opt = {.quick = quick, .cases = cases, .repeats = repeats,
                              .toy_iters = toy_iters, .precisions = precisions,
@@ -129,6 +130,7 @@ int cmd_bench(int argc, char **argv)
         json_str("blas", mi.blas_config, 1);
         json_str("blas_core", mi.blas_core, 1);
         json_num("blas_threads", mi.blas_threads, 1);
+        json_str("gemm_library", mi.gemm_library, 1);
         json_num("cnf_threads", mi.cnf_threads, 1);
         json_str("precision", precision, 1);
         printf("\"quick\":%s},\"results\":[", quick ? "true" : "false");
