@@ -23,11 +23,6 @@
 # Environment: BUILD (build directory, default build), DIGITS, FAITHFUL (a CSV; made with
 # Rscript when absent), MNIST (an IDX image file), WORK (prepared files and logs, default a new
 # temporary directory), the budgets below. Runs on one core (OPENBLAS_NUM_THREADS=1) at nice 10.
-#
-# BLAS_PRELOAD: the programs link GSL's reference CBLAS (through libgsl's pkg-config) ahead of
-# OpenBLAS, so cblas_dgemm can resolve to the slow reference one (about 4x slower here); by
-# default OpenBLAS is preloaded so that OpenBLAS's GEMM is used. BLAS_PRELOAD= turns it off (the
-# figures change only in rounding).
 set -euo pipefail
 
 BUILD=${BUILD:-build}
@@ -41,7 +36,6 @@ MNIST_ITERS=${MNIST_ITERS:-12000}
 MNIST_ROWS=${MNIST_ROWS:-10000}
 MNIST_PCA=${MNIST_PCA:-16}
 CNF_WIDTH=${CNF_WIDTH:-128}
-BLAS_PRELOAD=${BLAS_PRELOAD-$(ldconfig -p 2>/dev/null | awk '/libopenblas\.so\.0 / && !n++ { print $NF }')}
 export OPENBLAS_NUM_THREADS=1
 
 prog=$BUILD/examples/tabular_density
@@ -62,7 +56,7 @@ run() {
     local name=$1; shift
     local t0=$SECONDS
     echo "== $name: tabular_density $*" >&2
-    LD_PRELOAD=$BLAS_PRELOAD nice -n 10 "$prog" --cnf-width "$CNF_WIDTH" "$@" > "$WORK/$name.log"
+    nice -n 10 "$prog" --cnf-width "$CNF_WIDTH" "$@" > "$WORK/$name.log"
     echo "$((SECONDS - t0))" > "$WORK/$name.seconds"
     cat "$WORK/$name.log" >&2
     echo >&2
@@ -118,4 +112,4 @@ echo "| MNIST PCA $MNIST_PCA | $MNIST_ITERS | $(what mnist 5) | $(what mnist 7) 
 echo
 echo "CNF $CNF_WIDTH-$CNF_WIDTH tanh; seeds 1 (split) and 7 (flows); $(nproc) cores," \
      "$(awk -F': *' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo '?');" \
-     "BLAS preload: ${BLAS_PRELOAD:-none}; logs in $WORK"
+     "logs in $WORK"
