@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cnf/mlp.h"
 #include "internal.h"
@@ -616,14 +617,17 @@ static void pool_run(pool *p, void (*fn)(void *, size_t, size_t), void *arg, siz
     }
 }
 
-/* One unless asked: on the 2-core machine of the benchmarks, shared with other jobs, two threads
- * were slower everywhere (toy training 0.036 vs 0.026 s per iteration, 512-point training steps
- * 0.48 vs 0.34 s, 10,000-point RK4 log-density 2.9 vs 2.8 s): a helper that is descheduled in
- * the middle of its chunk stalls the caller. An idle machine could not be measured. */
+/* Every online processor unless asked: on the idle 2-core machine of the benchmarks two threads
+ * took FFJORD's toy iteration from 0.0397 to 0.0204 s, 10,000-point RK4 log-density from 1.27 to
+ * 0.69 s and 512-point RK4 training steps from 0.33 to 0.21 s. On a machine shared with other
+ * jobs they were slower (a helper descheduled in the middle of its chunk stalls the caller):
+ * CNF_NUM_THREADS=1 there. The bits depend on the chunking, which changes with the thread count
+ * only for batches below one cache block per thread (n_chunks). */
 size_t cnf_mlp_threads_default(void)
 {
     const char *e = getenv("CNF_NUM_THREADS");
-    long v = e && *e ? strtol(e, NULL, 10) : 1;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long v = e && *e ? strtol(e, NULL, 10) : cores;
     if (v < 1)
         v = 1;
     return v > CNF_MLP_MAX_THREADS ? CNF_MLP_MAX_THREADS : (size_t)v;

@@ -38,7 +38,8 @@ static void help(FILE *out)
             "  toy    FFJORD's toy configuration (8gaussians, batch 100): s per iteration\n"
             "Peak memory is VmHWM during each case (it includes the process's baseline).\n"
             "Threads: OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS is set; the MLP\n"
-            "kernels split batches over CNF_NUM_THREADS threads (default 1).\n\n"
+            "kernels split batches over CNF_NUM_THREADS threads (default: every online\n"
+            "processor; 1 is faster on a machine busy with other jobs).\n\n"
             "options:\n");
     cli_opts_help(out, table, n_table);
 }
