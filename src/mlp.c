@@ -279,25 +279,44 @@ FUSED_ROW(row_swish, act_swish)
 #undef FUSED_ROW
 
 /* The same pass when no reverse pass follows (cnf_mlp_work_set_keep(w, 0)): only h and σ' (for
- * the tangents) are stored. */
-#define LEAN_ROW(NAME, ACT)                                                                      \
+ * the tangents) are stored. TI/TO: float in mixed precision, where y comes straight from sgemm
+ * and h goes straight to the next layer's float input (the same roundings as converting). */
+#define LEAN_ROW(NAME, ACT, TI, TO)                                                              \
     CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
                                        const double *restrict g, const double *restrict ct,      \
-                                       const double *restrict y, double *restrict h,             \
+                                       const TI *restrict y, TO *restrict h,                     \
                                        double *restrict d1)                                      \
     {                                                                                            \
         for (size_t j = 0; j < o; j++) {                                                         \
-            double zj = g[j] * (y[j] + b[j]) + ct[j], hj, aj, bj;                                \
+            double zj = g[j] * ((double)y[j] + b[j]) + ct[j], hj, aj, bj;                        \
             ACT(zj, &hj, &aj, &bj);                                                              \
-            h[j] = hj;                                                                           \
+            h[j] = (TO)hj;                                                                       \
             d1[j] = aj;                                                                          \
         }                                                                                        \
     }
-LEAN_ROW(lean_tanh, act_tanh)
-LEAN_ROW(lean_softplus, act_softplus)
-LEAN_ROW(lean_elu, act_elu)
-LEAN_ROW(lean_swish, act_swish)
+LEAN_ROW(lean_tanh, act_tanh, double, double)
+LEAN_ROW(lean_softplus, act_softplus, double, double)
+LEAN_ROW(lean_elu, act_elu, double, double)
+LEAN_ROW(lean_swish, act_swish, double, double)
+LEAN_ROW(leanf_tanh, act_tanh, float, float)
+LEAN_ROW(leanf_softplus, act_softplus, float, float)
+LEAN_ROW(leanf_elu, act_elu, float, float)
+LEAN_ROW(leanf_swish, act_swish, float, float)
 #undef LEAN_ROW
+
+/* The lean pass on float rows (mixed precision). */
+static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
+                       const double *ct, const float *Y, float *H, double *ds)
+{
+    void (*lean)(size_t, const double *restrict, const double *restrict, const double *restrict,
+                 const float *restrict, float *restrict, double *restrict) =
+        act == CNF_ACT_TANH       ? leanf_tanh
+        : act == CNF_ACT_SOFTPLUS ? leanf_softplus
+        : act == CNF_ACT_ELU      ? leanf_elu
+                                  : leanf_swish;
+    for (size_t i = 0; i < n; i++)
+        lean(o, b, g, ct, Y + i * o, H + i * o, ds + i * o);
+}
 
 static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const double *g,
                        const double *ct, double *Y, double *Z, double *H, double *ds, double *d2s)
@@ -835,25 +854,29 @@ CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const d
 }
 
 /* The same without ż (no reverse pass follows). Yt = NULL: g already holds ż, the same for
- * every row (the first layer's unit tangents). */
-CNF_VECTOR_CLONES static void tangent_lean(size_t n, size_t K, size_t o, const double *restrict g,
-                                           const double *restrict ds, const double *restrict Yt,
-                                           double *restrict Ht)
-{
-    for (size_t k = 0; k < K; k++)
-        for (size_t i = 0; i < n; i++) {
-            const double *dsi = ds + i * o;
-            double *hk = Ht + (k * n + i) * o;
-            if (!Yt) {
-                for (size_t j = 0; j < o; j++)
-                    hk[j] = dsi[j] * g[j];
-                continue;
-            }
-            const double *yk = Yt + (k * n + i) * o;
-            for (size_t j = 0; j < o; j++)
-                hk[j] = dsi[j] * (g[j] * yk[j]);
-        }
-}
+ * every row (the first layer's unit tangents). T: float in mixed precision, as LEAN_ROW. */
+#define TANGENT_LEAN(NAME, T)                                                                    \
+    CNF_VECTOR_CLONES static void NAME(size_t n, size_t K, size_t o, const double *restrict g,   \
+                                       const double *restrict ds, const T *restrict Yt,          \
+                                       T *restrict Ht)                                           \
+    {                                                                                            \
+        for (size_t k = 0; k < K; k++)                                                           \
+            for (size_t i = 0; i < n; i++) {                                                     \
+                const double *dsi = ds + i * o;                                                  \
+                T *hk = Ht + (k * n + i) * o;                                                    \
+                if (!Yt) {                                                                       \
+                    for (size_t j = 0; j < o; j++)                                               \
+                        hk[j] = (T)(dsi[j] * g[j]);                                              \
+                    continue;                                                                    \
+                }                                                                                \
+                const T *yk = Yt + (k * n + i) * o;                                              \
+                for (size_t j = 0; j < o; j++)                                                   \
+                    hk[j] = (T)(dsi[j] * (g[j] * (double)yk[j]));                                \
+            }                                                                                    \
+    }
+TANGENT_LEAN(tangent_lean, double)
+TANGENT_LEAN(tangent_lean_f, float)
+#undef TANGENT_LEAN
 
 /* Y (M, out) = In (M, in) · W_lᵀ; mixed precision keeps the float input for the reverse pass. */
 static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
@@ -868,6 +891,28 @@ static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
     to_float(w->Wf[l], W, o * in);
     sgemm(0, 1, M, o, in, w->Xf[l], in, w->Wf[l], in, w->cf, o);
     to_double(Y, w->cf, M * o);
+}
+
+/* ż of the first layer for the unit tangent e_k, the same for every row: g ⊙ W e_k into gw (the
+ * products the tangent pass would form from ẏ = W e_k). */
+static const double *unit_tangent(const struct layer *ly, const double *W, const double *g,
+                                  size_t k, double *gw)
+{
+    for (size_t j = 0; j < ly->out; j++)
+        gw[j] = g[j] * W[j * ly->in + k];
+    return gw;
+}
+
+/* Mixed precision without a reverse pass: cf (M, out) = Xf[l] · W_lᵀ in float, with Xf[l] made
+ * from In, or already written by the layer below when In is NULL. */
+static void layer_forward_f(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
+                            const double *In, const double *W)
+{
+    const size_t in = m->layer[l].in, o = m->layer[l].out;
+    if (In)
+        to_float(w->Xf[l], In, M * in);
+    to_float(w->Wf[l], W, o * in);
+    sgemm(0, 1, M, o, in, w->Xf[l], in, w->Wf[l], in, w->cf, o);
 }
 
 /* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input. */
@@ -937,7 +982,13 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
         double *Y = w->Y[l], *Z = w->Z[l], *g = w->G[l];
 
         const int unit0 = l == 0 && unit, hidden = l + 1 < m->L;
-        if (unit0 && !keep && hidden) {
+        /* Mixed precision without a reverse pass: float from layer to layer (leanf below). */
+        const int lean_f = !keep && w->Xf && !(unit0 && !hidden);
+        if (lean_f) {
+            layer_forward_f(m, w, l, unit0 ? n : rows, l == 0 ? in : NULL, W);
+            if (!hidden)
+                to_double(Y, w->cf, rows * o);
+        } else if (unit0 && !keep && hidden) {
             /* Only the primal rows: the tangents' ḣ comes straight from W's columns below. */
             layer_forward(m, w, l, n, in, W, Y);
         } else if (unit0) {
@@ -962,19 +1013,26 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
             /* One fused pass: primal y += b, z = g ⊙ y + c t, σ, σ', σ''; then the tangent rows
              * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
+            double *gw = w->gamma + m->max_width; /* scratch for unit_tangent */
             if (keep) {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, Z, H, ds, d2s);
                 tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
+            } else if (lean_f) {
+                float *hf = w->Xf[l + 1];
+                act_lean_f(m->cfg.act, n, o, b, g, ct, w->cf, hf, ds);
+                if (unit0) {
+                    for (size_t k = 0; k < K; k++)
+                        tangent_lean_f(n, 1, o, unit_tangent(ly, W, g, k, gw), ds, NULL,
+                                       hf + (1 + k) * n * o);
+                } else {
+                    tangent_lean_f(n, K, o, g, ds, w->cf + n * o, hf + n * o);
+                }
             } else {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, NULL, H, ds, NULL);
                 if (unit0) {
-                    /* ḣ_{k,i} = σ'(z_i) ⊙ (g ⊙ W e_k): the same products as the tangent pass. */
-                    double *gw = w->gamma + m->max_width;
-                    for (size_t k = 0; k < K; k++) {
-                        for (size_t j = 0; j < o; j++)
-                            gw[j] = g[j] * W[j * ly->in + k];
-                        tangent_lean(n, 1, o, gw, ds, NULL, H + (1 + k) * n * o);
-                    }
+                    for (size_t k = 0; k < K; k++)
+                        tangent_lean(n, 1, o, unit_tangent(ly, W, g, k, gw), ds, NULL,
+                                     H + (1 + k) * n * o);
                 } else {
                     tangent_lean(n, K, o, g, ds, Y + n * o, H + n * o);
                 }

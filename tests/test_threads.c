@@ -121,58 +121,71 @@ Test(threads, cnf_gradient_repeats_bitwise)
     }
 }
 
-/* cnf_mlp_work_set_keep(w, 0): chunks reuse their thread's buffers and store only h and σ'. F and
- * J u are the same bits as with keep = 1 (1 and 3 threads; a batch of many cache blocks and one
- * that fits a single block), a reverse pass after such a call is refused with CNF_EINVAL, and one
- * after a keep = 1 call on the same work still runs. */
+/* cnf_mlp_work_set_keep(w, 0): chunks reuse their thread's buffers and store only h and σ' (in
+ * mixed precision, float rows from layer to layer). F and J u are the same bits as with keep = 1
+ * — double and mixed precision; unit tangents and probes; 1 and 3 threads; a batch of many cache
+ * blocks and one that fits a single block —, a reverse pass after such a call is refused with
+ * CNF_EINVAL, and one after a keep = 1 call on the same work still runs. */
 Test(threads, forward_without_keep_gives_the_same_bits)
 {
     enum { NB = 2000 }; /* ~24 cache blocks of 85 samples with the unit tangents */
     size_t hidden[] = {64, 64};
-    cnf_mlp_config cfg = {.d_in = 2, .d_out = 2, .n_hidden = 2, .hidden = hidden,
-                          .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH};
-    cnf_mlp *m = NULL;
-    cr_assert_eq(cnf_mlp_create(&m, &cfg), CNF_OK);
-    size_t np = cnf_mlp_n_params(m);
-    double *theta = malloc(np * sizeof(double)), *X = malloc(NB * 2 * sizeof(double));
-    double *F[2], *JU[2], *g = calloc(np, sizeof(double));
+    double *X = malloc(NB * 2 * sizeof(double)), *U = malloc(2 * NB * 2 * sizeof(double));
+    double *F[2], *JU[2];
     cnf_rng r;
     cnf_rng_seed(&r, 8);
-    cnf_mlp_init(m, theta, &r);
     for (size_t i = 0; i < NB * 2; i++)
         X[i] = 2.0 * cnf_rng_normal(&r);
+    for (size_t i = 0; i < 2 * NB * 2; i++)
+        U[i] = cnf_rng_rademacher(&r);
     for (int k = 0; k < 2; k++) {
         F[k] = malloc(NB * 2 * sizeof(double));
         JU[k] = malloc(2 * NB * 2 * sizeof(double));
     }
-    const size_t threads[] = {1, 3, 1}, batch[] = {NB, NB, 50};
-    for (size_t ti = 0; ti < 3; ti++) {
-        const size_t nb = batch[ti];
-        cnf_mlp_work *w = NULL;
-        cr_assert_eq(cnf_mlp_work_create_threads(&w, m, nb, 2, threads[ti]), CNF_OK);
-        for (int keep = 1; keep >= 0; keep--) {
-            cnf_mlp_work_set_keep(w, keep);
-            cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, nb, NULL, 2, F[keep], 2, JU[keep], w),
-                         CNF_OK, "%s", cnf_errmsg());
-        }
-        cr_assert(!memcmp(F[0], F[1], nb * 2 * sizeof(double)), "F differs (%zu threads, %zu)",
-                  threads[ti], nb);
-        cr_assert(!memcmp(JU[0], JU[1], 2 * nb * 2 * sizeof(double)),
-                  "J u differs (%zu threads, %zu)", threads[ti], nb);
-        cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w), CNF_EINVAL,
-                     "reverse pass after a call that kept nothing");
-        cnf_mlp_work_set_keep(w, 1);
-        cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, nb, NULL, 2, F[1], 2, NULL, w), CNF_OK);
-        cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w), CNF_OK,
-                     "%s", cnf_errmsg());
-        cnf_mlp_work_free(w);
+    for (int prec = 0; prec < 2; prec++) {
+        cnf_mlp_config cfg = {.d_in = 2, .d_out = 2, .n_hidden = 2, .hidden = hidden,
+                              .act = CNF_ACT_TANH, .time = CNF_TIME_CONCATSQUASH,
+                              .precision = prec ? CNF_PRECISION_MIXED : CNF_PRECISION_DOUBLE};
+        cnf_mlp *m = NULL;
+        cr_assert_eq(cnf_mlp_create(&m, &cfg), CNF_OK);
+        size_t np = cnf_mlp_n_params(m);
+        double *theta = malloc(np * sizeof(double)), *g = calloc(np, sizeof(double));
+        cnf_mlp_init(m, theta, &r);
+        const size_t threads[] = {1, 3, 1}, batch[] = {NB, NB, 50};
+        for (size_t ti = 0; ti < 3; ti++)
+            for (int probe = 0; probe < 2; probe++) {
+                const size_t nb = batch[ti], nk = probe ? 1 : 2;
+                const double *u = probe ? U : NULL;
+                cnf_mlp_work *w = NULL;
+                cr_assert_eq(cnf_mlp_work_create_threads(&w, m, nb, 2, threads[ti]), CNF_OK);
+                for (int keep = 1; keep >= 0; keep--) {
+                    cnf_mlp_work_set_keep(w, keep);
+                    cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, nb, u, nk, F[keep], 2, JU[keep],
+                                             w),
+                                 CNF_OK, "%s", cnf_errmsg());
+                }
+                cr_assert(!memcmp(F[0], F[1], nb * 2 * sizeof(double)),
+                          "F differs (%s, %zu threads, %zu, probe %d)", cnf_precision_name(prec),
+                          threads[ti], nb, probe);
+                cr_assert(!memcmp(JU[0], JU[1], nk * nb * 2 * sizeof(double)),
+                          "J u differs (%s, %zu threads, %zu, probe %d)",
+                          cnf_precision_name(prec), threads[ti], nb, probe);
+                cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w),
+                             CNF_EINVAL, "reverse pass after a call that kept nothing");
+                cnf_mlp_work_set_keep(w, 1);
+                cr_assert_eq(cnf_mlp_jvp(m, theta, 0.4, X, 2, nb, u, nk, F[1], 2, NULL, w), CNF_OK);
+                cr_assert_eq(cnf_mlp_backward(m, theta, F[0], 2, NULL, NULL, 0, g, NULL, w),
+                             CNF_OK, "%s", cnf_errmsg());
+                cnf_mlp_work_free(w);
+            }
+        free(g);
+        free(theta);
+        cnf_mlp_free(m);
     }
     for (int k = 0; k < 2; k++) {
         free(F[k]);
         free(JU[k]);
     }
-    free(g);
+    free(U);
     free(X);
-    free(theta);
-    cnf_mlp_free(m);
 }
