@@ -418,15 +418,16 @@ static int toy_progress(const cnf_train_progress *p, void *ctx)
     return 0;
 }
 
-/* FFJORD's train_toy.py settings (8gaussians, cnf train's defaults). */
-static int case_toy(bench_ctx *b)
+/* FFJORD's train_toy.py settings (8gaussians, cnf train's defaults), with our checkpointed
+ * adjoint or with backsolve, the gradient torchdiffeq's odeint_adjoint (FFJORD's) computes. */
+static int case_toy(bench_ctx *b, cnf_grad_mode grad)
 {
     size_t iters = b->opt->toy_iters ? b->opt->toy_iters : (b->opt->quick ? 10 : 300);
     cnf_bench_result r = {.d = 2, .batch = 100, .width = 64};
     set_name(r.bench, sizeof r.bench, "toy");
     set_name(r.trace, sizeof r.trace, "exact");
     set_name(r.solver, sizeof r.solver, "dopri5");
-    set_name(r.grad, sizeof r.grad, "adjoint");
+    set_name(r.grad, sizeof r.grad, cnf_grad_mode_name(grad));
     set_name(r.precision, sizeof r.precision, cnf_precision_name(b->prec));
     cnf_rng rng;
     cnf_rng_seed(&rng, 0);
@@ -435,6 +436,7 @@ static int case_toy(bench_ctx *b)
     cfg.T = 0.5;
     cfg.train_T = 1;
     cfg.precision = b->prec;
+    cfg.grad = grad;
     cnf_flow *f = NULL;
     cnf_trainer *tr = NULL;
     toy_timer tt = {.cap = iters};
@@ -507,7 +509,9 @@ static int run_cases(bench_ctx *b)
             rc = case_train(b, 2, 80, adj);
     }
     if (!rc && selected(opt->cases, "toy"))
-        rc = case_toy(b);
+        rc = case_toy(b, CNF_GRAD_ADJOINT);
+    if (!rc && selected(opt->cases, "toy"))
+        rc = case_toy(b, CNF_GRAD_BACKSOLVE);
     return rc;
 }
 

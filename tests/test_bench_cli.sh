@@ -26,8 +26,10 @@ for r in o["results"]:
         assert r["nfe_fwd"] > 0, r
         assert r["solver"] in ("rk4", "dopri5"), r
     if r["bench"] in ("train", "toy"):
-        assert r["nfe_bwd"] > 0 and r["grad"] in ("backprop", "adjoint"), r
+        assert r["nfe_bwd"] > 0 and r["grad"] in ("backprop", "adjoint", "backsolve"), r
 assert seen == {"rhs", "eval", "train", "toy"}, seen
+toy = sorted(r["grad"] for r in o["results"] if r["bench"] == "toy")
+assert toy == ["adjoint", "backsolve"], toy
 PY
 # A subset, and a bad case name.
 "$cnf" bench --quick --cases rhs --repeats 1 | grep -q "GFLOP/s"

@@ -9,9 +9,11 @@
  *   rhs    the MLP right-hand side alone (forward + tangents) in GFLOP/s, against the rate of the
  *          same GEMMs (same shapes, same BLAS) timed alone in the same run, both on one thread
  *          (the MLP work is made with one thread; run with OpenBLAS at one thread to compare);
- *   toy    FFJORD's toy configuration (8gaussians, batch 100, Dopri5 1e-5, exact trace, adjoint,
- *          T = 0.5 trained, Adam 1e-3): seconds per training iteration over a short run, with
- *          the mean NFE per iteration.
+ *   toy    FFJORD's toy configuration (8gaussians, batch 100, Dopri5 1e-5, exact trace, T = 0.5
+ *          trained, Adam 1e-3): seconds per training iteration over a short run, with the mean
+ *          NFE per iteration; once with the checkpointed adjoint (cnf's default) and once with
+ *          backsolve (x integrated backwards with the adjoint: torchdiffeq's odeint_adjoint,
+ *          which FFJORD uses).
  * Peak memory of each case is the process's VmHWM after returning freed heap memory to the
  * system (malloc_trim) and resetting VmHWM (/proc/self/clear_refs) just before the case; it
  * includes the process's baseline resident set.
@@ -34,7 +36,7 @@ typedef struct cnf_bench_result {
     size_t d;
     char trace[8];      /* "exact", "hutch" */
     char solver[8];     /* "rk4", "dopri5" ("" for rhs) */
-    char grad[12];      /* "none", "backprop", "adjoint" */
+    char grad[12];      /* "none", "backprop", "adjoint", "backsolve" (toy) */
     size_t batch;
     size_t steps;       /* RK4 steps (20; train also 80 for the memory check); 0 for Dopri5 */
     size_t width;       /* hidden width of the 3-hidden-layer MLP (64; rhs also 256) */
