@@ -23,56 +23,9 @@
 
 #include <cnf.h>
 
-enum { NPT = 2000, NTAU = 9 };
+#include "fm_gaussian.h"
 
-/* RMS of v_θ − u* per τ = k/10 (rms[k−1]); returns the overall RMS. */
-static double distance_to_optimal(cnf_flow *f, double m, double s, cnf_rng *r, double *rms)
-{
-    const cnf_mlp *mlp = cnf_cflow_mlp(f);
-    cnf_mlp_work *w;
-    if (cnf_mlp_work_create(&w, mlp, NPT, 0) != CNF_OK)
-        return NAN;
-    static double x[2 * NPT], v[2 * NPT];
-    double all = 0;
-    for (int k = 1; k <= NTAU; k++) {
-        double tau = k / 10.0, s2 = s * s;
-        double var = (1 - tau) * (1 - tau) * s2 + tau * tau, slope = (tau - (1 - tau) * s2) / var;
-        for (int i = 0; i < 2 * NPT; i++)
-            x[i] = (1 - tau) * m + sqrt(var) * cnf_rng_normal(r);
-        cnf_mlp_forward(mlp, cnf_flow_params(f), tau, x, 2, NPT, v, 2, w); /* (NPT, 2) */
-        double se = 0;
-        for (int i = 0; i < 2 * NPT; i++) {
-            double u = -m + slope * (x[i] - (1 - tau) * m);
-            se += (v[i] - u) * (v[i] - u);
-        }
-        rms[k - 1] = sqrt(se / (2 * NPT));
-        all += se;
-    }
-    cnf_mlp_work_free(w);
-    return sqrt(all / (2.0 * NPT * NTAU));
-}
-
-static int gauss_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
-{
-    const double *ms = ctx; /* m, s */
-    for (size_t i = 0; i < 2 * n; i++)
-        X[i] = ms[0] + ms[1] * cnf_rng_normal(rng);
-    return 0;
-}
-
-typedef struct {
-    cnf_trainer *t;
-    double lr[2];
-} cosine_ctx;
-
-/* Set after each step for the next one. */
-static int cosine_lr(const cnf_train_progress *p, void *ctx)
-{
-    const cosine_ctx *c = ctx;
-    double frac = (double)p->iter / (double)p->iters;
-    return cnf_optim_set_lr(cnf_trainer_optim(c->t),
-                            c->lr[1] + (c->lr[0] - c->lr[1]) * 0.5 * (1 + cos(M_PI * frac)));
-}
+enum { NPT = 2000, NTAU = FM_GAUSS_NTAU };
 
 static int check(int rc, const char *what)
 {
@@ -106,13 +59,13 @@ int main(int argc, char **argv)
         return 1;
     double rms[NTAU];
     cnf_rng_seed(&reval, 1000);
-    double before = distance_to_optimal(f, ms[0], ms[1], &reval, rms);
+    double before = fm_gauss_distance(f, ms[0], ms[1], NPT, &reval, rms);
 
-    cosine_ctx cc = {NULL, {1e-2, lr_end}};
-    cnf_train_config tc = {.iters = iters, .batch = batch, .next_batch = gauss_batch,
+    fm_cosine_ctx cc = {NULL, {1e-2, lr_end}};
+    cnf_train_config tc = {.iters = iters, .batch = batch, .next_batch = fm_gauss_batch,
                            .batch_ctx = (void *)ms, .flow_matching = 1,
                            .fm_variant = CNF_FM_ICFM, .ema_decay = ema,
-                           .progress = cosine_lr, .progress_ctx = &cc};
+                           .progress = fm_cosine_lr, .progress_ctx = &cc};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = cc.lr[0];
     clock_t c0 = clock();
@@ -122,7 +75,7 @@ int main(int argc, char **argv)
     double secs = (double)(clock() - c0) / CLOCKS_PER_SEC;
 
     cnf_rng_seed(&reval, 1000);
-    double after = distance_to_optimal(f, ms[0], ms[1], &reval, rms);
+    double after = fm_gauss_distance(f, ms[0], ms[1], NPT, &reval, rms);
     printf("I-CFM on N(1, I) in 2-D: %zu-%zu tanh field, %zu iterations of %zu (%.1fM samples),"
            " Adam cosine 1e-2 -> %g, EMA %g, %.0f CPU s\n",
            width, width, iters, batch, iters * (double)batch / 1e6, lr_end, ema, secs);
