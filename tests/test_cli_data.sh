@@ -35,6 +35,18 @@ assert math.isfinite(o["test_nll"]) and o["best_iter"] > 0, o
 PY
 grep -q "modelled in 2 dimensions" "$tmp/train" || fail "the constant column was not dropped"
 
+# MNIST's files have no extension: a bare name that is no toy set but an existing file is data.
+python3 - "$tmp" <<'PY'
+import random, struct, sys
+random.seed(3)
+with open(sys.argv[1] + "/train-images-idx3-ubyte", "wb") as f:
+    f.write(struct.pack(">IIII", 0x803, 200, 4, 4) + bytes(random.randrange(256) for _ in range(3200)))
+PY
+cnf_abs="$(cd "$(dirname "$cnf")" && pwd)/$(basename "$cnf")"
+(cd "$tmp" && "$cnf_abs" train --data train-images-idx3-ubyte --dequantize 256 --iters 2 \
+  --model maf --layers 1 --hidden 4 --batch 32 > idx.out) || fail "train on an IDX file without extension"
+grep -q "modelled in 16 dimensions" "$tmp/idx.out" || fail "the IDX file was not read as data"
+
 # The training run's test rows, evaluated again from the model file: the same NLL.
 "$cnf" eval --model "$tmp/m.safetensors" --data "$tmp/small.csv" --split test --json \
   > "$tmp/ev" || fail "eval --split test"

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "dataopts.h"
@@ -46,7 +47,11 @@ size_t data_opts_table(data_opts *o, cli_opt *t)
 
 int data_is_file(const char *name)
 {
-    return strchr(name, '/') || strchr(name, '.');
+    const cnf_toy_type *toy;
+    if (strchr(name, '/') || strchr(name, '.'))
+        return 1;
+    /* MNIST's IDX files are named without an extension (train-images-idx3-ubyte). */
+    return cnf_toy_from_name(name, &toy) != CNF_OK && access(name, F_OK) == 0;
 }
 
 /* Parse "0-3,7" into column indices. */

@@ -22,7 +22,8 @@ void data_opts_default(data_opts *o);
  * count. */
 size_t data_opts_table(data_opts *o, cli_opt *t);
 
-/* Is name a file rather than one of the toy sets? (it contains '/' or '.') */
+/* Is name a file rather than one of the toy sets? (it contains '/' or '.', or it is no toy set's
+ * name and a file of that name exists) */
 int data_is_file(const char *name);
 
 /* The rows of a data file split into three consecutive blocks of one seeded shuffle:
