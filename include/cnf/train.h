@@ -5,7 +5,8 @@
  * report progress, and every val_every iterations evaluate the held-out NLL. Everything random
  * (batches, Hutchinson probes) comes from the trainer's one generator, whose state, with the
  * optimizer's and the iteration count, is what a checkpoint saves (cnf/model.h): resuming from a
- * checkpoint continues bit-identically. */
+ * checkpoint continues bit-identically — except with ema_decay, whose average and iterate a
+ * checkpoint does not hold (see there). */
 #ifndef CNF_TRAIN_H
 #define CNF_TRAIN_H
 
@@ -85,9 +86,9 @@ CNF_API int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_c
 CNF_API void cnf_trainer_free(cnf_trainer *t);
 
 /* Train until cfg->iters iterations are done (from wherever the trainer stands), or until
- * max_seconds have passed (the last iteration then reports has_val with a validation). On an error
- * the parameters hold the last successful step (not the average of ema_decay), and the iteration
- * count says where. */
+ * max_seconds have passed (the last iteration then reports has_val with a validation, if val_every
+ * is set). On an error other than a stop from the progress callback, the parameters hold the last
+ * successful step (not the average of ema_decay), and the iteration count says where. */
 CNF_API int cnf_trainer_run(cnf_trainer *t);
 
 /* The state a checkpoint saves and restores. */

@@ -44,10 +44,12 @@ static void build_table(void)
         {"--weight-decay", OPT_DOUBLE, &to.weight_decay, "W", "Adam weight decay (L2)", 1},
         {"--clip", OPT_DOUBLE, &to.clip, "NORM", "clip the gradient norm (0: no clipping)", 1},
         {"--seed", OPT_U64, &to.seed, "S", "seed of every random draw", 1},
-        {"--test-n", OPT_SIZE, &to.test_n, "N", "held-out points drawn once for the test NLL", 1},
+        {"--test-n", OPT_SIZE, &to.test_n, "N",
+         "toy sets: held-out points drawn once for the test NLL (data files use their split)", 1},
         {"--test-batch", OPT_SIZE, &to.test_batch, "N", "evaluation batch size", 1},
         {"--val-every", OPT_SIZE, &to.val_every, "N",
-         "test NLL every N iterations and at the end (0: only at the end)", 1},
+         "validate every N iterations and at the end (0: only at the end): test NLL on toy "
+         "sets, validation rows of a data file, log Z and ESS for reverse-kl", 1},
         {"--log-every", OPT_SIZE, &to.log_every, "N", "log line every N iterations", 0},
         {"--out", OPT_STR, &to.out, "FILE",
          "save the model with its training state (safetensors; usable with --resume)", 0},
@@ -56,7 +58,8 @@ static void build_table(void)
         {"--plot-every", OPT_SIZE, &to.plot_every, "N", "also write --plot every N iterations",
          0},
         {"--resume", OPT_STR, &to.resume, "FILE",
-         "continue from a model saved with --out: its settings are used unless given here", 0},
+         "continue from a model saved with --out: its settings are used unless given here "
+         "(bit-identical to an uninterrupted run, except with --ema: the average restarts)", 0},
         {"--json", OPT_FLAG, &to.json, NULL,
          "print a JSON object as the last line of stdout: iters, seconds, train_loss, test_nll, "
          "test_nll_stderr, nfe_forward, nfe_backward (means per iteration); with reverse-kl: "
@@ -80,7 +83,8 @@ static void build_table(void)
          "stop after S seconds of training (0: no limit), validating at the stop", 0},
         {"--ema", OPT_DOUBLE, &to.ema, "DECAY",
          "average the weights (exponential moving average with this decay, e.g. 0.999; 0: off): "
-         "validation, the final figures and the saved model use the average",
+         "validation, the final figures and the saved model use the average (--plot-every "
+         "pictures between validations show the current weights; --resume starts a new average)",
          1},
     };
     memcpy(table + n_table, mine, sizeof mine);
