@@ -75,9 +75,9 @@ struct cnf_mlp_work {
     int unit; /* tangents are the unit vectors (exact trace) */
     double t;
     /* Threads over batch chunks (n_sub > 1): this work then holds no buffers of its own; chunk c
-     * of a call runs on sub[c] (thread c, the caller being thread 0), and parameter gradients of
-     * chunk c ≥ 1 go to gpart[c] and are added in chunk order, so results are bit-identical from
-     * run to run for a given thread count. */
+     * of a call runs on sub[c] (on sub[thread] without keep), whichever thread claims it, and
+     * parameter gradients of chunk c ≥ 1 go to gpart[c] and are added in chunk order, so results
+     * are bit-identical from run to run for a given chunking (n_chunks). */
     size_t n_sub, nch; /* chunks available, chunks of the last call */
     size_t threads, bs; /* threads, samples per cache block */
     cnf_mlp_work **sub;
@@ -491,7 +491,8 @@ void cnf_mlp_init(const cnf_mlp *m, double *theta, cnf_rng *rng)
  * bumps a generation counter; every participant, the caller included, claims chunks from an
  * atomic counter until none is left, so a helper that is not scheduled in time (a busy machine)
  * costs nothing: the caller runs its chunk too. Which thread runs a chunk does not matter for
- * the result, since chunk c always uses work sub[c] and its own gradient slot. Idle helpers spin
+ * the result, since chunk c uses work sub[c] (or, when nothing is kept for a reverse pass, the
+ * buffers of the thread running it) and its own gradient slot. Idle helpers spin
  * on the generation for a while (a CNF evaluates the field thousands of times per second, and a
  * futex wake-up costs as much as a small chunk), then sleep on a condition variable. */
 
@@ -522,7 +523,7 @@ typedef struct pool {
     /* The current task, written before `next` is published and read after it is acquired. */
     void (*fn)(void *arg, size_t chunk, size_t thread);
     void *arg;
-    size_t nch;
+    atomic_size_t nch;
 } pool;
 
 /* Claim and run chunks of generation g until none is left; `thread` is 0 for the caller and
@@ -531,7 +532,7 @@ static void pool_work(pool *p, unsigned g, size_t thread)
 {
     uint64_t v = atomic_load(&p->next);
     for (;;) {
-        if ((unsigned)(v >> 32) != g || (v & 0xffffffffu) >= p->nch)
+        if ((unsigned)(v >> 32) != g || (v & 0xffffffffu) >= atomic_load(&p->nch))
             return;
         if (!atomic_compare_exchange_weak(&p->next, &v, v + 1))
             continue;
@@ -594,6 +595,7 @@ static pool *pool_create(size_t n_help)
     atomic_init(&p->quit, 0);
     atomic_init(&p->next, 0);
     atomic_init(&p->done, 0);
+    atomic_init(&p->nch, 0);
     for (size_t i = 0; i < n_help; i++) {
         p->help[i].p = p;
         if (pthread_create(&p->help[i].th, NULL, helper_main, &p->help[i])) {
@@ -615,9 +617,13 @@ static void pool_run(pool *p, void (*fn)(void *, size_t, size_t), void *arg, siz
         return;
     }
     unsigned g = atomic_load(&p->gen) + 1;
+    /* First close the previous generation: a helper still finishing its last chunk may be about
+     * to claim with an old value of next; this store makes that claim fail before fn, arg and
+     * nch change under it. */
+    atomic_store(&p->next, ((uint64_t)g << 32) | 0xffffffffu);
     p->fn = fn;
     p->arg = arg;
-    p->nch = nch;
+    atomic_store(&p->nch, nch);
     atomic_store(&p->done, 0);
     atomic_store(&p->next, (uint64_t)g << 32); /* publishes the task to claimers */
     atomic_store(&p->gen, g);
@@ -711,6 +717,8 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
         threads = cnf_mlp_threads_default();
     if (threads > CNF_MLP_MAX_THREADS)
         threads = CNF_MLP_MAX_THREADS;
+    if (n_max == 0 || k_max > (size_t)-1 / 2 / n_max)
+        return work_create1(out, m, n_max, k_max); /* which names the error */
     /* Samples per cache block, and the most chunks a call can have (n_chunks). */
     size_t bs = BLOCK_ROWS / (1 + k_max);
     bs = bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
@@ -1075,7 +1083,8 @@ static void chunk_rows(size_t n, size_t nch, size_t c, size_t *i0, size_t *i1)
 }
 
 /* Chunks of a call on n samples: cache blocks of at most bs samples, and at least one per
- * thread when each gets MIN_CHUNK_ROWS. Depends on n only, so the bits do too. */
+ * thread when each gets MIN_CHUNK_ROWS. Depends on n, the block size (from the work's k_max) and
+ * the thread count only, and so do the bits. */
 static size_t n_chunks(const cnf_mlp_work *w, size_t n)
 {
     size_t c = (n + w->bs - 1) / w->bs;

@@ -189,3 +189,18 @@ Test(threads, forward_without_keep_gives_the_same_bits)
     free(U);
     free(X);
 }
+
+/* A workspace shape that overflows is a named error, not a division by zero. */
+Test(threads, absurd_workspace_is_refused)
+{
+    size_t hidden[] = {4};
+    cnf_mlp_config cfg = {.d_in = 2, .d_out = 2, .n_hidden = 1, .hidden = hidden,
+                          .act = CNF_ACT_TANH, .time = CNF_TIME_CONCAT};
+    cnf_mlp *m = NULL;
+    cr_assert_eq(cnf_mlp_create(&m, &cfg), CNF_OK);
+    cnf_mlp_work *w = NULL;
+    cr_assert_eq(cnf_mlp_work_create_threads(&w, m, 1000, (size_t)-1, 2), CNF_EINVAL);
+    cr_assert_null(w);
+    cr_assert_eq(cnf_mlp_work_create_threads(&w, m, 0, 2, 2), CNF_EINVAL);
+    cnf_mlp_free(m);
+}
