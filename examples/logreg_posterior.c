@@ -111,10 +111,17 @@ int main(int argc, char **argv)
     cnf_trainer *trainer;
     double *S = malloc(NS * D * sizeof(double)), *lp = malloc(NS * sizeof(double));
     double *lqs = malloc(NS * sizeof(double));
-    if (cnf_cflow_create(&flow, &cfg, &rng) || cnf_trainer_create(&trainer, flow, &tc, 3) ||
-        cnf_trainer_run(trainer) || cnf_flow_sample(flow, NS, &rng, S, lp, NULL) ||
-        cnf_target_logq(target, S, NS, lqs, NULL)) {
-        fprintf(stderr, "logreg_posterior: %s (%s)\n", cnf_strerror(-1), cnf_errmsg());
+    int rc = !S || !lp || !lqs ? CNF_ENOMEM : cnf_cflow_create(&flow, &cfg, &rng);
+    if (!rc)
+        rc = cnf_trainer_create(&trainer, flow, &tc, 3);
+    if (!rc)
+        rc = cnf_trainer_run(trainer);
+    if (!rc)
+        rc = cnf_flow_sample(flow, NS, &rng, S, lp, NULL);
+    if (!rc)
+        rc = cnf_target_logq(target, S, NS, lqs, NULL);
+    if (rc) {
+        fprintf(stderr, "logreg_posterior: %s (%s)\n", cnf_strerror(rc), cnf_errmsg());
         return 1;
     }
     /* Self-normalised importance weights w_i ∝ q̃/p; the flow's means and their standard errors

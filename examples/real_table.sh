@@ -37,6 +37,7 @@ MNIST_ROWS=${MNIST_ROWS:-10000}
 MNIST_PCA=${MNIST_PCA:-16}
 CNF_WIDTH=${CNF_WIDTH:-128}
 export OPENBLAS_NUM_THREADS=1
+export CNF_NUM_THREADS=${CNF_NUM_THREADS:-1} # one core, as the table was measured
 
 prog=$BUILD/examples/tabular_density
 [[ -x $prog ]] || { echo "real_table.sh: no $prog (run ninja -C $BUILD)" >&2; exit 1; }

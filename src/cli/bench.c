@@ -16,8 +16,8 @@ static size_t repeats, toy_iters;
 static const cli_opt table[] = {
     {"--quick", OPT_FLAG, &quick, NULL, "small sizes, 2 repeats, 10 toy iterations (smoke run)", 0},
     {"--cases", OPT_STR, &cases, "LIST", "subset of rhs,eval,train,toy (default all)", 0},
-    {"--repeats", OPT_SIZE, &repeats, "N", "timed repeats per case (default 5; quick 2)", 0},
-    {"--toy-iters", OPT_SIZE, &toy_iters, "N", "toy training iterations (default 300)", 0},
+    {"--repeats", OPT_SIZE, &repeats, "N", "timed repeats per case (0: 5, or 2 with --quick)", 0},
+    {"--toy-iters", OPT_SIZE, &toy_iters, "N", "toy training iterations (0: 300, or 10 with --quick)", 0},
     {"--precision", OPT_STR, &precision, "P", "double, mixed (float32 layer products) or both", 0},
     {"--json", OPT_FLAG, &json, NULL, "one JSON object {meta, results} as the last line", 0},
 };
@@ -40,7 +40,7 @@ static void help(FILE *out)
             "Peak memory is VmHWM during each case (it includes the process's baseline).\n"
             "Threads: OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS is set; the MLP\n"
             "kernels split batches over CNF_NUM_THREADS threads (default: every online\n"
-            "processor; 1 is faster on a machine busy with other jobs).\n\n"
+            "processor, at most 16; 1 is faster on a machine busy with other jobs).\n\n"
             "options:\n");
     cli_opts_help(out, table, n_table);
 }

@@ -44,7 +44,8 @@ size_t flow_opts_table(flow_opts *o, cli_opt *t)
         {"--blocks", OPT_SIZE, &o->blocks, "N", "stacked CNF blocks", 1},
         {"--T", OPT_DOUBLE, &o->T, "T", "integration end time (initial value with --train-T)", 1},
         {"--train-T", OPT_FLAG, &o->train_T, NULL,
-         "train the end time T = s^2 (on by default, as FFJORD's toy runs; --train-T=0 fixes T)",
+         "train the end time T = s^2 (cnf train: on by default, as FFJORD's toy runs; --train-T=0 "
+         "fixes T)",
          1},
         {"--solver", OPT_STR, &o->solver, "NAME",
          "training ODE solver: euler, midpoint, rk4, bosh3, dopri5, tsit5, cvode-adams, cvode-bdf",

@@ -40,8 +40,8 @@ static void usage(FILE *out)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n  --version  print the version\n  --help     print this help\n\n"
                  "OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS is set; the network's\n"
-                 "batches are split over CNF_NUM_THREADS threads (default: every online processor;\n"
-                 "set 1 on a machine busy with other jobs).\n");
+                 "batches are split over CNF_NUM_THREADS threads (default: every online processor, at\n"
+                 "most 16; set 1 on a machine busy with other jobs).\n");
 }
 
 int main(int argc, char **argv)
