@@ -101,6 +101,7 @@ void cnf_bench_machine_info(cnf_bench_machine *m)
     m->cores = nc > 0 ? (int)nc : 1;
     set_name(m->blas_core, sizeof m->blas_core, openblas_get_corename());
     set_name(m->blas_config, sizeof m->blas_config, openblas_get_config());
+    cnf_blas_single_thread(); /* what every case's first workspace does: report it */
     m->blas_threads = openblas_get_num_threads();
     /* The dynamic loader's answer for the name libcnf's calls resolve to. */
     Dl_info info;

@@ -14,4 +14,8 @@ double cnf_wall_seconds(void);
 /* calloc that fails on n·size overflow; NULL on failure (the caller reports CNF_ENOMEM). */
 void *cnf_calloc(size_t n, size_t size);
 
+/* OpenBLAS to one thread, once per process, unless OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
+ * OMP_NUM_THREADS is set (src/gemm.c says why). Called when an MLP workspace is made. */
+void cnf_blas_single_thread(void);
+
 #endif

@@ -713,6 +713,7 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
                                 size_t k_max, size_t threads)
 {
     *out = NULL;
+    cnf_blas_single_thread();
     if (threads == 0)
         threads = cnf_mlp_threads_default();
     if (threads > CNF_MLP_MAX_THREADS)

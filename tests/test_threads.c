@@ -1,6 +1,7 @@
 /* Threads over batch chunks (cnf_mlp_work_create_threads): the split kernels agree with the
  * single-thread ones to rounding, and two runs with the same thread count give identical bits —
  * for the MLP's forward, tangents and reverse kernel, and for a CNF's loss and gradient. */
+#include <cblas.h>
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -203,4 +204,37 @@ Test(threads, absurd_workspace_is_refused)
     cr_assert_null(w);
     cr_assert_eq(cnf_mlp_work_create_threads(&w, m, 0, 2, 2), CNF_EINVAL);
     cnf_mlp_free(m);
+}
+
+/* The first workspace sets OpenBLAS to one thread unless the environment chose a count (each
+ * Criterion test runs in its own process, so each sees a fresh "first"). */
+static int make_work_and_count_blas_threads(void)
+{
+    size_t hidden[] = {4};
+    cnf_mlp_config cfg = {.d_in = 2, .d_out = 2, .n_hidden = 1, .hidden = hidden,
+                          .act = CNF_ACT_TANH, .time = CNF_TIME_CONCAT};
+    cnf_mlp *m = NULL;
+    cnf_mlp_work *w = NULL;
+    cr_assert_eq(cnf_mlp_create(&m, &cfg), CNF_OK);
+    cr_assert_eq(cnf_mlp_work_create(&w, m, 10, 2), CNF_OK);
+    cnf_mlp_work_free(w);
+    cnf_mlp_free(m);
+    return openblas_get_num_threads();
+}
+
+Test(threads, first_workspace_sets_openblas_to_one_thread)
+{
+    unsetenv("OPENBLAS_NUM_THREADS");
+    unsetenv("GOTO_NUM_THREADS");
+    unsetenv("OMP_NUM_THREADS");
+    openblas_set_num_threads(2);
+    cr_assert_eq(make_work_and_count_blas_threads(), 1);
+}
+
+Test(threads, openblas_threads_chosen_in_the_environment_are_kept)
+{
+    setenv("OPENBLAS_NUM_THREADS", "2", 1);
+    openblas_set_num_threads(2);
+    int before = openblas_get_num_threads(); /* 1 on a one-core machine */
+    cr_assert_eq(make_work_and_count_blas_threads(), before);
 }

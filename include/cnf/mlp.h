@@ -102,7 +102,12 @@ CNF_API int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
  * and parameter gradients are reduced in chunk order, so for a given thread count the same
  * inputs give the same bits. Batches below 16 rows per thread run unsplit. The work owns its
  * helper threads (idle ones sleep after a short spin) and stops them in cnf_mlp_work_free. A
- * work must not be used from two threads at once. */
+ * work must not be used from two threads at once.
+ * BLAS threads: the first workspace made in a process sets OpenBLAS to one thread
+ * (openblas_set_num_threads(1)) unless OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
+ * OMP_NUM_THREADS is set. The layer products are small and already run on these threads;
+ * OpenBLAS's own threads under them made a training step 4x slower on 2 cores (measured). If
+ * you set one of those variables, the two thread counts multiply. */
 CNF_API int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max,
                                         size_t k_max, size_t threads);
 /* Threads per work by default: $CNF_NUM_THREADS if set, else the number of online processors

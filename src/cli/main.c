@@ -58,11 +58,9 @@ int main(int argc, char **argv)
         printf("cnf %s\n", cnf_version());
         return 0;
     }
-    /* The layer products here are small (batch × 64 × 64): OpenBLAS's threads cost more than
-     * they bring (measured: 8gaussians training ran at 13 it/s with 2 threads, 20 it/s with
-     * one). Use one unless the user asks otherwise. */
-    if (!getenv("OPENBLAS_NUM_THREADS"))
-        openblas_set_num_threads(1);
+    /* OpenBLAS runs on one thread unless the environment says otherwise: the library sets it
+     * when the first MLP workspace is made (cnf/mlp.h); the PCA of `--pca` runs before that and
+     * may use OpenBLAS's threads. */
     for (size_t i = 0; i < n_commands; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].run(argc - 1, argv + 1);
