@@ -209,6 +209,7 @@ typedef struct aug {
     const double *lam;
     size_t nq;
     size_t nfe; /* field evaluations (forward or reverse) counted here */
+    struct traj *rec; /* forward solve for backprop: aug_rhs hands it every stage argument */
 } aug;
 
 static const double *block_theta(const aug *a) { return a->c->base.theta + a->b * a->c->P; }
@@ -308,9 +309,13 @@ static int aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, co
     return CNF_OK;
 }
 
+static void traj_push_stage(struct traj *tr, const double *y);
+
 static int aug_rhs(double tau, const double *y, double *dy, void *ctx)
 {
     aug *a = ctx;
+    if (a->rec)
+        traj_push_stage(a->rec, y);
     slot *s = &a->c->slots[0];
     int rc = aug_eval(a, s, tau, y, a->c->cfg.dim + 3, 0);
     if (rc)
@@ -321,10 +326,18 @@ static int aug_rhs(double tau, const double *y, double *dy, void *ctx)
 
 /* ---- forward solves ------------------------------------------------------------------------- */
 
-/* Accepted steps of one block's forward solve: τ_n, h_n and the state before each step. */
+/* Accepted steps of one block's forward solve: τ_n, h_n and the state before each step; for
+ * backprop also the arguments Y_2..Y_s of the stages the step's reverse uses (ys, (len,
+ * stages, dim)), so the reverse pass evaluates each stage just before reversing it, while its
+ * activations are still in cache, instead of recomputing every stage first. They are the
+ * right-hand side's own inputs: an explicit RK attempt ends with its calls for stages 2..S in
+ * order (solvers/erk.c; stage 1 is y_n itself or the FSAL value), so the last S − 1 calls
+ * before an accepted step, kept in a ring, are that step's. */
 typedef struct traj {
     size_t dim, len, cap;
     double *t, *h, *y;
+    size_t stages, ring_n, ring_pos; /* stages kept per step; ring of the last ring_n calls */
+    double *ys, *ring;
 } traj;
 
 static void traj_free(traj *tr)
@@ -332,7 +345,39 @@ static void traj_free(traj *tr)
     free(tr->t);
     free(tr->h);
     free(tr->y);
+    free(tr->ys);
+    free(tr->ring);
     memset(tr, 0, sizeof *tr);
+}
+
+/* Stages 1..s_eff of an RK step feed its result: those past the last non-zero weight do not. */
+static size_t rk_stages_used(const cnf_rk_tableau *tab)
+{
+    size_t s_eff = 0;
+    for (size_t i = 0; i < tab->stages; i++)
+        if (tab->b[i] != 0.0)
+            s_eff = i + 1;
+    return s_eff;
+}
+
+/* Set tr up to keep the stage arguments backprop_block needs for tableau tab. */
+static int traj_keep_stages(traj *tr, const cnf_rk_tableau *tab)
+{
+    size_t used = rk_stages_used(tab);
+    tr->stages = used > 1 ? used - 1 : 0;
+    tr->ring_n = tab->stages - 1;
+    tr->ring_pos = 0;
+    if (tr->stages && !(tr->ring = cnf_calloc(tr->ring_n, tr->dim * sizeof(double))))
+        return cnf_fail(CNF_ENOMEM, "allocating %zu RK stages for the reverse pass", tr->ring_n);
+    return CNF_OK;
+}
+
+static void traj_push_stage(traj *tr, const double *y)
+{
+    if (!tr->ring)
+        return;
+    memcpy(tr->ring + tr->ring_pos * tr->dim, y, tr->dim * sizeof(double));
+    tr->ring_pos = (tr->ring_pos + 1) % tr->ring_n;
 }
 
 static int traj_record(double t, double h, const double *y_old, const double *y_new, void *ctx)
@@ -347,18 +392,27 @@ static int traj_record(double t, double h, const double *y_old, const double *y_
         double *nh = realloc(tr->h, cap * sizeof(double));
         if (nh)
             tr->h = nh;
-        double *ny = cap > (size_t)-1 / sizeof(double) / tr->dim
-                         ? NULL
-                         : realloc(tr->y, cap * tr->dim * sizeof(double));
+        const size_t per_step = (1 + tr->stages) * tr->dim;
+        const int too_big = cap > (size_t)-1 / sizeof(double) / per_step;
+        double *ny = too_big ? NULL : realloc(tr->y, cap * tr->dim * sizeof(double));
         if (ny)
             tr->y = ny;
-        if (!nt || !nh || !ny)
+        double *ns = too_big || !tr->stages
+                         ? NULL
+                         : realloc(tr->ys, cap * tr->stages * tr->dim * sizeof(double));
+        if (ns)
+            tr->ys = ns;
+        if (!nt || !nh || !ny || (tr->stages && !ns))
             return cnf_fail(CNF_ENOMEM, "storing %zu forward steps for the gradient", cap);
         tr->cap = cap;
     }
     tr->t[tr->len] = t;
     tr->h[tr->len] = h;
     memcpy(tr->y + tr->len * tr->dim, y_old, tr->dim * sizeof(double));
+    /* The ring's oldest entry is stage 2 of this step (see traj). */
+    for (size_t i = 0; i < tr->stages; i++)
+        memcpy(tr->ys + (tr->len * tr->stages + i) * tr->dim,
+               tr->ring + (tr->ring_pos + i) % tr->ring_n * tr->dim, tr->dim * sizeof(double));
     tr->len++;
     return 0;
 }
@@ -490,42 +544,27 @@ static int cflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, doubl
 /* ---- gradients: backprop through the RK steps ----------------------------------------------- */
 
 /* Reverse one explicit RK step y_{n+1} = y_n + h Σ b_i k_i, k_i = g(τ + c_i h, Y_i),
- * Y_i = y_n + h Σ_{j<i} a_ij k_j. lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: Y, k, kb
- * are (stages, dim). */
+ * Y_i = y_n + h Σ_{j<i} a_ij k_j, with Y_1 = y_n and Y_2.. in ys (from the forward solve, see
+ * traj). lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: kb (stages, dim), Ybi (dim). Each
+ * stage is evaluated right before its reverse pass, on one slot. */
 static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h,
-                         const double *yn, double *lam, double *Y, double *k, double *kb,
-                         double *gtheta, double *gT)
+                         const double *yn, const double *ys, double *lam, double *kb,
+                         double *Ybi, double *gtheta, double *gT)
 {
     cflow *c = a->c;
-    const size_t d = c->cfg.dim, S = d + 3, dim = a->n * S;
-    size_t s_eff = 0; /* stages past the last non-zero weight feed nothing */
-    for (size_t i = 0; i < tab->stages; i++)
-        if (tab->b[i] != 0.0)
-            s_eff = i + 1;
-    for (size_t i = 0; i < s_eff; i++) {
-        double *Yi = Y + i * dim;
-        memcpy(Yi, yn, dim * sizeof(double));
-        for (size_t j = 0; j < i; j++) {
-            double aij = tab->a[i * tab->stages + j];
-            if (aij != 0.0)
-                for (size_t m = 0; m < dim; m++)
-                    Yi[m] += h * aij * k[j * dim + m];
-        }
-        int rc = aug_eval(a, &c->slots[1 + i], tau + tab->c[i] * h, Yi, S, 1);
-        if (rc)
-            return rc;
-        aug_store(a, &c->slots[1 + i], k + i * dim);
-    }
+    const size_t d = c->cfg.dim, S = d + 3, dim = a->n * S, s_eff = rk_stages_used(tab);
+    slot *sl = &c->slots[0];
     for (size_t i = 0; i < s_eff; i++)
         for (size_t m = 0; m < dim; m++)
             kb[i * dim + m] = h * tab->b[i] * lam[m];
-    double *Yb = Y; /* Y_i is no longer needed once stage i is reversed: reuse row i */
     for (size_t i = s_eff; i-- > 0;) {
-        double *Ybi = Yb + i * dim;
+        const double tau_i = tau + tab->c[i] * h;
+        int rc = aug_eval(a, sl, tau_i, i ? ys + (i - 1) * dim : yn, S, 1);
+        if (rc)
+            return rc;
         memset(Ybi, 0, dim * sizeof(double));
         const double *kbi = kb + i * dim;
-        int rc = aug_vjp(a, &c->slots[1 + i], tau + tab->c[i] * h, kbi, S, kbi, Ybi, S, gtheta,
-                         gT);
+        rc = aug_vjp(a, sl, tau_i, kbi, S, kbi, Ybi, S, gtheta, gT);
         if (rc)
             return rc;
         for (size_t j = 0; j < i; j++) {
@@ -547,16 +586,17 @@ static int backprop_block(aug *a, const traj *tr, const cnf_rk_tableau *tab, dou
     if (s > MAX_STAGES)
         return cnf_fail(CNF_EUNSUPPORTED, "RK tableau with %zu stages (at most %d)", s,
                         MAX_STAGES);
-    int rc = ensure_slots(a->c, a->n, a->K, 1 + s);
+    int rc = ensure_slots(a->c, a->n, a->K, 1);
     if (rc)
         return rc;
-    double *Y = cnf_calloc(3 * s * dim, sizeof(double));
-    if (!Y)
+    double *kb = cnf_calloc((s + 1) * dim, sizeof(double));
+    if (!kb)
         return cnf_fail(CNF_ENOMEM, "allocating RK stages for the reverse pass");
     for (size_t n = tr->len; n-- > 0 && rc == CNF_OK;)
-        rc = backprop_step(a, tab, tr->t[n], tr->h[n], tr->y + n * dim, lam, Y, Y + s * dim,
-                           Y + 2 * s * dim, gtheta, gT);
-    free(Y);
+        rc = backprop_step(a, tab, tr->t[n], tr->h[n], tr->y + n * dim,
+                           tr->stages ? tr->ys + n * tr->stages * dim : NULL, lam, kb, kb + s * dim,
+                           gtheta, gT);
+    free(kb);
     return rc;
 }
 
@@ -900,8 +940,14 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
                 rc = cnf_cvodes_adj_forward(adj[k], aug_rhs, a, tau0, tau1, y, &opt, &os);
         } else {
             tr[k].dim = dim;
-            rc = solve(&cfg->train, aug_rhs, a, dim, tau0, tau1, y, &opt,
-                       record ? traj_record : NULL, &tr[k], &os);
+            if (record && cfg->grad == CNF_GRAD_BACKPROP) {
+                rc = traj_keep_stages(&tr[k], tab);
+                a->rec = &tr[k];
+            }
+            if (rc == CNF_OK)
+                rc = solve(&cfg->train, aug_rhs, a, dim, tau0, tau1, y, &opt,
+                           record ? traj_record : NULL, &tr[k], &os);
+            a->rec = NULL;
         }
         add_stats(st, &os);
         if (rc)

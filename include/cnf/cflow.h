@@ -16,6 +16,9 @@
  * Gradients of the loss w.r.t. θ (and s):
  *   CNF_GRAD_BACKPROP  discretize-then-optimize: reverse-mode through the RK steps actually taken
  *                      (explicit RK methods only); the exact gradient of the computed loss.
+ *                      Memory: the forward solve keeps each accepted step's state and the
+ *                      arguments of the stages its result uses (RK4: 4 states per step), and
+ *                      the reverse pass evaluates each stage just before reversing it.
  *   CNF_GRAD_ADJOINT   the continuous adjoint a' = −∇ₓ(a·g), q' = −∇_θ(a·g) integrated T → 0 with
  *                      the forward trajectory from checkpoints: CVODES's checkpointed adjoint
  *                      (CVodeAdjInit, Hermite) when the solver is CVODES; for the built-in methods
