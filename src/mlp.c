@@ -161,16 +161,24 @@ NAME_PAIR(cnf_precision, cnf_precision_from_name, cnf_precision_name, precision_
  * Double: cnf_gemm. Mixed: the operands are rounded to float, multiplied by cblas_sgemm, and the
  * product is widened back to double (for ∇W it is added to the double accumulator). */
 
-static void to_float(float *dst, const double *src, size_t n)
+CNF_VECTOR_CLONES static void to_float(float *restrict dst, const double *restrict src, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = (float)src[i];
 }
 
-static void to_double(double *dst, const float *src, size_t n)
+CNF_VECTOR_CLONES static void to_double(double *restrict dst, const float *restrict src,
+                                        size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dst[i] = (double)src[i];
+}
+
+CNF_VECTOR_CLONES static void add_float(double *restrict dst, const float *restrict src,
+                                        size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += (double)src[i];
 }
 
 static void sgemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
@@ -256,17 +264,18 @@ void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
 
 /* The fused elementwise pass of one hidden layer over one primal row (o units):
  *     y += b;  z = g ⊙ y + ct;  h, σ', σ'' = σ(z), σ'(z), σ''(z)
- * one function per activation so that each loop vectorizes. */
+ * one function per activation so that each loop vectorizes. z itself is not stored: the reverse
+ * pass needs y (for the gate's gradient), σ' and σ'' of the primal rows, and ż of the tangents. */
 #define FUSED_ROW(NAME, ACT)                                                                     \
-    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b, const double *restrict g,               \
-                     const double *restrict ct, double *restrict y, double *restrict z,          \
-                     double *restrict h, double *restrict d1, double *restrict d2)              \
+    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
+                                       const double *restrict g, const double *restrict ct,      \
+                                       double *restrict y, double *restrict h,                   \
+                                       double *restrict d1, double *restrict d2)                 \
     {                                                                                            \
         for (size_t j = 0; j < o; j++) {                                                         \
             double yj = y[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;                        \
             ACT(zj, &hj, &aj, &bj);                                                              \
             y[j] = yj;                                                                           \
-            z[j] = zj;                                                                           \
             h[j] = hj;                                                                           \
             d1[j] = aj;                                                                          \
             d2[j] = bj;                                                                          \
@@ -277,6 +286,30 @@ FUSED_ROW(row_softplus, act_softplus)
 FUSED_ROW(row_elu, act_elu)
 FUSED_ROW(row_swish, act_swish)
 #undef FUSED_ROW
+
+/* The same in mixed precision: y read as sgemm left it (float, no bias), y + b kept in double,
+ * h written straight into the next layer's float input (the roundings of converting after). */
+#define FUSED_ROW_F(NAME, ACT)                                                                   \
+    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
+                                       const double *restrict g, const double *restrict ct,      \
+                                       const float *restrict yf, double *restrict y,             \
+                                       float *restrict hf, double *restrict d1,                  \
+                                       double *restrict d2)                                      \
+    {                                                                                            \
+        for (size_t j = 0; j < o; j++) {                                                         \
+            double yj = (double)yf[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;               \
+            ACT(zj, &hj, &aj, &bj);                                                              \
+            y[j] = yj;                                                                           \
+            hf[j] = (float)hj;                                                                   \
+            d1[j] = aj;                                                                          \
+            d2[j] = bj;                                                                          \
+        }                                                                                        \
+    }
+FUSED_ROW_F(rowf_tanh, act_tanh)
+FUSED_ROW_F(rowf_softplus, act_softplus)
+FUSED_ROW_F(rowf_elu, act_elu)
+FUSED_ROW_F(rowf_swish, act_swish)
+#undef FUSED_ROW_F
 
 /* The same pass when no reverse pass follows (cnf_mlp_work_set_keep(w, 0)): only h and σ' (for
  * the tangents) are stored. TI/TO: float in mixed precision, where y comes straight from sgemm
@@ -318,10 +351,26 @@ static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const d
         lean(o, b, g, ct, Y + i * o, H + i * o, ds + i * o);
 }
 
-static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, double *Y, double *Z, double *H, double *ds, double *d2s)
+/* The keep pass on float rows (mixed precision): Yf from sgemm, Y gets y + b in double. */
+static void act_keep_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
+                       const double *ct, const float *Yf, double *Y, float *Hf, double *ds,
+                       double *d2s)
 {
-    if (!Z) {
+    void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
+                const float *restrict, double *restrict, float *restrict, double *restrict,
+                double *restrict) = act == CNF_ACT_TANH       ? rowf_tanh
+                                    : act == CNF_ACT_SOFTPLUS ? rowf_softplus
+                                    : act == CNF_ACT_ELU      ? rowf_elu
+                                                              : rowf_swish;
+    for (size_t i = 0; i < n; i++)
+        row(o, b, g, ct, Yf + i * o, Y + i * o, Hf + i * o, ds + i * o, d2s + i * o);
+}
+
+/* d2s = NULL: the lean pass (h and σ' only). */
+static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const double *g,
+                       const double *ct, double *Y, double *H, double *ds, double *d2s)
+{
+    if (!d2s) {
         void (*lean)(size_t, const double *restrict, const double *restrict,
                      const double *restrict, const double *restrict, double *restrict,
                      double *restrict) = act == CNF_ACT_TANH       ? lean_tanh
@@ -333,13 +382,13 @@ static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const d
         return;
     }
     void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                double *restrict, double *restrict, double *restrict, double *restrict,
-                double *restrict) = act == CNF_ACT_TANH       ? row_tanh
-                                    : act == CNF_ACT_SOFTPLUS ? row_softplus
-                                    : act == CNF_ACT_ELU      ? row_elu
-                                                              : row_swish;
+                double *restrict, double *restrict, double *restrict, double *restrict) =
+        act == CNF_ACT_TANH       ? row_tanh
+        : act == CNF_ACT_SOFTPLUS ? row_softplus
+        : act == CNF_ACT_ELU      ? row_elu
+                                  : row_swish;
     for (size_t i = 0; i < n; i++)
-        row(o, b, g, ct, Y + i * o, Z + i * o, H + i * o, ds + i * o, d2s + i * o);
+        row(o, b, g, ct, Y + i * o, H + i * o, ds + i * o, d2s + i * o);
 }
 
 /* ---- construction --------------------------------------------------------------------------- */
@@ -862,6 +911,32 @@ CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const d
         }
 }
 
+/* The same in mixed precision: ẏ read from sgemm's float rows (kept in Yt) or, for the first
+ * layer's unit tangents, from Y's double rows (Yt = NULL); ḣ straight into the next layer's
+ * float input. */
+#define TANGENT_KEEP_F(NAME, TI, KEEP_Y)                                                         \
+    CNF_VECTOR_CLONES static void NAME(size_t n, size_t K, size_t o, const double *restrict g,   \
+                                       const double *restrict ds, const TI *restrict Yin,        \
+                                       double *restrict Yt, double *restrict Zt,                 \
+                                       float *restrict Hf)                                       \
+    {                                                                                            \
+        for (size_t k = 0; k < K; k++)                                                           \
+            for (size_t i = 0; i < n; i++) {                                                     \
+                const size_t r = (k * n + i) * o;                                                \
+                const double *dsi = ds + i * o;                                                  \
+                for (size_t j = 0; j < o; j++) {                                                 \
+                    double yj = (double)Yin[r + j], zj = g[j] * yj;                              \
+                    if (KEEP_Y)                                                                  \
+                        Yt[r + j] = yj;                                                          \
+                    Zt[r + j] = zj;                                                              \
+                    Hf[r + j] = (float)(dsi[j] * zj);                                            \
+                }                                                                                \
+            }                                                                                    \
+    }
+TANGENT_KEEP_F(tangent_keep_f, float, 1)
+TANGENT_KEEP_F(tangent_keep_unit_f, double, 0)
+#undef TANGENT_KEEP_F
+
 /* The same without ż (no reverse pass follows). Yt = NULL: g already holds ż, the same for
  * every row (the first layer's unit tangents). T: float in mixed precision, as LEAN_ROW. */
 #define TANGENT_LEAN(NAME, T)                                                                    \
@@ -935,8 +1010,7 @@ static void layer_grad_w(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
     }
     to_float(w->af, Yb, M * o);
     sgemm(1, 0, o, in, M, w->af, o, w->Xf[l], in, w->gwf, in);
-    for (size_t i = 0; i < o * in; i++)
-        gW[i] += (double)w->gwf[i];
+    add_float(gW, w->gwf, o * in);
 }
 
 /* P (M, in) = Ȳ (M, out) · W_l. In mixed precision Ȳ's float copy is the one layer_grad_w
@@ -954,6 +1028,18 @@ static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, co
     to_float(w->Wf[l], W, o * in);
     sgemm(0, 0, M, in, o, w->af, o, w->Wf[l], in, w->cf, in);
     to_double(P, w->cf, M * in);
+}
+
+/* ẏ_{k,i} = W e_k = column k of W for the first layer's unit tangents: no GEMM for them. */
+static void unit_rows(const struct layer *ly, const double *W, size_t n, size_t K, double *Y)
+{
+    const size_t o = ly->out;
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++) {
+            double *yk = Y + ((1 + k) * n + i) * o;
+            for (size_t j = 0; j < o; j++)
+                yk[j] = W[j * ly->in + k];
+        }
 }
 
 /* The shared pass behind forward, jvp and the divergences: fills w for n rows and K tangents;
@@ -991,24 +1077,21 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
         double *Y = w->Y[l], *Z = w->Z[l], *g = w->G[l];
 
         const int unit0 = l == 0 && unit, hidden = l + 1 < m->L;
-        /* Mixed precision without a reverse pass: float from layer to layer (leanf below). */
-        const int lean_f = !keep && w->Xf && !(unit0 && !hidden);
-        if (lean_f) {
+        /* Mixed precision: float from layer to layer (the fused passes below write h into the
+         * next layer's float input); lean_f: without a reverse pass. */
+        const int flt = w->Xf && !(unit0 && !hidden), lean_f = flt && !keep;
+        if (flt) {
             layer_forward_f(m, w, l, unit0 ? n : rows, l == 0 ? in : NULL, W);
             if (!hidden)
                 to_double(Y, w->cf, rows * o);
+            else if (unit0 && keep)
+                unit_rows(ly, W, n, K, Y);
         } else if (unit0 && !keep && hidden) {
             /* Only the primal rows: the tangents' ḣ comes straight from W's columns below. */
             layer_forward(m, w, l, n, in, W, Y);
         } else if (unit0) {
-            /* ẏ_{k,i} = W e_k = column k of W: no GEMM for the tangents. */
             layer_forward(m, w, l, n, in, W, Y);
-            for (size_t k = 0; k < K; k++)
-                for (size_t i = 0; i < n; i++) {
-                    double *yk = Y + ((1 + k) * n + i) * o;
-                    for (size_t j = 0; j < o; j++)
-                        yk[j] = W[j * ly->in + k];
-                }
+            unit_rows(ly, W, n, K, Y);
         } else {
             layer_forward(m, w, l, rows, in, W, Y);
         }
@@ -1023,8 +1106,16 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
              * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
             double *gw = w->gamma + m->max_width; /* scratch for unit_tangent */
-            if (keep) {
-                act_primal(m->cfg.act, n, o, b, g, ct, Y, Z, H, ds, d2s);
+            if (keep && flt) {
+                float *hf = w->Xf[l + 1];
+                act_keep_f(m->cfg.act, n, o, b, g, ct, w->cf, Y, hf, ds, d2s);
+                if (unit0)
+                    tangent_keep_unit_f(n, K, o, g, ds, Y + n * o, NULL, Z + n * o, hf + n * o);
+                else
+                    tangent_keep_f(n, K, o, g, ds, w->cf + n * o, Y + n * o, Z + n * o,
+                                   hf + n * o);
+            } else if (keep) {
+                act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, d2s);
                 tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
             } else if (lean_f) {
                 float *hf = w->Xf[l + 1];
@@ -1037,7 +1128,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
                     tangent_lean_f(n, K, o, g, ds, w->cf + n * o, hf + n * o);
                 }
             } else {
-                act_primal(m->cfg.act, n, o, b, g, ct, Y, NULL, H, ds, NULL);
+                act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, NULL);
                 if (unit0) {
                     for (size_t k = 0; k < K; k++)
                         tangent_lean(n, 1, o, unit_tangent(ly, W, g, k, gw), ds, NULL,
