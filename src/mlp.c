@@ -62,7 +62,7 @@ struct cnf_mlp_work {
     double **D2S;  /* per hidden layer (n_max, out): σ''(z) */
     double **G;    /* per layer (out): gate g (1 without squash) */
     double *buf_a, *buf_b, *buf_c; /* reverse-pass scratch, (rows, max_width) each */
-    double *gamma;                 /* (3, max_width): γ, Σ r, Σ ȳ; c t in the forward */
+    double *gamma;                 /* (4, max_width): γ, Σ r, Σ ȳ, scratch; c t in the forward */
     /* Mixed precision only (NULL otherwise): float copies of each layer's input rows and
      * weights, and float GEMM operands/results. */
     float **Xf;    /* per layer (rows, in) */
@@ -852,7 +852,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
         w->buf_a = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_b = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_c = cnf_calloc(rows, m->max_width * sizeof(double));
-        w->gamma = cnf_calloc(3 * m->max_width, sizeof(double));
+        w->gamma = cnf_calloc(4 * m->max_width, sizeof(double));
         ok = w->X0 && w->buf_a && w->buf_b && w->buf_c && w->gamma;
     }
     if (ok && m->cfg.precision == CNF_PRECISION_MIXED) {
@@ -999,22 +999,24 @@ static void layer_forward_f(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t 
     sgemm(0, 1, M, o, in, w->Xf[l], in, w->Wf[l], in, w->cf, o);
 }
 
-/* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input. */
+/* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input.
+ * In mixed precision Ȳ's float copy is af, made here unless have_af says it is there. */
 static void layer_grad_w(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
-                         const double *Yb, const double *In, double *gW)
+                         const double *Yb, int have_af, const double *In, double *gW)
 {
     const size_t in = m->layer[l].in, o = m->layer[l].out;
     if (!w->Xf) {
         cnf_gemm(1, 0, o, in, M, 1.0, Yb, o, In, in, 1.0, gW, in);
         return;
     }
-    to_float(w->af, Yb, M * o);
+    if (!have_af)
+        to_float(w->af, Yb, M * o);
     sgemm(1, 0, o, in, M, w->af, o, w->Xf[l], in, w->gwf, in);
     add_float(gW, w->gwf, o * in);
 }
 
-/* P (M, in) = Ȳ (M, out) · W_l. In mixed precision Ȳ's float copy is the one layer_grad_w
- * made when it ran on the same M rows (have_af); otherwise it is made here. */
+/* P (M, in) = Ȳ (M, out) · W_l; in mixed precision into cf (float), from af (made here from Yb
+ * unless have_af). */
 static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, const double *Yb,
                        int have_af, const double *W, double *P)
 {
@@ -1027,7 +1029,6 @@ static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, co
         to_float(w->af, Yb, M * o);
     to_float(w->Wf[l], W, o * in);
     sgemm(0, 0, M, in, o, w->af, o, w->Wf[l], in, w->cf, in);
-    to_double(P, w->cf, M * in);
 }
 
 /* ẏ_{k,i} = W e_k = column k of W for the first layer's unit tangents: no GEMM for them. */
@@ -1415,68 +1416,102 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
     return CNF_OK;
 }
 
+/* The reverse kernel's elementwise passes, compiled for each vector width (CNF_VECTOR_CLONES);
+ * TO (TI): float where mixed precision hands ȳ to sgemm (takes p, q from it).
+ * ybar_pass, for the top layer: over the rows of seeds rs (n primal rows first), ȳ = g ⊙ r,
+ * γ = Σ_rows r ⊙ y, and over the primal rows Σ r and Σ ȳ (all three (o) outputs zeroed here). */
+#define YBAR_PASS(NAME, TO)                                                                      \
+    CNF_VECTOR_CLONES static void NAME(size_t n, size_t rows, size_t o,                         \
+                                       const double *restrict g, const double *restrict rs,      \
+                                       const double *restrict Y, TO *restrict yb,                \
+                                       double *restrict gam, double *restrict rsum,              \
+                                       double *restrict ybsum)                                   \
+    {                                                                                            \
+        for (size_t j = 0; j < o; j++)                                                           \
+            gam[j] = rsum[j] = ybsum[j] = 0.0;                                                   \
+        for (size_t r = 0; r < n; r++) {                                                         \
+            const double *rr = rs + r * o, *yr = Y + r * o;                                      \
+            TO *ybr = yb + r * o;                                                                \
+            for (size_t j = 0; j < o; j++) {                                                     \
+                double v = rr[j], u = g[j] * v;                                                  \
+                ybr[j] = (TO)u;                                                                  \
+                gam[j] += v * yr[j];                                                             \
+                rsum[j] += v;                                                                    \
+                ybsum[j] += u;                                                                   \
+            }                                                                                    \
+        }                                                                                        \
+        for (size_t r = n; r < rows; r++) {                                                      \
+            const double *rr = rs + r * o, *yr = Y + r * o;                                      \
+            TO *ybr = yb + r * o;                                                                \
+            for (size_t j = 0; j < o; j++) {                                                     \
+                double v = rr[j];                                                                \
+                ybr[j] = (TO)(g[j] * v);                                                         \
+                gam[j] += v * yr[j];                                                             \
+            }                                                                                    \
+        }                                                                                        \
+    }
+YBAR_PASS(ybar_pass, double)
+YBAR_PASS(ybar_pass_f, float)
+#undef YBAR_PASS
+
+/* The same for a hidden layer, its seeds made on the fly from the layer above's p, q_k (PQ:
+ * primal rows, then slab k): r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k, never stored.
+ * Zt: the layer's tangent rows of ż; acc: (o) scratch. Same operations in the same order as
+ * forming the seeds first and running ybar_pass on them. */
+#define SEED_YBAR_PASS(NAME, TI, TO)                                                             \
+    CNF_VECTOR_CLONES static void NAME(                                                          \
+        size_t n, size_t K, size_t o, const double *restrict g, const double *restrict ds,      \
+        const double *restrict d2s, const double *restrict Zt, const TI *restrict pq,            \
+        const double *restrict Y, TO *restrict yb, double *restrict gam, double *restrict rsum,  \
+        double *restrict ybsum, double *restrict acc)                                            \
+    {                                                                                            \
+        for (size_t j = 0; j < o; j++)                                                           \
+            gam[j] = rsum[j] = ybsum[j] = 0.0;                                                   \
+        for (size_t i = 0; i < n; i++) {                                                         \
+            const size_t r0 = i * o;                                                             \
+            for (size_t k = 0; k < K; k++) {                                                     \
+                const double *zk = Zt + k * n * o + r0;                                          \
+                const TI *qk = pq + (1 + k) * n * o + r0;                                        \
+                if (k == 0)                                                                      \
+                    for (size_t j = 0; j < o; j++)                                               \
+                        acc[j] = zk[j] * (double)qk[j];                                          \
+                else                                                                             \
+                    for (size_t j = 0; j < o; j++)                                               \
+                        acc[j] += zk[j] * (double)qk[j];                                         \
+            }                                                                                    \
+            if (!K)                                                                              \
+                for (size_t j = 0; j < o; j++)                                                   \
+                    acc[j] = 0.0;                                                                \
+            const double *dsi = ds + r0, *d2i = d2s + r0, *yr = Y + r0;                          \
+            const TI *p = pq + r0;                                                               \
+            TO *ybr = yb + r0;                                                                   \
+            for (size_t j = 0; j < o; j++) {                                                     \
+                double v = dsi[j] * (double)p[j] + d2i[j] * acc[j], u = g[j] * v;                \
+                ybr[j] = (TO)u;                                                                  \
+                gam[j] += v * yr[j];                                                             \
+                rsum[j] += v;                                                                    \
+                ybsum[j] += u;                                                                   \
+            }                                                                                    \
+        }                                                                                        \
+        for (size_t k = 0; k < K; k++)                                                           \
+            for (size_t i = 0; i < n; i++) {                                                     \
+                const size_t r = ((1 + k) * n + i) * o;                                          \
+                const double *dsi = ds + i * o, *yr = Y + r;                                     \
+                const TI *qk = pq + r;                                                           \
+                TO *ybr = yb + r;                                                                \
+                for (size_t j = 0; j < o; j++) {                                                 \
+                    double v = dsi[j] * (double)qk[j];                                           \
+                    ybr[j] = (TO)(g[j] * v);                                                     \
+                    gam[j] += v * yr[j];                                                         \
+                }                                                                                \
+            }                                                                                    \
+    }
+SEED_YBAR_PASS(seed_ybar_pass, double, double)
+SEED_YBAR_PASS(seed_ybar_pass_f, float, float)
+SEED_YBAR_PASS(seed_ybar_pass_fd, float, double)
+#undef SEED_YBAR_PASS
+
 /* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
-/* The reverse kernel's elementwise passes, compiled for each vector width (CNF_VECTOR_CLONES).
- * ybar_pass: over the rows of seeds rs (n primal rows first), ȳ = g ⊙ r, γ = Σ_rows r ⊙ y, and
- * over the primal rows Σ r and Σ ȳ (all three (o) outputs zeroed here). */
-CNF_VECTOR_CLONES static void ybar_pass(size_t n, size_t rows, size_t o, const double *restrict g,
-                                        const double *restrict rs, const double *restrict Y,
-                                        double *restrict yb, double *restrict gam,
-                                        double *restrict rsum, double *restrict ybsum)
-{
-    for (size_t j = 0; j < o; j++)
-        gam[j] = rsum[j] = ybsum[j] = 0.0;
-    for (size_t r = 0; r < n; r++) {
-        const double *rr = rs + r * o, *yr = Y + r * o;
-        double *ybr = yb + r * o;
-        for (size_t j = 0; j < o; j++) {
-            double v = rr[j], u = g[j] * v;
-            ybr[j] = u;
-            gam[j] += v * yr[j];
-            rsum[j] += v;
-            ybsum[j] += u;
-        }
-    }
-    for (size_t r = n; r < rows; r++) {
-        const double *rr = rs + r * o, *yr = Y + r * o;
-        double *ybr = yb + r * o;
-        for (size_t j = 0; j < o; j++) {
-            double v = rr[j];
-            ybr[j] = g[j] * v;
-            gam[j] += v * yr[j];
-        }
-    }
-}
-
-/* Seeds for the layer below from p, q_k = PQ's slabs (ni = n·width values each):
- * r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k into RS's primal slab (the sum accumulates there while
- * s_k = σ' ⊙ q_k is written), s_k into RS's slab k + 1. */
-CNF_VECTOR_CLONES static void seed_pass(size_t ni, size_t K, const double *restrict ds,
-                                        const double *restrict d2s, const double *restrict Zp,
-                                        const double *restrict pq, double *restrict rs)
-{
-    for (size_t k = 0; k < K; k++) {
-        const double *zk = Zp + (1 + k) * ni, *qk = pq + (1 + k) * ni;
-        double *sk = rs + (1 + k) * ni;
-        if (k == 0)
-            for (size_t i = 0; i < ni; i++) {
-                rs[i] = zk[i] * qk[i];
-                sk[i] = ds[i] * qk[i];
-            }
-        else
-            for (size_t i = 0; i < ni; i++) {
-                rs[i] += zk[i] * qk[i];
-                sk[i] = ds[i] * qk[i];
-            }
-    }
-    if (K)
-        for (size_t i = 0; i < ni; i++)
-            rs[i] = ds[i] * pq[i] + d2s[i] * rs[i];
-    else
-        for (size_t i = 0; i < ni; i++)
-            rs[i] = ds[i] * pq[i] + d2s[i] * 0.0;
-}
-
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
                      double *gt, cnf_mlp_work *w)
@@ -1498,8 +1533,11 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
     const size_t K = S ? w->K : 0, rows = n * (1 + K);
     const double t = w->t;
 
-    /* rs = seeds on z_l: primal rows r, then the tangent slabs s_k. */
+    /* rs = seeds on z_L: primal rows r, then the tangent slabs s_k; below the top layer the
+     * seeds are made inside seed_ybar_pass from pq = (p, q_k) of the layer above. Mixed
+     * precision: ȳ goes straight to float (af) for sgemm, p and q come back in float (cf). */
     double *rs = w->buf_a, *yb = w->buf_b, *pq = w->buf_c;
+    const int mixed = w->Xf != NULL;
     const size_t dout = m->cfg.d_out;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < dout; j++)
@@ -1513,11 +1551,28 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
         const double *W = theta + ly->W, *g = w->G[l], *Y = w->Y[l];
         const int first = (l == 0);
         const double *Hin = first ? w->X0 : w->H[l - 1];
+        const int unit_cols = first && w->unit && K && gtheta; /* ∇W's unit-tangent columns */
+        /* ȳ in double: always, but in mixed precision only for those columns' sums. */
+        const int yb_double = !mixed || unit_cols;
 
         /* One pass over the rows: ȳ = g ⊙ r (all rows), γ = Σ r ⊙ y, and the column sums of the
          * primal r and ȳ for ∇b, ∇c and ∂φ/∂t. */
-        double *gam = w->gamma, *rsum = gam + o, *ybsum = rsum + o;
-        ybar_pass(n, rows, o, g, rs, Y, yb, gam, rsum, ybsum);
+        double *gam = w->gamma, *rsum = gam + o, *ybsum = rsum + o, *acc = ybsum + o;
+        if (l + 1 == m->L) {
+            if (yb_double)
+                ybar_pass(n, rows, o, g, rs, Y, yb, gam, rsum, ybsum);
+            else
+                ybar_pass_f(n, rows, o, g, rs, Y, w->af, gam, rsum, ybsum);
+        } else {
+            const double *ds = w->DS[l], *d2s = w->D2S[l], *Zt = w->Z[l] + n * o;
+            if (!mixed)
+                seed_ybar_pass(n, K, o, g, ds, d2s, Zt, pq, Y, yb, gam, rsum, ybsum, acc);
+            else if (yb_double)
+                seed_ybar_pass_fd(n, K, o, g, ds, d2s, Zt, w->cf, Y, yb, gam, rsum, ybsum, acc);
+            else
+                seed_ybar_pass_f(n, K, o, g, ds, d2s, Zt, w->cf, Y, w->af, gam, rsum, ybsum,
+                                 acc);
+        }
         if (gtheta || gt) {
             for (size_t j = 0; j < o; j++) {
                 double gg = ly->wg != ABSENT ? g[j] * (1.0 - g[j]) * gam[j] : 0.0;
@@ -1538,11 +1593,11 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                 }
             }
         }
-        int have_af = 0; /* mixed: af holds ȳ of all rows in float */
+        int have_af = mixed && !yb_double; /* mixed: af holds ȳ of all rows in float */
         if (gtheta) {
             /* ∇W += ȳᵀ h_{l−1} over all rows (primal and tangents) in one GEMM. */
-            if (first && w->unit && K) {
-                layer_grad_w(m, w, l, n, yb, Hin, gtheta + ly->W);
+            if (unit_cols) {
+                layer_grad_w(m, w, l, n, yb, 0, Hin, gtheta + ly->W);
                 for (size_t k = 0; k < K; k++)
                     for (size_t i = 0; i < n; i++) {
                         const double *yk = yb + ((1 + k) * n + i) * o;
@@ -1550,23 +1605,20 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                             gtheta[ly->W + j * in + k] += yk[j];
                     }
             } else {
-                layer_grad_w(m, w, l, rows, yb, Hin, gtheta + ly->W);
-                have_af = 1;
+                layer_grad_w(m, w, l, rows, yb, have_af, Hin, gtheta + ly->W);
+                have_af = mixed;
             }
         }
         if (first && !GX)
             break;
-        /* p, q_k = Wᵀ ȳ, Wᵀ ẏ̄_k: rows × in. */
+        /* p, q_k = Wᵀ ȳ, Wᵀ ẏ̄_k: rows × in (pq, or cf in mixed precision). */
         layer_back(m, w, l, rows, yb, have_af, W, pq);
         if (first) {
             for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < in; j++)
-                    GX[i * ldgx + j] += pq[i * in + j];
+                    GX[i * ldgx + j] += mixed ? (double)w->cf[i * in + j] : pq[i * in + j];
             break;
         }
-        /* Seeds for z_{l−1}: r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k. */
-        const double *ds = w->DS[l - 1], *d2s = w->D2S[l - 1], *Zp = w->Z[l - 1];
-        seed_pass(n * in, K, ds, d2s, Zp, pq, rs);
     }
     return CNF_OK;
 }
