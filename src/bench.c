@@ -255,40 +255,42 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
     return rc;
 }
 
-/* C (M, N) = A (M, K) · B (N, K)ᵀ in float, the shape of a layer product. */
-static void sgemm_nt(size_t M, size_t N, size_t K, const float *A, const float *B, float *C)
+/* C (M, N) = A (M, K) · B (K, N) in float: a layer product as the MLP issues it (the weights
+ * transposed once per call, src/mlp.c prep_weights). */
+static void sgemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, float *C)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
-                B, (int)K, 0.0f, C, (int)N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                (int)K, B, (int)N, 0.0f, C, (int)N);
 }
 
 /* The layer products of the right-hand side alone, shapes (rows' × in) · (in × out) as
- * run_forward issues them, over the n samples in blocks of bs samples (bs = n: one GEMM per
- * layer over the whole batch). */
-static void rhs_gemms(int mixed, size_t n, size_t bs, size_t K, int unit, size_t d,
+ * run_forward issues them, over the n samples split into nch equal chunks as src/mlp.c splits
+ * them (nch = 1: one GEMM per layer over the whole batch). */
+static void rhs_gemms(int mixed, size_t n, size_t nch, size_t K, int unit, size_t d,
                       size_t width, const double *theta, double *A, double *C, const float *Wf,
                       float *Af, float *Cf)
 {
-    for (size_t i0 = 0; i0 < n; i0 += bs) {
-        size_t nb = n - i0 < bs ? n - i0 : bs, rows = nb * (1 + K), r0 = i0 * (1 + K);
+    for (size_t ch = 0; ch < nch; ch++) {
+        size_t i0 = n * ch / nch, nb = n * (ch + 1) / nch - i0, rows = nb * (1 + K),
+               r0 = i0 * (1 + K);
         if (mixed) {
-            sgemm_nt(unit ? nb : rows, width, d, Af + r0 * width, Wf, Cf + r0 * width);
-            sgemm_nt(rows, width, width, Af + r0 * width, Wf, Cf + r0 * width);
-            sgemm_nt(rows, width, width, Cf + r0 * width, Wf, Af + r0 * width);
-            sgemm_nt(rows, d, width, Af + r0 * width, Wf, Cf + r0 * width);
+            sgemm_nn(unit ? nb : rows, width, d, Af + r0 * width, Wf, Cf + r0 * width);
+            sgemm_nn(rows, width, width, Af + r0 * width, Wf, Cf + r0 * width);
+            sgemm_nn(rows, width, width, Cf + r0 * width, Wf, Af + r0 * width);
+            sgemm_nn(rows, d, width, Af + r0 * width, Wf, Cf + r0 * width);
         } else {
             double *a = A + r0 * width, *c = C + r0 * width;
-            cnf_gemm(0, 1, unit ? nb : rows, width, d, 1.0, a, d, theta, d, 0.0, c, width);
-            cnf_gemm(0, 1, rows, width, width, 1.0, a, width, theta, width, 0.0, c, width);
-            cnf_gemm(0, 1, rows, width, width, 1.0, c, width, theta, width, 0.0, a, width);
-            cnf_gemm(0, 1, rows, d, width, 1.0, a, width, theta, width, 0.0, c, d);
+            cnf_gemm(0, 0, unit ? nb : rows, width, d, 1.0, a, d, theta, width, 0.0, c, width);
+            cnf_gemm(0, 0, rows, width, width, 1.0, a, width, theta, width, 0.0, c, width);
+            cnf_gemm(0, 0, rows, width, width, 1.0, c, width, theta, width, 0.0, a, width);
+            cnf_gemm(0, 0, rows, d, width, 1.0, a, width, theta, d, 0.0, c, d);
         }
     }
 }
 
 /* The MLP right-hand side (forward + K tangents) against its own GEMMs timed alone: over the
- * whole batch (the shape of the problem) and in the RHS's cache blocks of 256 rows (the shapes
- * it actually issues, and the faster reference once the batch outgrows the cache). */
+ * whole batch (the shape of the problem) and in the RHS's cache blocks of at most 240 rows (the
+ * shapes it actually issues, and the faster reference once the batch outgrows the cache). */
 static int case_rhs(bench_ctx *b, size_t d, size_t width)
 {
     const size_t n = b->opt->quick ? 1000 : 10000, K = d == 2 ? d : 1;
@@ -342,7 +344,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     /* Timed: [0] the RHS, [1] its GEMMs over the whole batch, [2] the same in cache blocks;
      * wall clock in tw[k], the thread's CPU time in tcpu[k]. */
     double *tbuf = cnf_calloc(6 * reps, sizeof(double)), *tw[3], *tcpu[3];
-    const size_t bs = 256 / (1 + K); /* samples per cache block, as src/mlp.c */
+    const size_t nch = cnf_mlp_cache_chunks(n, K); /* the cache blocks of src/mlp.c */
     if (rc == CNF_OK && !tbuf)
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     for (int k = 0; tbuf && k < 3; k++) {
@@ -355,7 +357,8 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
             if (k == 0)
                 rc = cnf_mlp_jvp(m, theta, 0.5, X, d, n, unit ? NULL : U, K, F, d, JU, w);
             else
-                rhs_gemms(mixed, n, k == 1 ? n : bs, K, unit, d, width, theta, A, C, Wf, Af, Cf);
+                rhs_gemms(mixed, n, k == 1 ? 1 : nch, K, unit, d, width, theta, A, C, Wf, Af,
+                          Cf);
             if (i > 0) {
                 tw[k][i - 1] = cnf_wall_seconds() - t0;
                 tcpu[k][i - 1] = cpu_now(CLOCK_THREAD_CPUTIME_ID) - c0;

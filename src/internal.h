@@ -18,4 +18,8 @@ void *cnf_calloc(size_t n, size_t size);
  * OMP_NUM_THREADS is set (src/gemm.c says why). Called when an MLP workspace is made. */
 void cnf_blas_single_thread(void);
 
+/* The cache blocks an MLP call on n samples with K tangents is split into (src/mlp.c, for a
+ * batch of at least one block per thread), for cnf bench's same-shape GEMM reference. */
+size_t cnf_mlp_cache_chunks(size_t n, size_t K);
+
 #endif

@@ -69,9 +69,18 @@ struct cnf_mlp_work {
     /* Mixed precision only (NULL otherwise): float copies of each layer's input rows and
      * weights, and float GEMM operands/results. */
     float **Xf;    /* per layer (rows, in) */
-    float **Wf;    /* per layer (out, in) */
+    /* The weights as the GEMMs take them, made once per call by the calling thread and read by
+     * every chunk (prep_weights; the chunks use their parent's): Wt (in, out) = W_lᵀ for the
+     * forward products, which row-major NN runs through OpenBLAS's unpacked small-matrix
+     * kernels (NT against W itself did not: 48-55 against 62-70 GFLOP/s in double, 93-102
+     * against 165-171 in float, 150-240 rows × 64 × 64); in mixed precision Wtf, its float copy,
+     * and Wf (out, in), W in float for the reverse pass's p = ȳ W. */
+    double **Wt;   /* per layer (in, out) */
+    float **Wtf;   /* per layer (in, out), mixed only */
+    float **Wf;    /* per layer (out, in), mixed only */
     float *af, *cf; /* (rows, max_width) each */
     float *gwf;    /* (max_width, max_width) */
+    const cnf_mlp *made_for; /* the MLP given at creation (same_shape) */
     /* What the last forward call computed. */
     const cnf_mlp *m;
     size_t n, K;
@@ -738,9 +747,13 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
     for (size_t l = 0; l < w->L; l++) {
         if (w->Xf) free(w->Xf[l]);
         if (w->Wf) free(w->Wf[l]);
+        if (w->Wt) free(w->Wt[l]);
+        if (w->Wtf) free(w->Wtf[l]);
     }
     free(w->Xf);
     free(w->Wf);
+    free(w->Wt);
+    free(w->Wtf);
     free(w->af);
     free(w->cf);
     free(w->gwf);
@@ -755,6 +768,46 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
 }
 
 static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max);
+
+/* w's prepared weights (Wt; Wtf and Wf in mixed precision); 0 on allocation failure. */
+static int weights_alloc(cnf_mlp_work *w, const cnf_mlp *m)
+{
+    const int mixed = m->cfg.precision == CNF_PRECISION_MIXED;
+    w->Wt = cnf_calloc(m->L, sizeof *w->Wt);
+    w->Wtf = mixed ? cnf_calloc(m->L, sizeof *w->Wtf) : NULL;
+    w->Wf = mixed ? cnf_calloc(m->L, sizeof *w->Wf) : NULL;
+    if (!w->Wt || (mixed && (!w->Wtf || !w->Wf)))
+        return 0;
+    for (size_t l = 0; l < m->L; l++) {
+        const size_t sz = m->layer[l].out * m->layer[l].in;
+        if (!(w->Wt[l] = cnf_calloc(sz, sizeof(double))))
+            return 0;
+        if (mixed && (!(w->Wtf[l] = cnf_calloc(sz, sizeof(float))) ||
+                      !(w->Wf[l] = cnf_calloc(sz, sizeof(float)))))
+            return 0;
+    }
+    return 1;
+}
+
+/* Fill w's prepared weights from θ: for a forward call (Wt, Wtf) or a reverse one (Wf). */
+static void prep_weights(const cnf_mlp *m, const double *theta, int reverse, cnf_mlp_work *w)
+{
+    for (size_t l = 0; l < m->L; l++) {
+        const size_t in = m->layer[l].in, o = m->layer[l].out;
+        const double *W = theta + m->layer[l].W;
+        if (reverse) {
+            if (w->Wf)
+                to_float(w->Wf[l], W, o * in);
+            continue;
+        }
+        double *Wt = w->Wt[l];
+        for (size_t i = 0; i < in; i++)
+            for (size_t j = 0; j < o; j++)
+                Wt[i * o + j] = W[j * in + i];
+        if (w->Wtf)
+            to_float(w->Wtf[l], Wt, o * in);
+    }
+}
 
 int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max)
 {
@@ -792,6 +845,7 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     w->k_max = k_max;
     w->L = m->L;
     w->n_sub = n_sub;
+    w->made_for = m;
     w->threads = threads;
     w->bs = bs;
     w->keep = w->kept = 1;
@@ -804,6 +858,8 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     int rc = w->sub && w->gpart && w->gtpart && w->rcpart
                  ? CNF_OK
                  : cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
+    if (rc == CNF_OK && !weights_alloc(w, m))
+        rc = cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
     for (size_t c = 0; rc == CNF_OK && c < n_sub; c++)
         rc = work_create1(&w->sub[c], m, cap, k_max);
     if (rc == CNF_OK && threads > 1 && !(w->pool = pool_create(threads - 1)))
@@ -828,6 +884,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
     if (!w)
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
     size_t L = m->L, rows = n_max * (1 + k_max);
+    w->made_for = m;
     w->keep = w->kept = 1;
     w->n_max = n_max;
     w->k_max = k_max;
@@ -862,13 +919,9 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
     }
     if (ok && m->cfg.precision == CNF_PRECISION_MIXED) {
         w->Xf = cnf_calloc(L, sizeof *w->Xf);
-        w->Wf = cnf_calloc(L, sizeof *w->Wf);
-        ok = w->Xf && w->Wf;
-        for (size_t l = 0; ok && l < L; l++) {
-            w->Xf[l] = cnf_calloc(rows, m->layer[l].in * sizeof(float));
-            w->Wf[l] = cnf_calloc(m->layer[l].out, m->layer[l].in * sizeof(float));
-            ok = w->Xf[l] && w->Wf[l];
-        }
+        ok = w->Xf != NULL;
+        for (size_t l = 0; ok && l < L; l++)
+            ok = (w->Xf[l] = cnf_calloc(rows, m->layer[l].in * sizeof(float))) != NULL;
         if (ok) {
             w->af = cnf_calloc(rows, m->max_width * sizeof(float));
             w->cf = cnf_calloc(rows, m->max_width * sizeof(float));
@@ -876,6 +929,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
             ok = w->af && w->cf && w->gwf;
         }
     }
+    ok = ok && weights_alloc(w, m);
     if (!ok) {
         cnf_mlp_work_free(w);
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace (%zu rows)", rows);
@@ -886,10 +940,24 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
 
 /* ---- forward with tangents ------------------------------------------------------------------ */
 
+/* A work made for a serves b: the same layers and precision (its buffers fit). */
+static int same_shape(const cnf_mlp *a, const cnf_mlp *b)
+{
+    if (a == b)
+        return 1;
+    if (!a || !b || a->L != b->L || a->cfg.precision != b->cfg.precision)
+        return 0;
+    for (size_t l = 0; l < a->L; l++)
+        if (a->layer[l].in != b->layer[l].in || a->layer[l].out != b->layer[l].out)
+            return 0;
+    return 1;
+}
+
 static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *w, size_t ldx)
 {
-    if (!w || w->L != m->L)
-        return cnf_fail(CNF_EINVAL, "MLP workspace missing or made for another MLP");
+    if (!w || !same_shape(w->made_for, m))
+        return cnf_fail(CNF_EINVAL, "MLP workspace missing or made for an MLP of another shape "
+                        "or precision");
     if (n > w->n_max || K > w->k_max)
         return cnf_fail(CNF_EDIM, "batch of %zu rows with %zu tangents exceeds the workspace "
                         "(%zu rows, %zu tangents)", n, K, w->n_max, w->k_max);
@@ -967,18 +1035,18 @@ TANGENT_LEAN(tangent_lean, double)
 TANGENT_LEAN(tangent_lean_f, float)
 #undef TANGENT_LEAN
 
-/* Y (M, out) = In (M, in) · W_lᵀ; mixed precision keeps the float input for the reverse pass. */
-static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
-                          const double *In, const double *W, double *Y)
+/* Y (M, out) = In (M, in) · W_lᵀ with W_lᵀ from pw (prep_weights); mixed precision keeps the
+ * float input for the reverse pass. */
+static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw, size_t l,
+                          size_t M, const double *In, double *Y)
 {
     const size_t in = m->layer[l].in, o = m->layer[l].out;
     if (!w->Xf) {
-        cnf_gemm(0, 1, M, o, in, 1.0, In, in, W, in, 0.0, Y, o);
+        cnf_gemm(0, 0, M, o, in, 1.0, In, in, pw->Wt[l], o, 0.0, Y, o);
         return;
     }
     to_float(w->Xf[l], In, M * in);
-    to_float(w->Wf[l], W, o * in);
-    sgemm(0, 1, M, o, in, w->Xf[l], in, w->Wf[l], in, w->cf, o);
+    sgemm(0, 0, M, o, in, w->Xf[l], in, pw->Wtf[l], o, w->cf, o);
     to_double(Y, w->cf, M * o);
 }
 
@@ -994,14 +1062,13 @@ static const double *unit_tangent(const struct layer *ly, const double *W, const
 
 /* Mixed precision without a reverse pass: cf (M, out) = Xf[l] · W_lᵀ in float, with Xf[l] made
  * from In, or already written by the layer below when In is NULL. */
-static void layer_forward_f(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
-                            const double *In, const double *W)
+static void layer_forward_f(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw,
+                            size_t l, size_t M, const double *In)
 {
     const size_t in = m->layer[l].in, o = m->layer[l].out;
     if (In)
         to_float(w->Xf[l], In, M * in);
-    to_float(w->Wf[l], W, o * in);
-    sgemm(0, 1, M, o, in, w->Xf[l], in, w->Wf[l], in, w->cf, o);
+    sgemm(0, 0, M, o, in, w->Xf[l], in, pw->Wtf[l], o, w->cf, o);
 }
 
 /* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input.
@@ -1022,8 +1089,8 @@ static void layer_grad_w(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
 
 /* P (M, in) = Ȳ (M, out) · W_l; in mixed precision into cf (float), from af (made here from Yb
  * unless have_af). */
-static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, const double *Yb,
-                       int have_af, const double *W, double *P)
+static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw, size_t l,
+                       size_t M, const double *Yb, int have_af, const double *W, double *P)
 {
     const size_t in = m->layer[l].in, o = m->layer[l].out;
     if (!w->Xf) {
@@ -1032,8 +1099,7 @@ static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M, co
     }
     if (!have_af)
         to_float(w->af, Yb, M * o);
-    to_float(w->Wf[l], W, o * in);
-    sgemm(0, 0, M, in, o, w->af, o, w->Wf[l], in, w->cf, in);
+    sgemm(0, 0, M, in, o, w->af, o, pw->Wf[l], in, w->cf, in);
 }
 
 /* ẏ_{k,i} = W e_k = column k of W for the first layer's unit tangents: no GEMM for them. */
@@ -1052,11 +1118,15 @@ static void unit_rows(const struct layer *ly, const double *W, size_t n, size_t 
  * slab k of U starts at U + k·ldu (ldu = n·d for a whole batch, more for a chunk of one). */
 static int run_forward(const cnf_mlp *m, const double *theta, double t, const double *X,
                        size_t ldx, size_t n, const double *U, size_t ldu, size_t K, int unit,
-                       int keep, cnf_mlp_work *w)
+                       int keep, cnf_mlp_work *w, const cnf_mlp_work *pw)
 {
     int rc = check_call(m, n, K, w, ldx);
     if (rc)
         return rc;
+    if (!pw) { /* a call on w alone (not a chunk): its own weights */
+        prep_weights(m, theta, 0, w);
+        pw = w;
+    }
     const size_t d = m->cfg.d_in;
     if (unit && K != d)
         return cnf_fail(CNF_EDIM, "exact trace needs K = d = %zu tangents, got %zu", d, K);
@@ -1087,19 +1157,19 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
          * next layer's float input); lean_f: without a reverse pass. */
         const int flt = w->Xf && !(unit0 && !hidden), lean_f = flt && !keep;
         if (flt) {
-            layer_forward_f(m, w, l, unit0 ? n : rows, l == 0 ? in : NULL, W);
+            layer_forward_f(m, w, pw, l, unit0 ? n : rows, l == 0 ? in : NULL);
             if (!hidden)
                 to_double(Y, w->cf, rows * o);
             else if (unit0 && keep)
                 unit_rows(ly, W, n, K, Y);
         } else if (unit0 && !keep && hidden) {
             /* Only the primal rows: the tangents' ḣ comes straight from W's columns below. */
-            layer_forward(m, w, l, n, in, W, Y);
+            layer_forward(m, w, pw, l, n, in, Y);
         } else if (unit0) {
-            layer_forward(m, w, l, n, in, W, Y);
+            layer_forward(m, w, pw, l, n, in, Y);
             unit_rows(ly, W, n, K, Y);
         } else {
-            layer_forward(m, w, l, rows, in, W, Y);
+            layer_forward(m, w, pw, l, rows, in, Y);
         }
 
         double *ct = w->gamma; /* (o) c t, scratch */
@@ -1194,6 +1264,14 @@ static size_t n_chunks(const cnf_mlp_work *w, size_t n)
     return c ? c : 1;
 }
 
+size_t cnf_mlp_cache_chunks(size_t n, size_t K)
+{
+    size_t bs = BLOCK_ROWS / (1 + K);
+    bs = bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
+    size_t c = (n + bs - 1) / bs;
+    return c > 1 && c % 2 ? c + 1 : c ? c : 1;
+}
+
 static void forward_chunk(void *arg, size_t c, size_t thread)
 {
     cnf_mlp_work *w = arg;
@@ -1203,7 +1281,7 @@ static void forward_chunk(void *arg, size_t c, size_t thread)
     chunk_rows(n, w->nch, c, &i0, &i1);
     cnf_mlp_work *sw = w->sub[w->kept ? c : thread];
     int rc = run_forward(tk->m, tk->theta, tk->t, tk->X + i0 * tk->ldx, tk->ldx, i1 - i0,
-                         tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, w->kept, sw);
+                         tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, w->kept, sw, w);
     if (rc == CNF_OK)
         copy_output(sw, tk->F ? tk->F + i0 * tk->ldf : NULL, tk->ldf,
                     tk->JU ? tk->JU + i0 * tk->m->cfg.d_out : NULL, n * tk->m->cfg.d_out);
@@ -1219,7 +1297,7 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
     if (!w || w->n_sub <= 1) {
         if (w)
             w->kept = keep;
-        int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, keep, w);
+        int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, keep, w, NULL);
         if (rc == CNF_OK)
             copy_output(w, F, ldf, JU, n * m->cfg.d_out);
         return rc;
@@ -1230,6 +1308,7 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
     if (unit && K != m->cfg.d_in)
         return cnf_fail(CNF_EDIM, "exact trace needs K = d = %zu tangents, got %zu",
                         m->cfg.d_in, K);
+    prep_weights(m, theta, 0, w); /* once, for every chunk */
     w->m = m;
     w->n = n;
     w->K = K;
@@ -1356,7 +1435,7 @@ int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t, const dou
 
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
-                     double *gt, cnf_mlp_work *w);
+                     double *gt, cnf_mlp_work *w, const cnf_mlp_work *pw);
 
 static void backward_chunk(void *arg, size_t c, size_t thread)
 {
@@ -1378,7 +1457,7 @@ static void backward_chunk(void *arg, size_t c, size_t thread)
     w->rcpart[c] =
         backward1(m, tk->theta, tk->R ? tk->R + i0 * tk->ldr : NULL, tk->ldr,
                   tk->S ? tk->S + i0 * d : NULL, n * d, tk->GX ? tk->GX + i0 * tk->ldgx : NULL,
-                  tk->ldgx, g, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c]);
+                  tk->ldgx, g, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c], w);
 }
 
 int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
@@ -1390,7 +1469,7 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                         "its state (cnf_mlp_work_set_keep(w, 0))");
     if (!w || w->n_sub <= 1)
         return backward1(m, theta, R, ldr, S, w ? w->n * m->cfg.d_out : 0, GX, ldgx,
-                         gtheta, gt, w);
+                         gtheta, gt, w, NULL);
     if (w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
                         "call on the same MLP");
@@ -1402,6 +1481,7 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                         m->cfg.d_in);
     if (w->n == 0)
         return CNF_OK;
+    prep_weights(m, theta, 1, w); /* once, for every chunk */
     struct task tk = {.m = m, .theta = theta, .R = R, .ldr = ldr, .S = S, .GX = GX,
                       .ldgx = ldgx, .gtheta = gtheta, .want_gt = gt != NULL};
     w->task = &tk;
@@ -1522,7 +1602,7 @@ SEED_YBAR_PASS(seed_ybar_pass_fd, float, double)
 /* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
-                     double *gt, cnf_mlp_work *w)
+                     double *gt, cnf_mlp_work *w, const cnf_mlp_work *pw)
 {
     if (!w || w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
@@ -1536,6 +1616,10 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
     const size_t n = w->n;
     if (n == 0)
         return CNF_OK;
+    if (!pw) { /* a call on w alone (not a chunk): its own weights */
+        prep_weights(m, theta, 1, w);
+        pw = w;
+    }
     /* Without tangent seeds the tangent rows carry nothing back: run over the primal rows only.
      * (r still needs no ż terms then, since every q_k is zero.) */
     const size_t K = S ? w->K : 0, rows = n * (1 + K);
@@ -1620,7 +1704,7 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
         if (first && !GX)
             break;
         /* p, q_k = Wᵀ ȳ, Wᵀ ẏ̄_k: rows × in (pq, or cf in mixed precision). */
-        layer_back(m, w, l, rows, yb, have_af, W, pq);
+        layer_back(m, w, pw, l, rows, yb, have_af, W, pq);
         if (first) {
             for (size_t i = 0; i < n; i++)
                 for (size_t j = 0; j < in; j++)

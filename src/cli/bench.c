@@ -31,7 +31,7 @@ static void help(FILE *out)
             "fixed seed; RK4 is 20 steps, Dopri5 rtol = atol = 1e-5):\n"
             "  rhs    the MLP right-hand side of a forward solve (forward + tangents) in\n"
             "         GFLOP/s vs its GEMMs alone: one per layer over the batch, and in the\n"
-            "         RHS's 256-row cache blocks\n"
+            "         RHS's cache blocks (at most 240 rows)\n"
             "  eval   log-density of 10,000 points, d = 2, 64-64-64 tanh, exact trace\n"
             "  train  one loss + gradient on 512 points: d = 2 exact, d = 16, 64 Hutchinson;\n"
             "         RK4 and Dopri5; backprop and adjoint\n"
@@ -59,7 +59,7 @@ static void print_row(const cnf_bench_result *r, void *ctx)
     if (r->nfe_fwd > 0 || r->nfe_bwd > 0)
         fprintf(out, "  nfe %.1f/%.1f", r->nfe_fwd, r->nfe_bwd);
     if (r->gflops > 0)
-        fprintf(out, "  %.1f GFLOP/s (GEMMs alone %.1f, %.0f%%; in 256-row blocks %.1f, %.0f%%; "
+        fprintf(out, "  %.1f GFLOP/s (GEMMs alone %.1f, %.0f%%; in cache blocks %.1f, %.0f%%; "
                 "by CPU time %.1f vs %.1f, %.0f%%, blocks %.1f, %.0f%%)",
                 r->gflops, r->gemm_gflops, 100.0 * r->gflops / r->gemm_gflops,
                 r->gemm_blocked_gflops, 100.0 * r->gflops / r->gemm_blocked_gflops,
