@@ -224,6 +224,15 @@ static inline void act_tanh(double z, double *h, double *ds, double *d2s)
     *d2s = -2.0 * v * d;
 }
 
+/* tanh in float (mixed precision): h, σ' = 1 − h², σ'' = −2hσ' in float, widened on store. */
+static inline void act_tanhf(double z, double *h, double *ds, double *d2s)
+{
+    float v = cnf_tanh_fastf((float)z), d = 1.0f - v * v;
+    *h = v;
+    *ds = d;
+    *d2s = -2.0f * v * d;
+}
+
 static inline void act_softplus(double z, double *h, double *ds, double *d2s)
 {
     double sg = cnf_sigmoid_fast(z);
@@ -317,7 +326,7 @@ FUSED_ROW(row_swish, act_swish)
             d2[j] = bj;                                                                          \
         }                                                                                        \
     }
-FUSED_ROW_F(rowf_tanh, act_tanh)
+FUSED_ROW_F(rowf_tanh, act_tanhf)
 FUSED_ROW_F(rowf_softplus, act_softplus)
 FUSED_ROW_F(rowf_elu, act_elu)
 FUSED_ROW_F(rowf_swish, act_swish)
@@ -343,7 +352,7 @@ LEAN_ROW(lean_tanh, act_tanh, double, double)
 LEAN_ROW(lean_softplus, act_softplus, double, double)
 LEAN_ROW(lean_elu, act_elu, double, double)
 LEAN_ROW(lean_swish, act_swish, double, double)
-LEAN_ROW(leanf_tanh, act_tanh, float, float)
+LEAN_ROW(leanf_tanh, act_tanhf, float, float)
 LEAN_ROW(leanf_softplus, act_softplus, float, float)
 LEAN_ROW(leanf_elu, act_elu, float, float)
 LEAN_ROW(leanf_swish, act_swish, float, float)

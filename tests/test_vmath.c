@@ -53,6 +53,27 @@ Test(vmath, exp_expm1_sigmoid_within_bounds)
     cr_assert(ms <= 5.0, "sigmoid max error %g ulp", ms);
 }
 
+/* The float tanh of mixed precision against the double tanh rounded to float. */
+Test(vmath, float_tanh_within_2_float_ulp)
+{
+    double m = 0.0;
+    for (long i = -3000000; i <= 3000000; i++) {
+        float x = (float)((double)i * 1e-5);
+        double ref = tanh((double)x);
+        float rf = (float)ref, u = nextafterf(fabsf(rf), INFINITY) - fabsf(rf);
+        m = fmax(m, fabs((double)cnf_tanh_fastf(x) - ref) / u);
+    }
+    for (int e = -140; e <= 0; e++) {
+        float x = ldexpf(1.2345f, e);
+        float rf = (float)tanh((double)x), u = nextafterf(rf, INFINITY) - rf;
+        m = fmax(m, fabs((double)cnf_tanh_fastf(x) - tanh((double)x)) / u);
+    }
+    cr_assert(m <= 2.0, "float tanh max error %g float ulp", m);
+    cr_assert(isnan(cnf_tanh_fastf(NAN)));
+    cr_assert(cnf_tanh_fastf(INFINITY) == 1.0f && cnf_tanh_fastf(-50.0f) == -1.0f);
+    cr_assert(cnf_tanh_fastf(0.0f) == 0.0f && signbit(cnf_tanh_fastf(-0.0f)));
+}
+
 Test(vmath, special_values)
 {
     cr_assert(isnan(cnf_tanh_fast(NAN)));
