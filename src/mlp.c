@@ -308,22 +308,21 @@ FUSED_ROW(row_elu, act_elu)
 FUSED_ROW(row_swish, act_swish)
 #undef FUSED_ROW
 
-/* The same in mixed precision: y read as sgemm left it (float, no bias), y + b kept in double,
- * h written straight into the next layer's float input (the roundings of converting after). */
+/* The same in mixed precision: y read as sgemm left it (float, no bias; the reverse pass reads
+ * it there and adds b itself), h written straight into the next layer's float input, σ' and σ''
+ * stored in float (for tanh, computed in float, that loses nothing). */
 #define FUSED_ROW_F(NAME, ACT)                                                                   \
     CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
                                        const double *restrict g, const double *restrict ct,      \
-                                       const float *restrict yf, double *restrict y,             \
-                                       float *restrict hf, double *restrict d1,                  \
-                                       double *restrict d2)                                      \
+                                       const float *restrict yf, float *restrict hf,             \
+                                       float *restrict d1, float *restrict d2)                   \
     {                                                                                            \
         for (size_t j = 0; j < o; j++) {                                                         \
             double yj = (double)yf[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;               \
             ACT(zj, &hj, &aj, &bj);                                                              \
-            y[j] = yj;                                                                           \
             hf[j] = (float)hj;                                                                   \
-            d1[j] = aj;                                                                          \
-            d2[j] = bj;                                                                          \
+            d1[j] = (float)aj;                                                                   \
+            d2[j] = (float)bj;                                                                   \
         }                                                                                        \
     }
 FUSED_ROW_F(rowf_tanh, act_tanhf)
@@ -335,35 +334,34 @@ FUSED_ROW_F(rowf_swish, act_swish)
 /* The same pass when no reverse pass follows (cnf_mlp_work_set_keep(w, 0)): only h and σ' (for
  * the tangents) are stored. TI/TO: float in mixed precision, where y comes straight from sgemm
  * and h goes straight to the next layer's float input (the same roundings as converting). */
-#define LEAN_ROW(NAME, ACT, TI, TO)                                                              \
+#define LEAN_ROW(NAME, ACT, T)                                                                   \
     CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
                                        const double *restrict g, const double *restrict ct,      \
-                                       const TI *restrict y, TO *restrict h,                     \
-                                       double *restrict d1)                                      \
+                                       const T *restrict y, T *restrict h, T *restrict d1)       \
     {                                                                                            \
         for (size_t j = 0; j < o; j++) {                                                         \
             double zj = g[j] * ((double)y[j] + b[j]) + ct[j], hj, aj, bj;                        \
             ACT(zj, &hj, &aj, &bj);                                                              \
-            h[j] = (TO)hj;                                                                       \
-            d1[j] = aj;                                                                          \
+            h[j] = (T)hj;                                                                        \
+            d1[j] = (T)aj;                                                                       \
         }                                                                                        \
     }
-LEAN_ROW(lean_tanh, act_tanh, double, double)
-LEAN_ROW(lean_softplus, act_softplus, double, double)
-LEAN_ROW(lean_elu, act_elu, double, double)
-LEAN_ROW(lean_swish, act_swish, double, double)
-LEAN_ROW(leanf_tanh, act_tanhf, float, float)
-LEAN_ROW(leanf_softplus, act_softplus, float, float)
-LEAN_ROW(leanf_elu, act_elu, float, float)
-LEAN_ROW(leanf_swish, act_swish, float, float)
+LEAN_ROW(lean_tanh, act_tanh, double)
+LEAN_ROW(lean_softplus, act_softplus, double)
+LEAN_ROW(lean_elu, act_elu, double)
+LEAN_ROW(lean_swish, act_swish, double)
+LEAN_ROW(leanf_tanh, act_tanhf, float)
+LEAN_ROW(leanf_softplus, act_softplus, float)
+LEAN_ROW(leanf_elu, act_elu, float)
+LEAN_ROW(leanf_swish, act_swish, float)
 #undef LEAN_ROW
 
 /* The lean pass on float rows (mixed precision). */
 static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, const float *Y, float *H, double *ds)
+                       const double *ct, const float *Y, float *H, float *ds)
 {
     void (*lean)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                 const float *restrict, float *restrict, double *restrict) =
+                 const float *restrict, float *restrict, float *restrict) =
         act == CNF_ACT_TANH       ? leanf_tanh
         : act == CNF_ACT_SOFTPLUS ? leanf_softplus
         : act == CNF_ACT_ELU      ? leanf_elu
@@ -372,19 +370,18 @@ static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const d
         lean(o, b, g, ct, Y + i * o, H + i * o, ds + i * o);
 }
 
-/* The keep pass on float rows (mixed precision): Yf from sgemm, Y gets y + b in double. */
+/* The keep pass on float rows (mixed precision): Yf from sgemm, kept for the reverse pass. */
 static void act_keep_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, const float *Yf, double *Y, float *Hf, double *ds,
-                       double *d2s)
+                       const double *ct, const float *Yf, float *Hf, float *ds, float *d2s)
 {
     void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                const float *restrict, double *restrict, float *restrict, double *restrict,
-                double *restrict) = act == CNF_ACT_TANH       ? rowf_tanh
-                                    : act == CNF_ACT_SOFTPLUS ? rowf_softplus
-                                    : act == CNF_ACT_ELU      ? rowf_elu
-                                                              : rowf_swish;
+                const float *restrict, float *restrict, float *restrict, float *restrict) =
+        act == CNF_ACT_TANH       ? rowf_tanh
+        : act == CNF_ACT_SOFTPLUS ? rowf_softplus
+        : act == CNF_ACT_ELU      ? rowf_elu
+                                  : rowf_swish;
     for (size_t i = 0; i < n; i++)
-        row(o, b, g, ct, Yf + i * o, Y + i * o, Hf + i * o, ds + i * o, d2s + i * o);
+        row(o, b, g, ct, Yf + i * o, Hf + i * o, ds + i * o, d2s + i * o);
 }
 
 /* d2s = NULL: the lean pass (h and σ' only). */
@@ -993,51 +990,60 @@ CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const d
         }
 }
 
-/* The same in mixed precision: ẏ read from sgemm's float rows (kept in Yt) or, for the first
- * layer's unit tangents, from Y's double rows (Yt = NULL); ḣ straight into the next layer's
- * float input. */
-#define TANGENT_KEEP_F(NAME, TI, KEEP_Y)                                                         \
-    CNF_VECTOR_CLONES static void NAME(size_t n, size_t K, size_t o, const double *restrict g,   \
-                                       const double *restrict ds, const TI *restrict Yin,        \
-                                       double *restrict Yt, double *restrict Zt,                 \
-                                       float *restrict Hf)                                       \
-    {                                                                                            \
-        for (size_t k = 0; k < K; k++)                                                           \
-            for (size_t i = 0; i < n; i++) {                                                     \
-                const size_t r = (k * n + i) * o;                                                \
-                const double *dsi = ds + i * o;                                                  \
-                for (size_t j = 0; j < o; j++) {                                                 \
-                    double yj = (double)Yin[r + j], zj = g[j] * yj;                              \
-                    if (KEEP_Y)                                                                  \
-                        Yt[r + j] = yj;                                                          \
-                    Zt[r + j] = zj;                                                              \
-                    Hf[r + j] = (float)(dsi[j] * zj);                                            \
-                }                                                                                \
-            }                                                                                    \
-    }
-TANGENT_KEEP_F(tangent_keep_f, float, 1)
-TANGENT_KEEP_F(tangent_keep_unit_f, double, 0)
-#undef TANGENT_KEEP_F
+/* The same in mixed precision, ḣ straight into the next layer's float input: from sgemm's
+ * float rows Yt, which stay for the reverse pass (it forms ż = g ⊙ ẏ from them again) ... */
+CNF_VECTOR_CLONES static void tangent_keep_f(size_t n, size_t K, size_t o,
+                                             const double *restrict g, const float *restrict ds,
+                                             const float *restrict Yt, float *restrict Hf)
+{
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++) {
+            const size_t r = (k * n + i) * o;
+            const float *dsi = ds + i * o;
+            for (size_t j = 0; j < o; j++)
+                Hf[r + j] = (float)((double)dsi[j] * (g[j] * (double)Yt[r + j]));
+        }
+}
+
+/* ... or, for the first layer's unit tangents, from Y's double rows (W's columns), with ż kept
+ * in Zt. */
+CNF_VECTOR_CLONES static void tangent_keep_unit_f(size_t n, size_t K, size_t o,
+                                                  const double *restrict g,
+                                                  const float *restrict ds,
+                                                  const double *restrict Yt,
+                                                  double *restrict Zt, float *restrict Hf)
+{
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++) {
+            const size_t r = (k * n + i) * o;
+            const float *dsi = ds + i * o;
+            for (size_t j = 0; j < o; j++) {
+                double zj = g[j] * Yt[r + j];
+                Zt[r + j] = zj;
+                Hf[r + j] = (float)((double)dsi[j] * zj);
+            }
+        }
+}
 
 /* The same without ż (no reverse pass follows). Yt = NULL: g already holds ż, the same for
  * every row (the first layer's unit tangents). T: float in mixed precision, as LEAN_ROW. */
 #define TANGENT_LEAN(NAME, T)                                                                    \
     CNF_VECTOR_CLONES static void NAME(size_t n, size_t K, size_t o, const double *restrict g,   \
-                                       const double *restrict ds, const T *restrict Yt,          \
+                                       const T *restrict ds, const T *restrict Yt,               \
                                        T *restrict Ht)                                           \
     {                                                                                            \
         for (size_t k = 0; k < K; k++)                                                           \
             for (size_t i = 0; i < n; i++) {                                                     \
-                const double *dsi = ds + i * o;                                                  \
+                const T *dsi = ds + i * o;                                                       \
                 T *hk = Ht + (k * n + i) * o;                                                    \
                 if (!Yt) {                                                                       \
                     for (size_t j = 0; j < o; j++)                                               \
-                        hk[j] = (T)(dsi[j] * g[j]);                                              \
+                        hk[j] = (T)((double)dsi[j] * g[j]);                                      \
                     continue;                                                                    \
                 }                                                                                \
                 const T *yk = Yt + (k * n + i) * o;                                              \
                 for (size_t j = 0; j < o; j++)                                                   \
-                    hk[j] = (T)(dsi[j] * (g[j] * (double)yk[j]));                                \
+                    hk[j] = (T)((double)dsi[j] * (g[j] * (double)yk[j]));                        \
             }                                                                                    \
     }
 TANGENT_LEAN(tangent_lean, double)
@@ -1069,15 +1075,15 @@ static const double *unit_tangent(const struct layer *ly, const double *W, const
     return gw;
 }
 
-/* Mixed precision without a reverse pass: cf (M, out) = Xf[l] · W_lᵀ in float, with Xf[l] made
- * from In, or already written by the layer below when In is NULL. */
+/* Mixed precision: out (M, out) = Xf[l] · W_lᵀ in float, with Xf[l] made from In, or already
+ * written by the layer below when In is NULL. */
 static void layer_forward_f(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw,
-                            size_t l, size_t M, const double *In)
+                            size_t l, size_t M, const double *In, float *out)
 {
     const size_t in = m->layer[l].in, o = m->layer[l].out;
     if (In)
         to_float(w->Xf[l], In, M * in);
-    sgemm(0, 0, M, o, in, w->Xf[l], in, pw->Wtf[l], o, w->cf, o);
+    sgemm(0, 0, M, o, in, w->Xf[l], in, pw->Wtf[l], o, out, o);
 }
 
 /* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input.
@@ -1165,8 +1171,11 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
         /* Mixed precision: float from layer to layer (the fused passes below write h into the
          * next layer's float input); lean_f: without a reverse pass. */
         const int flt = w->Xf && !(unit0 && !hidden), lean_f = flt && !keep;
+        /* Mixed precision keeps a hidden layer's sgemm output, float, in Y's buffer (the
+         * first layer's unit tangents, W's columns, stay double after it). */
+        float *Yf = keep && hidden ? (float *)Y : w->cf;
         if (flt) {
-            layer_forward_f(m, w, pw, l, unit0 ? n : rows, l == 0 ? in : NULL);
+            layer_forward_f(m, w, pw, l, unit0 ? n : rows, l == 0 ? in : NULL, Yf);
             if (!hidden)
                 to_double(Y, w->cf, rows * o);
             else if (unit0 && keep)
@@ -1192,25 +1201,24 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
             double *gw = w->gamma + m->max_width; /* scratch for unit_tangent */
             if (keep && flt) {
-                float *hf = w->Xf[l + 1];
-                act_keep_f(m->cfg.act, n, o, b, g, ct, w->cf, Y, hf, ds, d2s);
+                float *hf = w->Xf[l + 1], *dsf = (float *)ds, *d2f = (float *)d2s;
+                act_keep_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, d2f);
                 if (unit0)
-                    tangent_keep_unit_f(n, K, o, g, ds, Y + n * o, NULL, Z + n * o, hf + n * o);
+                    tangent_keep_unit_f(n, K, o, g, dsf, Y + n * o, Z + n * o, hf + n * o);
                 else
-                    tangent_keep_f(n, K, o, g, ds, w->cf + n * o, Y + n * o, Z + n * o,
-                                   hf + n * o);
+                    tangent_keep_f(n, K, o, g, dsf, Yf + n * o, hf + n * o);
             } else if (keep) {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, d2s);
                 tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
             } else if (lean_f) {
-                float *hf = w->Xf[l + 1];
-                act_lean_f(m->cfg.act, n, o, b, g, ct, w->cf, hf, ds);
+                float *hf = w->Xf[l + 1], *dsf = (float *)ds;
+                act_lean_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf);
                 if (unit0) {
                     for (size_t k = 0; k < K; k++)
-                        tangent_lean_f(n, 1, o, unit_tangent(ly, W, g, k, gw), ds, NULL,
+                        tangent_lean_f(n, 1, o, unit_tangent(ly, W, g, k, gw), dsf, NULL,
                                        hf + (1 + k) * n * o);
                 } else {
-                    tangent_lean_f(n, K, o, g, ds, w->cf + n * o, hf + n * o);
+                    tangent_lean_f(n, K, o, g, dsf, Yf + n * o, hf + n * o);
                 }
             } else {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, NULL);
@@ -1604,9 +1612,63 @@ YBAR_PASS(ybar_pass_f, float)
             }                                                                                    \
     }
 SEED_YBAR_PASS(seed_ybar_pass, double, double)
-SEED_YBAR_PASS(seed_ybar_pass_f, float, float)
-SEED_YBAR_PASS(seed_ybar_pass_fd, float, double)
 #undef SEED_YBAR_PASS
+
+/* The same in mixed precision, from what the forward kept in float: y = yf + b and ż = g ⊙ ẏ
+ * formed again from sgemm's rows Yf, σ' and σ'' in float; UNIT: the first layer's unit tangents,
+ * whose ẏ (W's columns) and ż are double rows Ytd, Ztd. p, q_k from sgemm in float; ȳ to TO. */
+#define SEED_YBAR_PASS_F(NAME, UNIT, TO)                                                         \
+    CNF_VECTOR_CLONES static void NAME(                                                          \
+        size_t n, size_t K, size_t o, const double *restrict g, const double *restrict b,       \
+        const float *restrict ds, const float *restrict d2s, const float *restrict Yf,           \
+        const double *restrict Ytd, const double *restrict Ztd, const float *restrict pq,        \
+        TO *restrict yb, double *restrict gam, double *restrict rsum, double *restrict ybsum,    \
+        double *restrict acc)                                                                    \
+    {                                                                                            \
+        for (size_t j = 0; j < o; j++)                                                           \
+            gam[j] = rsum[j] = ybsum[j] = 0.0;                                                   \
+        for (size_t i = 0; i < n; i++) {                                                         \
+            const size_t r0 = i * o;                                                             \
+            for (size_t k = 0; k < K; k++) {                                                     \
+                const float *qk = pq + (1 + k) * n * o + r0;                                     \
+                const float *yk = Yf + (1 + k) * n * o + r0;                                     \
+                const double *zk = UNIT ? Ztd + k * n * o + r0 : NULL;                           \
+                for (size_t j = 0; j < o; j++) {                                                 \
+                    double z = UNIT ? zk[j] : g[j] * (double)yk[j];                              \
+                    acc[j] = k == 0 ? z * (double)qk[j] : acc[j] + z * (double)qk[j];            \
+                }                                                                                \
+            }                                                                                    \
+            if (!K)                                                                              \
+                for (size_t j = 0; j < o; j++)                                                   \
+                    acc[j] = 0.0;                                                                \
+            const float *dsi = ds + r0, *d2i = d2s + r0, *yr = Yf + r0, *p = pq + r0;            \
+            TO *ybr = yb + r0;                                                                   \
+            for (size_t j = 0; j < o; j++) {                                                     \
+                double v = (double)dsi[j] * (double)p[j] + (double)d2i[j] * acc[j],              \
+                       u = g[j] * v;                                                             \
+                ybr[j] = (TO)u;                                                                  \
+                gam[j] += v * ((double)yr[j] + b[j]);                                            \
+                rsum[j] += v;                                                                    \
+                ybsum[j] += u;                                                                   \
+            }                                                                                    \
+        }                                                                                        \
+        for (size_t k = 0; k < K; k++)                                                           \
+            for (size_t i = 0; i < n; i++) {                                                     \
+                const size_t r = ((1 + k) * n + i) * o;                                          \
+                const float *dsi = ds + i * o, *qk = pq + r, *yk = Yf + r;                       \
+                const double *ytk = UNIT ? Ytd + (k * n + i) * o : NULL;                         \
+                TO *ybr = yb + r;                                                                \
+                for (size_t j = 0; j < o; j++) {                                                 \
+                    double v = (double)dsi[j] * (double)qk[j];                                   \
+                    ybr[j] = (TO)(g[j] * v);                                                     \
+                    gam[j] += v * (UNIT ? ytk[j] : (double)yk[j]);                               \
+                }                                                                                \
+            }                                                                                    \
+    }
+SEED_YBAR_PASS_F(seed_ybar_pass_f, 0, float)
+SEED_YBAR_PASS_F(seed_ybar_pass_fu, 1, float)
+SEED_YBAR_PASS_F(seed_ybar_pass_fud, 1, double)
+#undef SEED_YBAR_PASS_F
 
 /* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
@@ -1666,13 +1728,21 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                 ybar_pass_f(n, rows, o, g, rs, Y, w->af, gam, rsum, ybsum);
         } else {
             const double *ds = w->DS[l], *d2s = w->D2S[l], *Zt = w->Z[l] + n * o;
+            /* Mixed precision: what run_forward kept in float in the same buffers. */
+            const float *dsf = (const float *)ds, *d2f = (const float *)d2s,
+                        *Yf = (const float *)Y;
+            const double *bl = theta + ly->b;
             if (!mixed)
                 seed_ybar_pass(n, K, o, g, ds, d2s, Zt, pq, Y, yb, gam, rsum, ybsum, acc);
+            else if (!(first && w->unit))
+                seed_ybar_pass_f(n, K, o, g, bl, dsf, d2f, Yf, NULL, NULL, w->cf, w->af, gam,
+                                 rsum, ybsum, acc);
             else if (yb_double)
-                seed_ybar_pass_fd(n, K, o, g, ds, d2s, Zt, w->cf, Y, yb, gam, rsum, ybsum, acc);
+                seed_ybar_pass_fud(n, K, o, g, bl, dsf, d2f, Yf, Y + n * o, Zt, w->cf, yb, gam,
+                                   rsum, ybsum, acc);
             else
-                seed_ybar_pass_f(n, K, o, g, ds, d2s, Zt, w->cf, Y, w->af, gam, rsum, ybsum,
-                                 acc);
+                seed_ybar_pass_fu(n, K, o, g, bl, dsf, d2f, Yf, Y + n * o, Zt, w->cf, w->af,
+                                  gam, rsum, ybsum, acc);
         }
         if (gtheta || gt) {
             for (size_t j = 0; j < o; j++) {
