@@ -1051,7 +1051,7 @@ TANGENT_LEAN(tangent_lean_f, float)
 #undef TANGENT_LEAN
 
 /* Y (M, out) = In (M, in) · W_lᵀ with W_lᵀ from pw (prep_weights); mixed precision keeps the
- * float input for the reverse pass. */
+ * float input for the reverse pass (In = NULL: already in Xf[l]). */
 static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw, size_t l,
                           size_t M, const double *In, double *Y)
 {
@@ -1060,7 +1060,8 @@ static void layer_forward(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work 
         cnf_gemm(0, 0, M, o, in, 1.0, In, in, pw->Wt[l], o, 0.0, Y, o);
         return;
     }
-    to_float(w->Xf[l], In, M * in);
+    if (In)
+        to_float(w->Xf[l], In, M * in);
     sgemm(0, 0, M, o, in, w->Xf[l], in, pw->Wtf[l], o, w->cf, o);
     to_double(Y, w->cf, M * o);
 }
@@ -1117,6 +1118,29 @@ static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw
     sgemm(0, 0, M, in, o, w->af, o, pw->Wf[l], in, w->cf, in);
 }
 
+/* The output layer in mixed precision, from sgemm's float rows yf (rows, o): primal rows
+ * y = yf + b (into Y unless NULL), z = g ⊙ y + c t; tangent rows ż = g ⊙ ẏ (Y keeps ẏ). */
+CNF_VECTOR_CLONES static void output_pass_f(size_t n, size_t rows, size_t o,
+                                            const double *restrict b, const double *restrict g,
+                                            const double *restrict ct, const float *restrict yf,
+                                            double *restrict Y, double *restrict Z)
+{
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < o; j++) {
+            double yj = (double)yf[i * o + j] + b[j];
+            if (Y)
+                Y[i * o + j] = yj;
+            Z[i * o + j] = g[j] * yj + ct[j];
+        }
+    for (size_t r = n * o; r < rows * o; r += o)
+        for (size_t j = 0; j < o; j++) {
+            double yj = (double)yf[r + j];
+            if (Y)
+                Y[r + j] = yj;
+            Z[r + j] = g[j] * yj;
+        }
+}
+
 /* ẏ_{k,i} = W e_k = column k of W for the first layer's unit tangents: no GEMM for them. */
 static void unit_rows(const struct layer *ly, const double *W, size_t n, size_t K, double *Y)
 {
@@ -1154,13 +1178,26 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
         return CNF_OK;
 
     const size_t rows = n * (1 + K);
-    for (size_t i = 0; i < n; i++)
-        memcpy(w->X0 + i * d, X + i * ldx, d * sizeof(double));
-    if (K && !unit)
-        for (size_t k = 0; k < K; k++)
-            memcpy(w->X0 + (1 + k) * n * d, U + k * ldu, n * d * sizeof(double));
-
     const double *in = w->X0;
+    if (w->Xf) {
+        /* Mixed precision: the input rows straight to the first layer's float input (the
+         * reverse pass reads them there too). */
+        float *xf = w->Xf[0];
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < d; j++)
+                xf[i * d + j] = (float)X[i * ldx + j];
+        if (K && !unit)
+            for (size_t k = 0; k < K; k++)
+                to_float(xf + (1 + k) * n * d, U + k * ldu, n * d);
+        in = NULL;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            memcpy(w->X0 + i * d, X + i * ldx, d * sizeof(double));
+        if (K && !unit)
+            for (size_t k = 0; k < K; k++)
+                memcpy(w->X0 + (1 + k) * n * d, U + k * ldu, n * d * sizeof(double));
+    }
+
     for (size_t l = 0; l < m->L; l++) {
         const struct layer *ly = &m->layer[l];
         const size_t o = ly->out;
@@ -1175,10 +1212,8 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
          * first layer's unit tangents, W's columns, stay double after it). */
         float *Yf = keep && hidden ? (float *)Y : w->cf;
         if (flt) {
-            layer_forward_f(m, w, pw, l, unit0 ? n : rows, l == 0 ? in : NULL, Yf);
-            if (!hidden)
-                to_double(Y, w->cf, rows * o);
-            else if (unit0 && keep)
+            layer_forward_f(m, w, pw, l, unit0 ? n : rows, NULL, Yf);
+            if (hidden && unit0 && keep)
                 unit_rows(ly, W, n, K, Y);
         } else if (unit0 && !keep && hidden) {
             /* Only the primal rows: the tangents' ḣ comes straight from W's columns below. */
@@ -1231,6 +1266,10 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
                 }
             }
             in = H;
+        } else if (flt) {
+            /* The output layer from sgemm's float rows; y (for the gate's gradient) only when a
+             * reverse pass follows. */
+            output_pass_f(n, rows, o, b, g, ct, w->cf, keep ? Y : NULL, Z);
         } else {
             for (size_t i = 0; i < n; i++) {
                 double *y = Y + i * o, *z = Z + i * o;
