@@ -284,19 +284,18 @@ void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
 }
 
 /* The fused elementwise pass of one hidden layer over one primal row (o units):
- *     y += b;  z = g ⊙ y + ct;  h, σ', σ'' = σ(z), σ'(z), σ''(z)
- * one function per activation so that each loop vectorizes. z itself is not stored: the reverse
- * pass needs y (for the gate's gradient), σ' and σ'' of the primal rows, and ż of the tangents. */
+ *     z = g ⊙ (y + b) + ct;  h, σ', σ'' = σ(z), σ'(z), σ''(z)
+ * one function per activation so that each loop vectorizes. Neither y + b nor z is stored: the
+ * reverse pass forms y + b (for the gate's gradient) from the GEMM's y, left in place. */
 #define FUSED_ROW(NAME, ACT)                                                                     \
     CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
                                        const double *restrict g, const double *restrict ct,      \
-                                       double *restrict y, double *restrict h,                   \
+                                       const double *restrict y, double *restrict h,             \
                                        double *restrict d1, double *restrict d2)                 \
     {                                                                                            \
         for (size_t j = 0; j < o; j++) {                                                         \
             double yj = y[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;                        \
             ACT(zj, &hj, &aj, &bj);                                                              \
-            y[j] = yj;                                                                           \
             h[j] = hj;                                                                           \
             d1[j] = aj;                                                                          \
             d2[j] = bj;                                                                          \
@@ -400,7 +399,7 @@ static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const d
         return;
     }
     void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                double *restrict, double *restrict, double *restrict, double *restrict) =
+                const double *restrict, double *restrict, double *restrict, double *restrict) =
         act == CNF_ACT_TANH       ? row_tanh
         : act == CNF_ACT_SOFTPLUS ? row_softplus
         : act == CNF_ACT_ELU      ? row_elu
@@ -976,17 +975,14 @@ static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *
 /* Tangent rows of a hidden layer (K slabs of n rows, o units): ż = g ⊙ ẏ, ḣ = σ'(z) ⊙ ż. */
 CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const double *restrict g,
                                            const double *restrict ds, const double *restrict Yt,
-                                           double *restrict Zt, double *restrict Ht)
+                                           double *restrict Ht)
 {
     for (size_t k = 0; k < K; k++)
         for (size_t i = 0; i < n; i++) {
             const double *yk = Yt + (k * n + i) * o, *dsi = ds + i * o;
-            double *zk = Zt + (k * n + i) * o, *hk = Ht + (k * n + i) * o;
-            for (size_t j = 0; j < o; j++) {
-                double zj = g[j] * yk[j];
-                zk[j] = zj;
-                hk[j] = dsi[j] * zj;
-            }
+            double *hk = Ht + (k * n + i) * o;
+            for (size_t j = 0; j < o; j++)
+                hk[j] = dsi[j] * (g[j] * yk[j]);
         }
 }
 
@@ -1244,7 +1240,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
                     tangent_keep_f(n, K, o, g, dsf, Yf + n * o, hf + n * o);
             } else if (keep) {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, d2s);
-                tangent_pass(n, K, o, g, ds, Y + n * o, Z + n * o, H + n * o);
+                tangent_pass(n, K, o, g, ds, Y + n * o, H + n * o);
             } else if (lean_f) {
                 float *hf = w->Xf[l + 1], *dsf = (float *)ds;
                 act_lean_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf);
@@ -1599,68 +1595,17 @@ YBAR_PASS(ybar_pass_f, float)
 #undef YBAR_PASS
 
 /* The same for a hidden layer, its seeds made on the fly from the layer above's p, q_k (PQ:
- * primal rows, then slab k): r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k, never stored.
- * Zt: the layer's tangent rows of ż; acc: (o) scratch. Same operations in the same order as
- * forming the seeds first and running ybar_pass on them. */
-#define SEED_YBAR_PASS(NAME, TI, TO)                                                             \
-    CNF_VECTOR_CLONES static void NAME(                                                          \
-        size_t n, size_t K, size_t o, const double *restrict g, const double *restrict ds,      \
-        const double *restrict d2s, const double *restrict Zt, const TI *restrict pq,            \
-        const double *restrict Y, TO *restrict yb, double *restrict gam, double *restrict rsum,  \
-        double *restrict ybsum, double *restrict acc)                                            \
-    {                                                                                            \
-        for (size_t j = 0; j < o; j++)                                                           \
-            gam[j] = rsum[j] = ybsum[j] = 0.0;                                                   \
-        for (size_t i = 0; i < n; i++) {                                                         \
-            const size_t r0 = i * o;                                                             \
-            for (size_t k = 0; k < K; k++) {                                                     \
-                const double *zk = Zt + k * n * o + r0;                                          \
-                const TI *qk = pq + (1 + k) * n * o + r0;                                        \
-                if (k == 0)                                                                      \
-                    for (size_t j = 0; j < o; j++)                                               \
-                        acc[j] = zk[j] * (double)qk[j];                                          \
-                else                                                                             \
-                    for (size_t j = 0; j < o; j++)                                               \
-                        acc[j] += zk[j] * (double)qk[j];                                         \
-            }                                                                                    \
-            if (!K)                                                                              \
-                for (size_t j = 0; j < o; j++)                                                   \
-                    acc[j] = 0.0;                                                                \
-            const double *dsi = ds + r0, *d2i = d2s + r0, *yr = Y + r0;                          \
-            const TI *p = pq + r0;                                                               \
-            TO *ybr = yb + r0;                                                                   \
-            for (size_t j = 0; j < o; j++) {                                                     \
-                double v = dsi[j] * (double)p[j] + d2i[j] * acc[j], u = g[j] * v;                \
-                ybr[j] = (TO)u;                                                                  \
-                gam[j] += v * yr[j];                                                             \
-                rsum[j] += v;                                                                    \
-                ybsum[j] += u;                                                                   \
-            }                                                                                    \
-        }                                                                                        \
-        for (size_t k = 0; k < K; k++)                                                           \
-            for (size_t i = 0; i < n; i++) {                                                     \
-                const size_t r = ((1 + k) * n + i) * o;                                          \
-                const double *dsi = ds + i * o, *yr = Y + r;                                     \
-                const TI *qk = pq + r;                                                           \
-                TO *ybr = yb + r;                                                                \
-                for (size_t j = 0; j < o; j++) {                                                 \
-                    double v = dsi[j] * (double)qk[j];                                           \
-                    ybr[j] = (TO)(g[j] * v);                                                     \
-                    gam[j] += v * yr[j];                                                         \
-                }                                                                                \
-            }                                                                                    \
-    }
-SEED_YBAR_PASS(seed_ybar_pass, double, double)
-#undef SEED_YBAR_PASS
-
-/* The same in mixed precision, from what the forward kept in float: y = yf + b and ż = g ⊙ ẏ
- * formed again from sgemm's rows Yf, σ' and σ'' in float; UNIT: the first layer's unit tangents,
- * whose ẏ (W's columns) and ż are double rows Ytd, Ztd. p, q_k from sgemm in float; ȳ to TO. */
-#define SEED_YBAR_PASS_F(NAME, UNIT, TO)                                                         \
+ * primal rows, then slab k): r = σ' ⊙ p + σ'' ⊙ Σ_k ż_k ⊙ q_k, s_k = σ' ⊙ q_k, never stored;
+ * y + b and ż = g ⊙ ẏ are formed again from the GEMM's rows Yf as the forward left them.
+ * Types: TS for σ', σ'' and the rows (float in mixed precision), TQ for p, q (float when sgemm
+ * made them), TO for ȳ. UNIT (mixed precision only): the first layer's unit tangents, whose ẏ
+ * (W's columns) and ż are double rows Ytd, Ztd. acc: (o) scratch. The same operations in the
+ * same order as forming the seeds first and running ybar_pass on them. */
+#define SEED_YBAR_PASS(NAME, TS, TQ, UNIT, TO)                                                   \
     CNF_VECTOR_CLONES static void NAME(                                                          \
         size_t n, size_t K, size_t o, const double *restrict g, const double *restrict b,       \
-        const float *restrict ds, const float *restrict d2s, const float *restrict Yf,           \
-        const double *restrict Ytd, const double *restrict Ztd, const float *restrict pq,        \
+        const TS *restrict ds, const TS *restrict d2s, const TS *restrict Yf,                    \
+        const double *restrict Ytd, const double *restrict Ztd, const TQ *restrict pq,           \
         TO *restrict yb, double *restrict gam, double *restrict rsum, double *restrict ybsum,    \
         double *restrict acc)                                                                    \
     {                                                                                            \
@@ -1669,8 +1614,8 @@ SEED_YBAR_PASS(seed_ybar_pass, double, double)
         for (size_t i = 0; i < n; i++) {                                                         \
             const size_t r0 = i * o;                                                             \
             for (size_t k = 0; k < K; k++) {                                                     \
-                const float *qk = pq + (1 + k) * n * o + r0;                                     \
-                const float *yk = Yf + (1 + k) * n * o + r0;                                     \
+                const TQ *qk = pq + (1 + k) * n * o + r0;                                        \
+                const TS *yk = Yf + (1 + k) * n * o + r0;                                        \
                 const double *zk = UNIT ? Ztd + k * n * o + r0 : NULL;                           \
                 for (size_t j = 0; j < o; j++) {                                                 \
                     double z = UNIT ? zk[j] : g[j] * (double)yk[j];                              \
@@ -1680,7 +1625,8 @@ SEED_YBAR_PASS(seed_ybar_pass, double, double)
             if (!K)                                                                              \
                 for (size_t j = 0; j < o; j++)                                                   \
                     acc[j] = 0.0;                                                                \
-            const float *dsi = ds + r0, *d2i = d2s + r0, *yr = Yf + r0, *p = pq + r0;            \
+            const TS *dsi = ds + r0, *d2i = d2s + r0, *yr = Yf + r0;                             \
+            const TQ *p = pq + r0;                                                               \
             TO *ybr = yb + r0;                                                                   \
             for (size_t j = 0; j < o; j++) {                                                     \
                 double v = (double)dsi[j] * (double)p[j] + (double)d2i[j] * acc[j],              \
@@ -1694,7 +1640,8 @@ SEED_YBAR_PASS(seed_ybar_pass, double, double)
         for (size_t k = 0; k < K; k++)                                                           \
             for (size_t i = 0; i < n; i++) {                                                     \
                 const size_t r = ((1 + k) * n + i) * o;                                          \
-                const float *dsi = ds + i * o, *qk = pq + r, *yk = Yf + r;                       \
+                const TS *dsi = ds + i * o, *yk = Yf + r;                                        \
+                const TQ *qk = pq + r;                                                           \
                 const double *ytk = UNIT ? Ytd + (k * n + i) * o : NULL;                         \
                 TO *ybr = yb + r;                                                                \
                 for (size_t j = 0; j < o; j++) {                                                 \
@@ -1704,10 +1651,11 @@ SEED_YBAR_PASS(seed_ybar_pass, double, double)
                 }                                                                                \
             }                                                                                    \
     }
-SEED_YBAR_PASS_F(seed_ybar_pass_f, 0, float)
-SEED_YBAR_PASS_F(seed_ybar_pass_fu, 1, float)
-SEED_YBAR_PASS_F(seed_ybar_pass_fud, 1, double)
-#undef SEED_YBAR_PASS_F
+SEED_YBAR_PASS(seed_ybar_pass, double, double, 0, double)
+SEED_YBAR_PASS(seed_ybar_pass_f, float, float, 0, float)
+SEED_YBAR_PASS(seed_ybar_pass_fu, float, float, 1, float)
+SEED_YBAR_PASS(seed_ybar_pass_fud, float, float, 1, double)
+#undef SEED_YBAR_PASS
 
 /* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
@@ -1772,7 +1720,8 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                         *Yf = (const float *)Y;
             const double *bl = theta + ly->b;
             if (!mixed)
-                seed_ybar_pass(n, K, o, g, ds, d2s, Zt, pq, Y, yb, gam, rsum, ybsum, acc);
+                seed_ybar_pass(n, K, o, g, bl, ds, d2s, Y, NULL, NULL, pq, yb, gam, rsum, ybsum,
+                               acc);
             else if (!(first && w->unit))
                 seed_ybar_pass_f(n, K, o, g, bl, dsf, d2f, Yf, NULL, NULL, w->cf, w->af, gam,
                                  rsum, ybsum, acc);
