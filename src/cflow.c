@@ -129,8 +129,12 @@ typedef struct cflow {
     size_t P; /* field parameters per block */
     /* Scratch sized for n_cap samples and k_cap tangents, grown on demand. */
     size_t n_cap, k_cap;
-    slot slots[MAX_STAGES + 1]; /* slots[0] for RHS calls, 1.. for backprop stages */
+    slot slots[MAX_STAGES + 1]; /* slots[0] for every evaluation (ensure_slots makes more) */
     size_t n_slots;
+    /* Each block's forward trajectory for the gradient (traj), kept from call to call so that a
+     * training loop reuses the pages instead of faulting them in again. */
+    struct traj *trs;
+    size_t n_trs;
 } cflow;
 
 static const cnf_flow_type cflow_type;
@@ -360,15 +364,27 @@ static size_t rk_stages_used(const cnf_rk_tableau *tab)
     return s_eff;
 }
 
-/* Set tr up to keep the stage arguments backprop_block needs for tableau tab. */
-static int traj_keep_stages(traj *tr, const cnf_rk_tableau *tab)
+/* Start recording a solve of dimension dim, with the stage arguments backprop_block needs for
+ * tableau tab (NULL: states only). The buffers of the last recording are reused when the shape
+ * is the same. */
+static int traj_begin(traj *tr, size_t dim, const cnf_rk_tableau *tab)
 {
-    size_t used = rk_stages_used(tab);
-    tr->stages = used > 1 ? used - 1 : 0;
-    tr->ring_n = tab->stages - 1;
+    const size_t used = tab ? rk_stages_used(tab) : 0, stages = used > 1 ? used - 1 : 0;
+    const size_t ring_n = stages ? tab->stages - 1 : 0;
+    if (tr->dim != dim || tr->stages != stages || tr->ring_n != ring_n) {
+        free(tr->y);
+        free(tr->ys);
+        free(tr->ring);
+        tr->y = tr->ys = tr->ring = NULL;
+        tr->cap = 0;
+        tr->dim = dim;
+        tr->stages = stages;
+        tr->ring_n = ring_n;
+        if (ring_n && !(tr->ring = cnf_calloc(ring_n, dim * sizeof(double))))
+            return cnf_fail(CNF_ENOMEM, "allocating %zu RK stages for the reverse pass", ring_n);
+    }
+    tr->len = 0;
     tr->ring_pos = 0;
-    if (tr->stages && !(tr->ring = cnf_calloc(tr->ring_n, tr->dim * sizeof(double))))
-        return cnf_fail(CNF_ENOMEM, "allocating %zu RK stages for the reverse pass", tr->ring_n);
     return CNF_OK;
 }
 
@@ -896,7 +912,15 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
         return rc;
     /* Everything this call allocates, freed at `done`. */
     double *U = NULL, *y = NULL, *y0 = NULL, *y_end = NULL, *lam = NULL, *gth_scratch = NULL;
-    traj *tr = cnf_calloc(B, sizeof *tr);
+    if (c->n_trs < B) {
+        traj *nt = realloc(c->trs, B * sizeof *nt);
+        if (!nt)
+            return cnf_fail(CNF_ENOMEM, "allocating the CNF state for %zu samples", n);
+        memset(nt + c->n_trs, 0, (B - c->n_trs) * sizeof *nt);
+        c->trs = nt;
+        c->n_trs = B;
+    }
+    traj *tr = c->trs;
     /* One context per block for the whole call: CVODES re-runs the forward RHS during the
      * backward pass with the context given to the forward solve. */
     aug *ag = cnf_calloc(B, sizeof *ag);
@@ -905,7 +929,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
     y0 = cnf_calloc(dim, sizeof(double));
     y_end = cnf_calloc(B * dim, sizeof(double));
     lam = cnf_calloc(dim, sizeof(double));
-    if (!tr || !ag || !adj || !y || !y0 || !y_end || !lam) {
+    if (!ag || !adj || !y || !y0 || !y_end || !lam) {
         rc = cnf_fail(CNF_ENOMEM, "allocating the CNF state for %zu samples", n);
         goto done;
     }
@@ -939,10 +963,10 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
             if (rc == CNF_OK)
                 rc = cnf_cvodes_adj_forward(adj[k], aug_rhs, a, tau0, tau1, y, &opt, &os);
         } else {
-            tr[k].dim = dim;
-            if (record && cfg->grad == CNF_GRAD_BACKPROP) {
-                rc = traj_keep_stages(&tr[k], tab);
-                a->rec = &tr[k];
+            if (record) {
+                const int bp = cfg->grad == CNF_GRAD_BACKPROP;
+                rc = traj_begin(&tr[k], dim, bp ? tab : NULL);
+                a->rec = bp ? &tr[k] : NULL;
             }
             if (rc == CNF_OK)
                 rc = solve(&cfg->train, aug_rhs, a, dim, tau0, tau1, y, &opt,
@@ -992,13 +1016,8 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
             memcpy(gx + i * d, lam + i * S, d * sizeof(double));
 
 done:
-    for (size_t k = 0; k < B; k++) {
-        if (tr)
-            traj_free(&tr[k]);
-        if (adj)
-            cnf_cvodes_adj_free(adj[k]);
-    }
-    free(tr);
+    for (size_t k = 0; adj && k < B; k++)
+        cnf_cvodes_adj_free(adj[k]);
     free(ag);
     free(adj);
     free(U);
@@ -1040,6 +1059,9 @@ static void cflow_free(cnf_flow *f)
     cflow *c = (cflow *)f;
     for (size_t i = 0; i < c->n_slots; i++)
         slot_free(c, &c->slots[i]);
+    for (size_t i = 0; i < c->n_trs; i++)
+        traj_free(&c->trs[i]);
+    free(c->trs);
     cnf_mlp_free(c->mlp);
     free(c->hidden);
     free(c->base.theta);
