@@ -47,7 +47,7 @@ typedef struct cnf_bench_result {
     double points_per_s; /* batch / median_s */
     double nfe_fwd, nfe_bwd; /* per run (toy: mean per iteration) */
     /* rhs only (0 otherwise): the RHS's rate, and its layer products timed alone as one GEMM
-     * per layer over the batch (gemm) and in the RHS's 256-row cache blocks (gemm_blocked). */
+     * per layer over the batch (gemm) and in the RHS's own cache blocks (gemm_blocked). */
     double gflops, gemm_gflops, gemm_blocked_gflops;
     /* CPU time: process CPU seconds per run (mean; all threads; toy: per iteration), and for
      * rhs the rates by the calling thread's CPU time — figures that a busy machine distorts
