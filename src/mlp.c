@@ -79,6 +79,7 @@ struct cnf_mlp_work {
     float **Wtf;   /* per layer (in, out), mixed only */
     float **Wf;    /* per layer (out, in), mixed only */
     float *af, *cf; /* (rows, max_width) each */
+    float *vf;      /* (4, max_width): b, g, c t of a layer in float, and a tangent's ż */
     float *gwf;    /* (max_width, max_width) */
     const cnf_mlp *made_for; /* the MLP given at creation (same_shape) */
     /* What the last forward call computed. */
@@ -224,15 +225,6 @@ static inline void act_tanh(double z, double *h, double *ds, double *d2s)
     *d2s = -2.0 * v * d;
 }
 
-/* tanh in float (mixed precision): h, σ' = 1 − h², σ'' = −2hσ' in float, widened on store. */
-static inline void act_tanhf(double z, double *h, double *ds, double *d2s)
-{
-    float v = cnf_tanh_fastf((float)z), d = 1.0f - v * v;
-    *h = v;
-    *ds = d;
-    *d2s = -2.0f * v * d;
-}
-
 static inline void act_softplus(double z, double *h, double *ds, double *d2s)
 {
     double sg = cnf_sigmoid_fast(z);
@@ -324,7 +316,6 @@ FUSED_ROW(row_swish, act_swish)
             d2[j] = (float)bj;                                                                   \
         }                                                                                        \
     }
-FUSED_ROW_F(rowf_tanh, act_tanhf)
 FUSED_ROW_F(rowf_softplus, act_softplus)
 FUSED_ROW_F(rowf_elu, act_elu)
 FUSED_ROW_F(rowf_swish, act_swish)
@@ -349,20 +340,59 @@ LEAN_ROW(lean_tanh, act_tanh, double)
 LEAN_ROW(lean_softplus, act_softplus, double)
 LEAN_ROW(lean_elu, act_elu, double)
 LEAN_ROW(lean_swish, act_swish, double)
-LEAN_ROW(leanf_tanh, act_tanhf, float)
 LEAN_ROW(leanf_softplus, act_softplus, float)
 LEAN_ROW(leanf_elu, act_elu, float)
 LEAN_ROW(leanf_swish, act_swish, float)
 #undef LEAN_ROW
 
+/* tanh layers in mixed precision, all in float so that every vector op has 16 lanes:
+ * z = g ⊙ (y + b) + c t with b, g, c t rounded to float (vf), h = tanh z, σ' = 1 − h² and, when
+ * d2s is not NULL (a reverse pass follows), σ'' = −2hσ'. */
+CNF_VECTOR_CLONES static void tanh_rows_f(size_t n, size_t o, const float *restrict vf,
+                                          const float *restrict Y, float *restrict H,
+                                          float *restrict ds, float *restrict d2s)
+{
+    const float *bf = vf, *gf = vf + o, *cf = vf + 2 * o;
+    for (size_t i = 0; i < n; i++) {
+        const float *y = Y + i * o;
+        float *h = H + i * o, *d1 = ds + i * o;
+        if (d2s) {
+            float *d2 = d2s + i * o;
+            for (size_t j = 0; j < o; j++) {
+                float v = cnf_tanh_fastf(gf[j] * (y[j] + bf[j]) + cf[j]), a = 1.0f - v * v;
+                h[j] = v;
+                d1[j] = a;
+                d2[j] = -2.0f * v * a;
+            }
+        } else {
+            for (size_t j = 0; j < o; j++) {
+                float v = cnf_tanh_fastf(gf[j] * (y[j] + bf[j]) + cf[j]);
+                h[j] = v;
+                d1[j] = 1.0f - v * v;
+            }
+        }
+    }
+}
+
+static void layer_vectors_f(size_t o, const double *b, const double *g, const double *ct,
+                            float *vf)
+{
+    to_float(vf, b, o);
+    to_float(vf + o, g, o);
+    to_float(vf + 2 * o, ct, o);
+}
+
 /* The lean pass on float rows (mixed precision). */
 static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, const float *Y, float *H, float *ds)
+                       const double *ct, const float *Y, float *H, float *ds, float *vf)
 {
+    if (act == CNF_ACT_TANH) { /* vf: b, g, c t in float (run_forward) */
+        tanh_rows_f(n, o, vf, Y, H, ds, NULL);
+        return;
+    }
     void (*lean)(size_t, const double *restrict, const double *restrict, const double *restrict,
                  const float *restrict, float *restrict, float *restrict) =
-        act == CNF_ACT_TANH       ? leanf_tanh
-        : act == CNF_ACT_SOFTPLUS ? leanf_softplus
+        act == CNF_ACT_SOFTPLUS ? leanf_softplus
         : act == CNF_ACT_ELU      ? leanf_elu
                                   : leanf_swish;
     for (size_t i = 0; i < n; i++)
@@ -371,12 +401,16 @@ static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const d
 
 /* The keep pass on float rows (mixed precision): Yf from sgemm, kept for the reverse pass. */
 static void act_keep_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, const float *Yf, float *Hf, float *ds, float *d2s)
+                       const double *ct, const float *Yf, float *Hf, float *ds, float *d2s,
+                       float *vf)
 {
+    if (act == CNF_ACT_TANH) { /* vf: b, g, c t in float (run_forward) */
+        tanh_rows_f(n, o, vf, Yf, Hf, ds, d2s);
+        return;
+    }
     void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
                 const float *restrict, float *restrict, float *restrict, float *restrict) =
-        act == CNF_ACT_TANH       ? rowf_tanh
-        : act == CNF_ACT_SOFTPLUS ? rowf_softplus
+        act == CNF_ACT_SOFTPLUS ? rowf_softplus
         : act == CNF_ACT_ELU      ? rowf_elu
                                   : rowf_swish;
     for (size_t i = 0; i < n; i++)
@@ -760,6 +794,7 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
     free(w->Wt);
     free(w->Wtf);
     free(w->af);
+    free(w->vf);
     free(w->cf);
     free(w->gwf);
     pool_free(w->pool);
@@ -931,7 +966,8 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
             w->af = cnf_calloc(rows, m->max_width * sizeof(float));
             w->cf = cnf_calloc(rows, m->max_width * sizeof(float));
             w->gwf = cnf_calloc(m->max_width, m->max_width * sizeof(float));
-            ok = w->af && w->cf && w->gwf;
+            w->vf = cnf_calloc(4 * m->max_width, sizeof(float));
+            ok = w->af && w->cf && w->gwf && w->vf;
         }
     }
     ok = ok && weights_alloc(w, m);
@@ -986,10 +1022,11 @@ CNF_VECTOR_CLONES static void tangent_pass(size_t n, size_t K, size_t o, const d
         }
 }
 
-/* The same in mixed precision, ḣ straight into the next layer's float input: from sgemm's
- * float rows Yt, which stay for the reverse pass (it forms ż = g ⊙ ẏ from them again) ... */
+/* The same in mixed precision, in float (g rounded to gf), ḣ straight into the next layer's float
+ * input: from sgemm's float rows Yt, which stay for the reverse pass (it forms ż = g ⊙ ẏ from
+ * them again, in double) ... */
 CNF_VECTOR_CLONES static void tangent_keep_f(size_t n, size_t K, size_t o,
-                                             const double *restrict g, const float *restrict ds,
+                                             const float *restrict gf, const float *restrict ds,
                                              const float *restrict Yt, float *restrict Hf)
 {
     for (size_t k = 0; k < K; k++)
@@ -997,7 +1034,7 @@ CNF_VECTOR_CLONES static void tangent_keep_f(size_t n, size_t K, size_t o,
             const size_t r = (k * n + i) * o;
             const float *dsi = ds + i * o;
             for (size_t j = 0; j < o; j++)
-                Hf[r + j] = (float)((double)dsi[j] * (g[j] * (double)Yt[r + j]));
+                Hf[r + j] = dsi[j] * (gf[j] * Yt[r + j]);
         }
 }
 
@@ -1016,15 +1053,16 @@ CNF_VECTOR_CLONES static void tangent_keep_unit_f(size_t n, size_t K, size_t o,
             for (size_t j = 0; j < o; j++) {
                 double zj = g[j] * Yt[r + j];
                 Zt[r + j] = zj;
-                Hf[r + j] = (float)((double)dsi[j] * zj);
+                Hf[r + j] = dsi[j] * (float)zj;
             }
         }
 }
 
 /* The same without ż (no reverse pass follows). Yt = NULL: g already holds ż, the same for
- * every row (the first layer's unit tangents). T: float in mixed precision, as LEAN_ROW. */
+ * every row (the first layer's unit tangents). T: float in mixed precision (g rounded to float
+ * too: every operation has 16 lanes). */
 #define TANGENT_LEAN(NAME, T)                                                                    \
-    CNF_VECTOR_CLONES static void NAME(size_t n, size_t K, size_t o, const double *restrict g,   \
+    CNF_VECTOR_CLONES static void NAME(size_t n, size_t K, size_t o, const T *restrict g,        \
                                        const T *restrict ds, const T *restrict Yt,               \
                                        T *restrict Ht)                                           \
     {                                                                                            \
@@ -1034,12 +1072,12 @@ CNF_VECTOR_CLONES static void tangent_keep_unit_f(size_t n, size_t K, size_t o,
                 T *hk = Ht + (k * n + i) * o;                                                    \
                 if (!Yt) {                                                                       \
                     for (size_t j = 0; j < o; j++)                                               \
-                        hk[j] = (T)((double)dsi[j] * g[j]);                                      \
+                        hk[j] = dsi[j] * g[j];                                                   \
                     continue;                                                                    \
                 }                                                                                \
                 const T *yk = Yt + (k * n + i) * o;                                              \
                 for (size_t j = 0; j < o; j++)                                                   \
-                    hk[j] = (T)((double)dsi[j] * (g[j] * (double)yk[j]));                        \
+                    hk[j] = dsi[j] * (g[j] * yk[j]);                                             \
             }                                                                                    \
     }
 TANGENT_LEAN(tangent_lean, double)
@@ -1231,25 +1269,30 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
              * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
             double *gw = w->gamma + m->max_width; /* scratch for unit_tangent */
+            if (flt)
+                layer_vectors_f(o, b, g, ct, w->vf); /* b, g, c t in float */
+            const float *gf = w->Xf ? w->vf + o : NULL;
             if (keep && flt) {
                 float *hf = w->Xf[l + 1], *dsf = (float *)ds, *d2f = (float *)d2s;
-                act_keep_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, d2f);
+                act_keep_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, d2f, w->vf);
                 if (unit0)
                     tangent_keep_unit_f(n, K, o, g, dsf, Y + n * o, Z + n * o, hf + n * o);
                 else
-                    tangent_keep_f(n, K, o, g, dsf, Yf + n * o, hf + n * o);
+                    tangent_keep_f(n, K, o, gf, dsf, Yf + n * o, hf + n * o);
             } else if (keep) {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, d2s);
                 tangent_pass(n, K, o, g, ds, Y + n * o, H + n * o);
             } else if (lean_f) {
                 float *hf = w->Xf[l + 1], *dsf = (float *)ds;
-                act_lean_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf);
+                act_lean_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, w->vf);
                 if (unit0) {
-                    for (size_t k = 0; k < K; k++)
-                        tangent_lean_f(n, 1, o, unit_tangent(ly, W, g, k, gw), dsf, NULL,
-                                       hf + (1 + k) * n * o);
+                    float *gwf = w->vf + 3 * o; /* ż = g ⊙ W e_k in float */
+                    for (size_t k = 0; k < K; k++) {
+                        to_float(gwf, unit_tangent(ly, W, g, k, gw), o);
+                        tangent_lean_f(n, 1, o, gwf, dsf, NULL, hf + (1 + k) * n * o);
+                    }
                 } else {
-                    tangent_lean_f(n, K, o, g, dsf, Yf + n * o, hf + n * o);
+                    tangent_lean_f(n, K, o, gf, dsf, Yf + n * o, hf + n * o);
                 }
             } else {
                 act_primal(m->cfg.act, n, o, b, g, ct, Y, H, ds, NULL);
