@@ -19,6 +19,7 @@
 #include "cnf/cflow.h"
 #include "flow.h"
 #include "internal.h"
+#include "vmath.h"
 
 /* ---- names and defaults --------------------------------------------------------------------- */
 
@@ -218,6 +219,39 @@ typedef struct aug {
 
 static const double *block_theta(const aug *a) { return a->c->base.theta + a->b * a->c->P; }
 
+/* t0 + Σ_j a_j b_j: eight interleaved partial sums added in a fixed tree, then the tail left to
+ * right, so a loop of it vectorizes at every width (CNF_VECTOR_CLONES) with the same bits; for
+ * n < 8 it is the plain left-to-right sum from t0. */
+static inline double dot8(double t0, const double *a, const double *b, size_t n)
+{
+    double p[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (size_t q = 0; q < 8; q++)
+            p[q] += a[j + q] * b[j + q];
+    double t = t0 + (((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])));
+    for (; j < n; j++)
+        t += a[j] * b[j];
+    return t;
+}
+
+/* Per sample: D = w Σ_k u_kᵀ J u_k (or the unit rows' diagonal when U is NULL) and
+ * F̂ = w Σ_k |J u_k|², from JU (K, n, d). */
+CNF_VECTOR_CLONES static void div_frob(size_t n, size_t K, size_t d, const double *U,
+                                       const double *JU, double w, double *D, double *Fh)
+{
+    for (size_t i = 0; i < n; i++) {
+        double Di = 0.0, Fi = 0.0;
+        for (size_t k = 0; k < K; k++) {
+            const double *ju = JU + (k * n + i) * d;
+            Di = U ? dot8(Di, U + (k * n + i) * d, ju, d) : Di + ju[k];
+            Fi = dot8(Fi, ju, ju, d);
+        }
+        D[i] = w * Di;
+        Fh[i] = w * Fi;
+    }
+}
+
 /* v, J u, D, F̂ at (τ, X) into slot s; for_vjp: aug_vjp on s follows (otherwise the MLP may
  * drop its activations as it goes, cnf_mlp_work_set_keep). */
 static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx, int for_vjp)
@@ -231,42 +265,63 @@ static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx, in
         return rc;
     a->nfe++;
     const double w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
-    for (size_t i = 0; i < n; i++) {
-        double D = 0.0, Fh = 0.0;
-        for (size_t k = 0; k < K; k++) {
-            const double *ju = s->JU + (k * n + i) * d;
-            if (a->U) {
-                const double *u = a->U + (k * n + i) * d;
-                for (size_t j = 0; j < d; j++)
-                    D += u[j] * ju[j];
-            } else {
-                D += ju[k];
-            }
-            for (size_t j = 0; j < d; j++)
-                Fh += ju[j] * ju[j];
-        }
-        s->D[i] = w * D;
-        s->Fh[i] = w * Fh;
-    }
+    div_frob(n, K, d, a->U, s->JU, w, s->D, s->Fh);
     return CNF_OK;
 }
 
 /* dy = g(τ, y) from a slot filled by aug_eval; y and dy have the state layout. */
+CNF_VECTOR_CLONES static void store_rows(size_t n, size_t d, double T, const double *F,
+                                         const double *D, const double *Fh, double *dy)
+{
+    const size_t S = d + 3;
+    for (size_t i = 0; i < n; i++) {
+        const double *v = F + i * d;
+        double *o = dy + i * S;
+        for (size_t j = 0; j < d; j++)
+            o[j] = T * v[j];
+        o[d] = -T * D[i];
+        o[d + 1] = T * dot8(0.0, v, v, d);
+        o[d + 2] = T * Fh[i];
+    }
+}
+
 static void aug_store(const aug *a, const slot *s, double *dy)
 {
-    const size_t d = a->c->cfg.dim, S = d + 3;
-    const double T = a->T;
-    for (size_t i = 0; i < a->n; i++) {
-        const double *v = s->F + i * d;
-        double *o = dy + i * S, e = 0.0;
-        for (size_t j = 0; j < d; j++) {
-            o[j] = T * v[j];
-            e += v[j] * v[j];
+    store_rows(a->n, a->c->cfg.dim, a->T, s->F, s->D, s->Fh, dy);
+}
+
+/* The seeds of aug_vjp's reverse pass, R (n, d) on v and S (K, n, d) on J u_k, and φ's part
+ * that does not go through the field: Σ_i a_i·v_i − λ_ℓ D_i + λ_E |v_i|² + λ_N F̂_i. */
+CNF_VECTOR_CLONES static double vjp_seeds(size_t n, size_t K, size_t d, double T, double w,
+                                          const double *F, const double *ax, size_t lda,
+                                          const double *lam, const double *U,
+                                          const double *JU, const double *D, const double *Fh,
+                                          double *R, double *Sd)
+{
+    const size_t S = d + 3;
+    double phi0 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double *v = F + i * d, *ai = ax + i * lda;
+        const double ll = lam[i * S + d], lE = lam[i * S + d + 1], lN = lam[i * S + d + 2];
+        for (size_t j = 0; j < d; j++)
+            R[i * d + j] = T * (ai[j] + 2.0 * lE * v[j]);
+        const double e = dot8(0.0, v, v, d), av = dot8(0.0, ai, v, d);
+        phi0 += av - ll * D[i] + lE * e + lN * Fh[i];
+        for (size_t k = 0; k < K; k++) {
+            const double *ju = JU + (k * n + i) * d;
+            double *sk = Sd + (k * n + i) * d;
+            for (size_t j = 0; j < d; j++)
+                sk[j] = T * (2.0 * lN * w) * ju[j];
+            if (U) {
+                const double *u = U + (k * n + i) * d;
+                for (size_t j = 0; j < d; j++)
+                    sk[j] -= T * ll * w * u[j];
+            } else {
+                sk[k] -= T * ll;
+            }
         }
-        o[d] = -T * s->D[i];
-        o[d + 1] = T * e;
-        o[d + 2] = T * s->Fh[i];
     }
+    return phi0;
 }
 
 /* φ = Σ_i λ_i·g(τ, s_i) for cotangents ax (n, lda) on x and lam (stride S, components d..d+2)
@@ -275,33 +330,10 @@ static void aug_store(const aug *a, const slot *s, double *dy)
 static int aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, const double *lam,
                    double *gx, size_t ldgx, double *gtheta, double *gT)
 {
-    const size_t d = a->c->cfg.dim, n = a->n, K = a->K, S = d + 3;
+    const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
     const double T = a->T, w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
-    double phi0 = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double *v = s->F + i * d, *ai = ax + i * lda;
-        const double ll = lam[i * S + d], lE = lam[i * S + d + 1], lN = lam[i * S + d + 2];
-        double e = 0.0, av = 0.0;
-        for (size_t j = 0; j < d; j++) {
-            s->R[i * d + j] = T * (ai[j] + 2.0 * lE * v[j]);
-            e += v[j] * v[j];
-            av += ai[j] * v[j];
-        }
-        phi0 += av - ll * s->D[i] + lE * e + lN * s->Fh[i];
-        for (size_t k = 0; k < K; k++) {
-            const double *ju = s->JU + (k * n + i) * d;
-            double *sk = s->S + (k * n + i) * d;
-            for (size_t j = 0; j < d; j++)
-                sk[j] = T * (2.0 * lN * w) * ju[j];
-            if (a->U) {
-                const double *u = a->U + (k * n + i) * d;
-                for (size_t j = 0; j < d; j++)
-                    sk[j] -= T * ll * w * u[j];
-            } else {
-                sk[k] -= T * ll;
-            }
-        }
-    }
+    const double phi0 = vjp_seeds(n, K, d, T, w, s->F, ax, lda, lam, a->U, s->JU, s->D, s->Fh,
+                                  s->R, s->S);
     double gt = 0.0;
     int rc = a->c->ops.backward(a->c->field_ctx, block_theta(a), s->R, d, K ? s->S : NULL, gx,
                                 ldgx, gtheta, gT ? &gt : NULL, s->work);
