@@ -829,23 +829,21 @@ static int weights_alloc(cnf_mlp_work *w, const cnf_mlp *m)
     return 1;
 }
 
-/* Fill w's prepared weights from θ: for a forward call (Wt, Wtf) or a reverse one (Wf). */
-static void prep_weights(const cnf_mlp *m, const double *theta, int reverse, cnf_mlp_work *w)
+/* Fill w's prepared weights from θ at a forward call: Wt, and in mixed precision Wtf and Wf
+ * (the reverse pass that may follow uses the forward call's, as it uses its activations). */
+static void prep_weights(const cnf_mlp *m, const double *theta, cnf_mlp_work *w)
 {
     for (size_t l = 0; l < m->L; l++) {
         const size_t in = m->layer[l].in, o = m->layer[l].out;
         const double *W = theta + m->layer[l].W;
-        if (reverse) {
-            if (w->Wf)
-                to_float(w->Wf[l], W, o * in);
-            continue;
-        }
         double *Wt = w->Wt[l];
         for (size_t i = 0; i < in; i++)
             for (size_t j = 0; j < o; j++)
                 Wt[i * o + j] = W[j * in + i];
-        if (w->Wtf)
+        if (w->Wtf) {
             to_float(w->Wtf[l], Wt, o * in);
+            to_float(w->Wf[l], W, o * in);
+        }
     }
 }
 
@@ -1121,20 +1119,24 @@ static void layer_forward_f(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_wor
     sgemm(0, 0, M, o, in, w->Xf[l], in, pw->Wtf[l], o, out, o);
 }
 
-/* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input.
- * In mixed precision Ȳ's float copy is af, made here unless have_af says it is there. */
+/* ∇W (out, in) += Ȳᵀ (M, out) · In (M, in) for the first M rows of the layer's forward input
+ * (= with fresh). In mixed precision Ȳ's float copy is af, made here unless have_af says it is
+ * there. */
 static void layer_grad_w(const cnf_mlp *m, cnf_mlp_work *w, size_t l, size_t M,
-                         const double *Yb, int have_af, const double *In, double *gW)
+                         const double *Yb, int have_af, const double *In, double *gW, int fresh)
 {
     const size_t in = m->layer[l].in, o = m->layer[l].out;
     if (!w->Xf) {
-        cnf_gemm(1, 0, o, in, M, 1.0, Yb, o, In, in, 1.0, gW, in);
+        cnf_gemm(1, 0, o, in, M, 1.0, Yb, o, In, in, fresh ? 0.0 : 1.0, gW, in);
         return;
     }
     if (!have_af)
         to_float(w->af, Yb, M * o);
     sgemm(1, 0, o, in, M, w->af, o, w->Xf[l], in, w->gwf, in);
-    add_float(gW, w->gwf, o * in);
+    if (fresh)
+        to_double(gW, w->gwf, o * in);
+    else
+        add_float(gW, w->gwf, o * in);
 }
 
 /* P (M, in) = Ȳ (M, out) · W_l; in mixed precision into cf (float), from af (made here from Yb
@@ -1197,7 +1199,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
     if (rc)
         return rc;
     if (!pw) { /* a call on w alone (not a chunk): its own weights */
-        prep_weights(m, theta, 0, w);
+        prep_weights(m, theta, w);
         pw = w;
     }
     const size_t d = m->cfg.d_in;
@@ -1403,7 +1405,7 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
     if (unit && K != m->cfg.d_in)
         return cnf_fail(CNF_EDIM, "exact trace needs K = d = %zu tangents, got %zu",
                         m->cfg.d_in, K);
-    prep_weights(m, theta, 0, w); /* once, for every chunk */
+    prep_weights(m, theta, w); /* once, for every chunk */
     w->m = m;
     w->n = n;
     w->K = K;
@@ -1530,7 +1532,7 @@ int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t, const dou
 
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
-                     double *gt, cnf_mlp_work *w, const cnf_mlp_work *pw);
+                     int fresh, double *gt, cnf_mlp_work *w, const cnf_mlp_work *pw);
 
 static void backward_chunk(void *arg, size_t c, size_t thread)
 {
@@ -1541,18 +1543,14 @@ static void backward_chunk(void *arg, size_t c, size_t thread)
     const size_t d = m->cfg.d_out, n = w->n;
     size_t i0, i1;
     chunk_rows(n, w->nch, c, &i0, &i1);
-    double *g = NULL;
-    if (tk->gtheta && c == 0) {
-        g = tk->gtheta;
-    } else if (tk->gtheta) {
-        g = w->gpart + c * m->n_params;
-        memset(g, 0, m->n_params * sizeof(double));
-    }
+    /* Chunk 0 accumulates into gtheta itself; chunk c ≥ 1 writes its own slot, every entry
+     * (fresh: no zeroing pass first). */
+    double *g = !tk->gtheta ? NULL : c == 0 ? tk->gtheta : w->gpart + c * m->n_params;
     w->gtpart[c] = 0.0;
     w->rcpart[c] =
         backward1(m, tk->theta, tk->R ? tk->R + i0 * tk->ldr : NULL, tk->ldr,
                   tk->S ? tk->S + i0 * d : NULL, n * d, tk->GX ? tk->GX + i0 * tk->ldgx : NULL,
-                  tk->ldgx, g, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c], w);
+                  tk->ldgx, g, c > 0, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c], w);
 }
 
 int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
@@ -1564,7 +1562,7 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                         "its state (cnf_mlp_work_set_keep(w, 0))");
     if (!w || w->n_sub <= 1)
         return backward1(m, theta, R, ldr, S, w ? w->n * m->cfg.d_out : 0, GX, ldgx,
-                         gtheta, gt, w, NULL);
+                         gtheta, 0, gt, w, NULL);
     if (w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
                         "call on the same MLP");
@@ -1576,7 +1574,6 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
                         m->cfg.d_in);
     if (w->n == 0)
         return CNF_OK;
-    prep_weights(m, theta, 1, w); /* once, for every chunk */
     struct task tk = {.m = m, .theta = theta, .R = R, .ldr = ldr, .S = S, .GX = GX,
                       .ldgx = ldgx, .gtheta = gtheta, .want_gt = gt != NULL};
     w->task = &tk;
@@ -1700,10 +1697,17 @@ SEED_YBAR_PASS(seed_ybar_pass_fu, float, float, 1, float)
 SEED_YBAR_PASS(seed_ybar_pass_fud, float, float, 1, double)
 #undef SEED_YBAR_PASS
 
-/* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. */
+/* *g += v, or *g = v for a fresh gradient slot. */
+static inline void put_grad(double *g, double v, int fresh)
+{
+    *g = fresh ? v : *g + v;
+}
+
+/* The reverse kernel on one single-thread work; slab k of S starts at S + k·lds. fresh: gtheta
+ * is written, not added to (every entry). */
 static int backward1(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, size_t lds, double *GX, size_t ldgx, double *gtheta,
-                     double *gt, cnf_mlp_work *w, const cnf_mlp_work *pw)
+                     int fresh, double *gt, cnf_mlp_work *w, const cnf_mlp_work *pw)
 {
     if (!w || w->m != m)
         return cnf_fail(CNF_EINVAL, "cnf_mlp_backward needs a workspace filled by a forward "
@@ -1715,12 +1719,13 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
         return cnf_fail(CNF_EDIM, "gradient row stride %zu < input dimension %zu", ldgx,
                         m->cfg.d_in);
     const size_t n = w->n;
-    if (n == 0)
+    if (n == 0) {
+        if (gtheta && fresh)
+            memset(gtheta, 0, m->n_params * sizeof(double));
         return CNF_OK;
-    if (!pw) { /* a call on w alone (not a chunk): its own weights */
-        prep_weights(m, theta, 1, w);
-        pw = w;
     }
+    if (!pw) /* a call on w alone (not a chunk): the weights its forward call prepared */
+        pw = w;
     /* Without tangent seeds the tangent rows carry nothing back: run over the primal rows only.
      * (r still needs no ż terms then, since every q_k is zero.) */
     const size_t K = S ? w->K : 0, rows = n * (1 + K);
@@ -1779,12 +1784,12 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
             for (size_t j = 0; j < o; j++) {
                 double gg = ly->wg != ABSENT ? g[j] * (1.0 - g[j]) * gam[j] : 0.0;
                 if (gtheta) {
-                    gtheta[ly->b + j] += ybsum[j];
+                    put_grad(gtheta + ly->b + j, ybsum[j], fresh);
                     if (ly->c != ABSENT)
-                        gtheta[ly->c + j] += t * rsum[j];
+                        put_grad(gtheta + ly->c + j, t * rsum[j], fresh);
                     if (ly->wg != ABSENT) {
-                        gtheta[ly->wg + j] += t * gg;
-                        gtheta[ly->bg + j] += gg;
+                        put_grad(gtheta + ly->wg + j, t * gg, fresh);
+                        put_grad(gtheta + ly->bg + j, gg, fresh);
                     }
                 }
                 if (gt) {
@@ -1799,7 +1804,7 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
         if (gtheta) {
             /* ∇W += ȳᵀ h_{l−1} over all rows (primal and tangents) in one GEMM. */
             if (unit_cols) {
-                layer_grad_w(m, w, l, n, yb, 0, Hin, gtheta + ly->W);
+                layer_grad_w(m, w, l, n, yb, 0, Hin, gtheta + ly->W, fresh);
                 for (size_t k = 0; k < K; k++)
                     for (size_t i = 0; i < n; i++) {
                         const double *yk = yb + ((1 + k) * n + i) * o;
@@ -1807,7 +1812,7 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
                             gtheta[ly->W + j * in + k] += yk[j];
                     }
             } else {
-                layer_grad_w(m, w, l, rows, yb, have_af, Hin, gtheta + ly->W);
+                layer_grad_w(m, w, l, rows, yb, have_af, Hin, gtheta + ly->W, fresh);
                 have_af = mixed;
             }
         }

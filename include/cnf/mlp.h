@@ -154,7 +154,9 @@ CNF_API int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t,
  *     φ = Σ_i [ R_i · f(t, x_i) + Σ_k S_{k,i} · J(x_i) u_{k,i} ]   (u held fixed),
  * ACCUMULATES ∇_x φ into GX (n, ldgx) and ∇_θ φ into gtheta (n_params), and ∂φ/∂t into *gt;
  * any of the three may be NULL. One routine gives plain VJPs (S = 0), the gradient of the exact
- * (S_k = e_k) or Hutchinson (S_k = ε_k) divergence and, with S_k = 2 J u_k, of ||J u||². */
+ * (S_k = e_k) or Hutchinson (S_k = ε_k) divergence and, with S_k = 2 J u_k, of ||J u||².
+ * theta must be the forward call's, unchanged (the reverse pass reuses the weights that call
+ * prepared, as it reuses its activations). */
 CNF_API int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                              const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
                              cnf_mlp_work *w);
