@@ -1155,25 +1155,31 @@ static void layer_back(const cnf_mlp *m, cnf_mlp_work *w, const cnf_mlp_work *pw
 }
 
 /* The output layer in mixed precision, from sgemm's float rows yf (rows, o): primal rows
- * y = yf + b (into Y unless NULL), z = g ⊙ y + c t; tangent rows ż = g ⊙ ẏ (Y keeps ẏ). */
-CNF_VECTOR_CLONES static void output_pass_f(size_t n, size_t rows, size_t o,
+ * y = yf + b (into Y unless NULL), z = g ⊙ y + c t into Zp (row stride ldp); tangent rows
+ * ż = g ⊙ ẏ (Y keeps ẏ) into slab k at Zt + k·ldt (rows of o). */
+CNF_VECTOR_CLONES static void output_pass_f(size_t n, size_t K, size_t o,
                                             const double *restrict b, const double *restrict g,
                                             const double *restrict ct, const float *restrict yf,
-                                            double *restrict Y, double *restrict Z)
+                                            double *restrict Y, double *restrict Zp, size_t ldp,
+                                            double *restrict Zt, size_t ldt)
 {
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < o; j++) {
             double yj = (double)yf[i * o + j] + b[j];
             if (Y)
                 Y[i * o + j] = yj;
-            Z[i * o + j] = g[j] * yj + ct[j];
+            Zp[i * ldp + j] = g[j] * yj + ct[j];
         }
-    for (size_t r = n * o; r < rows * o; r += o)
-        for (size_t j = 0; j < o; j++) {
-            double yj = (double)yf[r + j];
-            if (Y)
-                Y[r + j] = yj;
-            Z[r + j] = g[j] * yj;
+    for (size_t k = 0; k < K; k++)
+        for (size_t i = 0; i < n; i++) {
+            const size_t r = ((1 + k) * n + i) * o;
+            double *zt = Zt + k * ldt + i * o;
+            for (size_t j = 0; j < o; j++) {
+                double yj = (double)yf[r + j];
+                if (Y)
+                    Y[r + j] = yj;
+                zt[j] = g[j] * yj;
+            }
         }
 }
 
@@ -1190,10 +1196,12 @@ static void unit_rows(const struct layer *ly, const double *W, size_t n, size_t 
 }
 
 /* The shared pass behind forward, jvp and the divergences: fills w for n rows and K tangents;
- * slab k of U starts at U + k·ldu (ldu = n·d for a whole batch, more for a chunk of one). */
+ * slab k of U starts at U + k·ldu (ldu = n·d for a whole batch, more for a chunk of one). The
+ * outputs go to F (n, ldf) and JU (slab k at JU + k·ldju) when given, else stay in Z[L−1]. */
 static int run_forward(const cnf_mlp *m, const double *theta, double t, const double *X,
                        size_t ldx, size_t n, const double *U, size_t ldu, size_t K, int unit,
-                       int keep, cnf_mlp_work *w, const cnf_mlp_work *pw)
+                       int keep, cnf_mlp_work *w, const cnf_mlp_work *pw, double *F, size_t ldf,
+                       double *JU, size_t ldju)
 {
     int rc = check_call(m, n, K, w, ldx);
     if (rc)
@@ -1307,37 +1315,35 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
                 }
             }
             in = H;
-        } else if (flt) {
-            /* The output layer from sgemm's float rows; y (for the gate's gradient) only when a
-             * reverse pass follows. */
-            output_pass_f(n, rows, o, b, g, ct, w->cf, keep ? Y : NULL, Z);
         } else {
-            for (size_t i = 0; i < n; i++) {
-                double *y = Y + i * o, *z = Z + i * o;
-                for (size_t j = 0; j < o; j++) {
-                    double yj = y[j] + b[j];
-                    y[j] = yj;
-                    z[j] = g[j] * yj + ct[j];
+            /* The output layer, straight into the caller's F and JU when given (else into Z,
+             * where the divergences read it). */
+            double *Zp = F ? F : Z, *Zt = JU ? JU : Z + n * o;
+            const size_t ldp = F ? ldf : o, ldt = JU ? ldju : n * o;
+            if (flt) {
+                /* From sgemm's float rows; y (for the gate's gradient) only when a reverse pass
+                 * follows. */
+                output_pass_f(n, K, o, b, g, ct, w->cf, keep ? Y : NULL, Zp, ldp, Zt, ldt);
+            } else {
+                for (size_t i = 0; i < n; i++) {
+                    double *y = Y + i * o, *z = Zp + i * ldp;
+                    for (size_t j = 0; j < o; j++) {
+                        double yj = y[j] + b[j];
+                        y[j] = yj;
+                        z[j] = g[j] * yj + ct[j];
+                    }
                 }
+                for (size_t k = 0; k < K; k++)
+                    for (size_t i = 0; i < n; i++) {
+                        const double *y = Y + ((1 + k) * n + i) * o;
+                        double *z = Zt + k * ldt + i * o;
+                        for (size_t j = 0; j < o; j++)
+                            z[j] = g[j] * y[j];
+                    }
             }
-            for (size_t r = n; r < rows; r++)
-                for (size_t j = 0; j < o; j++)
-                    Z[r * o + j] = g[j] * Y[r * o + j];
         }
     }
     return CNF_OK;
-}
-
-/* F (n, ldf) and JU (slab k at JU + k·ldju) from a filled single-thread work. */
-static void copy_output(const cnf_mlp_work *w, double *F, size_t ldf, double *JU, size_t ldju)
-{
-    const size_t d = w->m->cfg.d_out, n = w->n;
-    const double *Z = w->Z[w->L - 1];
-    if (F)
-        for (size_t i = 0; i < n; i++)
-            memcpy(F + i * ldf, Z + i * d, d * sizeof(double));
-    for (size_t k = 0; JU && k < w->K; k++)
-        memcpy(JU + k * ldju, Z + (1 + k) * n * d, n * d * sizeof(double));
 }
 
 /* Rows [i0, i1) of chunk c of nch over n rows. */
@@ -1377,12 +1383,11 @@ static void forward_chunk(void *arg, size_t c, size_t thread)
     size_t i0, i1;
     chunk_rows(n, w->nch, c, &i0, &i1);
     cnf_mlp_work *sw = w->sub[w->kept ? c : thread];
-    int rc = run_forward(tk->m, tk->theta, tk->t, tk->X + i0 * tk->ldx, tk->ldx, i1 - i0,
-                         tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, w->kept, sw, w);
-    if (rc == CNF_OK)
-        copy_output(sw, tk->F ? tk->F + i0 * tk->ldf : NULL, tk->ldf,
-                    tk->JU ? tk->JU + i0 * tk->m->cfg.d_out : NULL, n * tk->m->cfg.d_out);
-    w->rcpart[c] = rc;
+    const size_t dout = tk->m->cfg.d_out;
+    w->rcpart[c] = run_forward(tk->m, tk->theta, tk->t, tk->X + i0 * tk->ldx, tk->ldx, i1 - i0,
+                               tk->U ? tk->U + i0 * d : NULL, n * d, tk->K, tk->unit, w->kept,
+                               sw, w, tk->F ? tk->F + i0 * tk->ldf : NULL, tk->ldf,
+                               tk->JU ? tk->JU + i0 * dout : NULL, n * dout);
 }
 
 /* forward/jvp on w, threaded or not: F, JU as cnf_mlp_jvp. keep: the chunks' buffers must
@@ -1394,10 +1399,8 @@ static int forward_any(const cnf_mlp *m, const double *theta, double t, const do
     if (!w || w->n_sub <= 1) {
         if (w)
             w->kept = keep;
-        int rc = run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, keep, w, NULL);
-        if (rc == CNF_OK)
-            copy_output(w, F, ldf, JU, n * m->cfg.d_out);
-        return rc;
+        return run_forward(m, theta, t, X, ldx, n, U, n * m->cfg.d_in, K, unit, keep, w, NULL, F,
+                           ldf, JU, n * m->cfg.d_out);
     }
     int rc = check_call(m, n, K, w, ldx);
     if (rc)
