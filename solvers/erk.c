@@ -7,6 +7,7 @@
 
 #include "internal.h"
 #include "stepper.h"
+#include "vmath.h"
 
 typedef struct erk_state {
     size_t dim, stages;
@@ -43,8 +44,8 @@ void cnf_erk_free(void *state)
 /* The engine keeps nothing between steps (the FSAL stage lives in the driver). */
 void cnf_erk_reset(void *state) { (void)state; }
 
-/* out = y + h Σ_{j<n} w_j k_j, skipping zero weights. */
-static void combine(double *out, const double *y, double h, const double *w, size_t n,
+/* out = y + h Σ_{j<n} w_j k_j, skipping zero weights (compiled per vector width: the same bits). */
+CNF_VECTOR_CLONES static void combine(double *out, const double *y, double h, const double *w, size_t n,
                     const double *const *k, size_t dim)
 {
     for (size_t i = 0; i < dim; i++)

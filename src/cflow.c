@@ -235,6 +235,21 @@ static inline double dot8(double t0, const double *a, const double *b, size_t n)
     return t;
 }
 
+/* y = a x and y += a x over n values (vectorized per width; no reduction, so the same bits). */
+CNF_VECTOR_CLONES static void scale_to(double *restrict y, double a, const double *restrict x,
+                                       size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] = a * x[i];
+}
+
+CNF_VECTOR_CLONES static void axpy(double *restrict y, double a, const double *restrict x,
+                                   size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
 /* Per sample: D = w Σ_k u_kᵀ J u_k (or the unit rows' diagonal when U is NULL) and
  * F̂ = w Σ_k |J u_k|², from JU (K, n, d). */
 CNF_VECTOR_CLONES static void div_frob(size_t n, size_t K, size_t d, const double *U,
@@ -603,8 +618,7 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
     const size_t d = c->cfg.dim, S = d + 3, dim = a->n * S, s_eff = rk_stages_used(tab);
     slot *sl = &c->slots[0];
     for (size_t i = 0; i < s_eff; i++)
-        for (size_t m = 0; m < dim; m++)
-            kb[i * dim + m] = h * tab->b[i] * lam[m];
+        scale_to(kb + i * dim, h * tab->b[i], lam, dim);
     for (size_t i = s_eff; i-- > 0;) {
         const double tau_i = tau + tab->c[i] * h;
         int rc = aug_eval(a, sl, tau_i, i ? ys + (i - 1) * dim : yn, S, 1);
@@ -618,11 +632,9 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
         for (size_t j = 0; j < i; j++) {
             double aij = tab->a[i * tab->stages + j];
             if (aij != 0.0)
-                for (size_t m = 0; m < dim; m++)
-                    kb[j * dim + m] += h * aij * Ybi[m];
+                axpy(kb + j * dim, h * aij, Ybi, dim);
         }
-        for (size_t m = 0; m < dim; m++)
-            lam[m] += Ybi[m];
+        axpy(lam, 1.0, Ybi, dim);
     }
     return CNF_OK;
 }
@@ -661,8 +673,7 @@ static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
     int rc = aug_eval(a, s, tau, w, d, 1);
     if (rc)
         return rc < 0 ? rc : -1;
-    for (size_t m = 0; m < n * d; m++)
-        dw[m] = a->T * s->F[m];
+    scale_to(dw, a->T, s->F, n * d);
     double *da = dw + n * d, *dq = dw + 2 * n * d;
     memset(da, 0, (n * d + a->nq) * sizeof(double));
     double gT = 0.0;
