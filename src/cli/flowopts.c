@@ -76,7 +76,9 @@ size_t flow_opts_table(flow_opts *o, cli_opt *t)
         {"--batchnorm", OPT_FLAG, &o->batchnorm, NULL,
          "realnvp, maf: batch-norm layers between steps", 1},
         {"--precision", OPT_STR, &o->precision, "P",
-         "cnf: double, or mixed (layer products in float32, state and sums in double)", 1},
+         "cnf: double, or mixed (layer products and tanh in float32, state and sums in "
+         "double)",
+         1},
     };
     size_t n = sizeof opts / sizeof *opts;
     if (t)

@@ -143,6 +143,13 @@ int cmd_gradcheck(int argc, char **argv)
     json = 0;
     fd_h = 0;
     n_table = flow_opts_table(&fo, table);
+    /* gradcheck computes every gradient and evaluates nothing: --grad and the evaluation
+     * solver options of cnf train do not apply (not accepted, not listed). */
+    size_t kept = 0;
+    for (size_t i = 0; i < n_table; i++)
+        if (strcmp(table[i].name, "--grad") && strncmp(table[i].name, "--test-", 7))
+            table[kept++] = table[i];
+    n_table = kept;
     const cli_opt mine[] = {
         {"--dim", OPT_SIZE, &dim, "D", "data dimension", 0},
         {"--batch", OPT_SIZE, &batch, "N", "random points in the batch", 0},
