@@ -1353,6 +1353,8 @@ int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out)
     cnf_rng r;
     cnf_rng_seed(&r, 0);
     rc = cnf_cflow_create(out, &cfg, &r);
+    if (rc == CNF_ENOMEM) /* a valid file too large for this machine is not a format error */
+        return rc;
     if (rc)
         return cnf_fail(CNF_EFORMAT, "model architecture is invalid: %s", cnf_errmsg());
     cflow *c = (cflow *)*out;
