@@ -130,7 +130,7 @@ typedef struct cflow {
     size_t P; /* field parameters per block */
     /* Scratch sized for n_cap samples and k_cap tangents, grown on demand. */
     size_t n_cap, k_cap;
-    slot slots[MAX_STAGES + 1]; /* slots[0] for every evaluation (ensure_slots makes more) */
+    slot slots[MAX_STAGES + 1]; /* slots[0] serves every evaluation (ensure_slots(…, 1)) */
     size_t n_slots;
     /* Each block's forward trajectory for the gradient (traj), kept from call to call so that a
      * training loop reuses the pages instead of faulting them in again. */
@@ -360,13 +360,13 @@ static int aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, co
     return CNF_OK;
 }
 
-static void traj_push_stage(struct traj *tr, const double *y);
+static void traj_push_stage(struct traj *tr, double tau, const double *y);
 
 static int aug_rhs(double tau, const double *y, double *dy, void *ctx)
 {
     aug *a = ctx;
     if (a->rec)
-        traj_push_stage(a->rec, y);
+        traj_push_stage(a->rec, tau, y);
     slot *s = &a->c->slots[0];
     int rc = aug_eval(a, s, tau, y, a->c->cfg.dim + 3, 0);
     if (rc)
@@ -388,7 +388,8 @@ typedef struct traj {
     size_t dim, len, cap;
     double *t, *h, *y;
     size_t stages, ring_n, ring_pos; /* stages kept per step; ring of the last ring_n calls */
-    double *ys, *ring;
+    double *ys, *ring, *ring_t;      /* ring_t: each ring entry's τ, checked at every step */
+    const cnf_rk_tableau *tab;
 } traj;
 
 static void traj_free(traj *tr)
@@ -398,6 +399,7 @@ static void traj_free(traj *tr)
     free(tr->y);
     free(tr->ys);
     free(tr->ring);
+    free(tr->ring_t);
     memset(tr, 0, sizeof *tr);
 }
 
@@ -418,28 +420,32 @@ static int traj_begin(traj *tr, size_t dim, const cnf_rk_tableau *tab)
 {
     const size_t used = tab ? rk_stages_used(tab) : 0, stages = used > 1 ? used - 1 : 0;
     const size_t ring_n = stages ? tab->stages - 1 : 0;
-    if (tr->dim != dim || tr->stages != stages || tr->ring_n != ring_n) {
+    if (tr->dim != dim || tr->stages != stages || tr->ring_n != ring_n || (ring_n && !tr->ring)) {
         free(tr->y);
         free(tr->ys);
         free(tr->ring);
-        tr->y = tr->ys = tr->ring = NULL;
+        free(tr->ring_t);
+        tr->y = tr->ys = tr->ring = tr->ring_t = NULL;
         tr->cap = 0;
         tr->dim = dim;
         tr->stages = stages;
         tr->ring_n = ring_n;
-        if (ring_n && !(tr->ring = cnf_calloc(ring_n, dim * sizeof(double))))
+        if (ring_n && (!(tr->ring = cnf_calloc(ring_n, dim * sizeof(double))) ||
+                       !(tr->ring_t = cnf_calloc(ring_n, sizeof(double)))))
             return cnf_fail(CNF_ENOMEM, "allocating %zu RK stages for the reverse pass", ring_n);
     }
+    tr->tab = tab;
     tr->len = 0;
     tr->ring_pos = 0;
     return CNF_OK;
 }
 
-static void traj_push_stage(traj *tr, const double *y)
+static void traj_push_stage(traj *tr, double tau, const double *y)
 {
     if (!tr->ring)
         return;
     memcpy(tr->ring + tr->ring_pos * tr->dim, y, tr->dim * sizeof(double));
+    tr->ring_t[tr->ring_pos] = tau;
     tr->ring_pos = (tr->ring_pos + 1) % tr->ring_n;
 }
 
@@ -472,10 +478,16 @@ static int traj_record(double t, double h, const double *y_old, const double *y_
     tr->t[tr->len] = t;
     tr->h[tr->len] = h;
     memcpy(tr->y + tr->len * tr->dim, y_old, tr->dim * sizeof(double));
-    /* The ring's oldest entry is stage 2 of this step (see traj). */
-    for (size_t i = 0; i < tr->stages; i++)
-        memcpy(tr->ys + (tr->len * tr->stages + i) * tr->dim,
-               tr->ring + (tr->ring_pos + i) % tr->ring_n * tr->dim, tr->dim * sizeof(double));
+    /* The ring's oldest entry is stage 2 of this step (see traj); each entry's τ must be its
+     * stage's, or the solver called the right-hand side in another pattern than assumed. */
+    for (size_t i = 0; i < tr->stages; i++) {
+        const size_t e = (tr->ring_pos + i) % tr->ring_n;
+        if (tr->ring_t[e] != t + tr->tab->c[i + 1] * h)
+            return cnf_fail(CNF_EUNSUPPORTED, "backprop: stage %zu of the step at t = %g was not "
+                            "the right-hand side call expected", i + 2, t);
+        memcpy(tr->ys + (tr->len * tr->stages + i) * tr->dim, tr->ring + e * tr->dim,
+               tr->dim * sizeof(double));
+    }
     tr->len++;
     return 0;
 }

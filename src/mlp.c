@@ -58,8 +58,11 @@ struct cnf_mlp {
 struct cnf_mlp_work {
     size_t n_max, k_max, L;
     double *X0;    /* (n_max (1+k_max), d_in): input rows and tangent directions */
-    double **Y;    /* per layer (rows, out): y (primal), ẏ (tangents) */
-    double **Z;    /* per layer: z, ż */
+    /* Per layer, as the forward left them (double precision; in mixed precision hidden layers
+     * keep sgemm's float rows in Y's buffer, σ', σ'' as float in DS, D2S, and H is unused): */
+    double **Y;    /* per layer (rows, out): y without b (hidden) / with b (output), ẏ */
+    double **Z;    /* output layer: z, ż (= f, J u); first hidden layer in mixed precision: the
+                    * unit tangents' ż; otherwise unused */
     double **H;    /* per hidden layer: h = σ(z), ḣ = σ'(z) ż */
     double **DS;   /* per hidden layer (n_max, out): σ'(z) */
     double **D2S;  /* per hidden layer (n_max, out): σ''(z) */
@@ -81,7 +84,10 @@ struct cnf_mlp_work {
     float *af, *cf; /* (rows, max_width) each */
     float *vf;      /* (4, max_width): b, g, c t of a layer in float, and a tangent's ż */
     float *gwf;    /* (max_width, max_width) */
-    const cnf_mlp *made_for; /* the MLP given at creation (same_shape) */
+    /* The shape it was made for (fits): precision, parameter count, (in, out) per layer. */
+    int prec;
+    size_t n_params;
+    size_t *io; /* (2 L) */
     /* What the last forward call computed. */
     const cnf_mlp *m;
     size_t n, K;
@@ -301,7 +307,7 @@ FUSED_ROW(row_swish, act_swish)
 
 /* The same in mixed precision: y read as sgemm left it (float, no bias; the reverse pass reads
  * it there and adds b itself), h written straight into the next layer's float input, σ' and σ''
- * stored in float (for tanh, computed in float, that loses nothing). */
+ * stored in float. Activations other than tanh (tanh_rows_f does tanh all in float). */
 #define FUSED_ROW_F(NAME, ACT)                                                                   \
     CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
                                        const double *restrict g, const double *restrict ct,      \
@@ -793,6 +799,7 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
     free(w->Wf);
     free(w->Wt);
     free(w->Wtf);
+    free(w->io);
     free(w->af);
     free(w->vf);
     free(w->cf);
@@ -807,7 +814,12 @@ void cnf_mlp_work_free(cnf_mlp_work *w)
     free(w);
 }
 
-static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max);
+static int record_shape(cnf_mlp_work *w, const cnf_mlp *m);
+
+/* own_weights: the work prepares its own weights (not a chunk of a threaded work, which reads
+ * its parent's). */
+static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max,
+                        int own_weights);
 
 /* w's prepared weights (Wt; Wtf and Wf in mixed precision); 0 on allocation failure. */
 static int weights_alloc(cnf_mlp_work *w, const cnf_mlp *m)
@@ -862,7 +874,7 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     if (threads > CNF_MLP_MAX_THREADS)
         threads = CNF_MLP_MAX_THREADS;
     if (n_max == 0 || k_max > (size_t)-1 / 2 / n_max)
-        return work_create1(out, m, n_max, k_max); /* which names the error */
+        return work_create1(out, m, n_max, k_max, 1); /* which names the error */
     /* Samples per cache block, and the most chunks a call can have (n_chunks). */
     size_t bs = BLOCK_ROWS / (1 + k_max);
     bs = bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
@@ -872,7 +884,7 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     if (n_sub > 1 && n_sub % 2)
         n_sub++;
     if (n_sub <= 1)
-        return work_create1(out, m, n_max, k_max);
+        return work_create1(out, m, n_max, k_max, 1);
     if (k_max > (size_t)-1 / 2 / n_max)
         return cnf_fail(CNF_EINVAL, "MLP workspace too large (%zu rows, %zu tangents)", n_max,
                         k_max);
@@ -883,7 +895,6 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     w->k_max = k_max;
     w->L = m->L;
     w->n_sub = n_sub;
-    w->made_for = m;
     w->threads = threads;
     w->bs = bs;
     w->keep = w->kept = 1;
@@ -896,10 +907,10 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     int rc = w->sub && w->gpart && w->gtpart && w->rcpart
                  ? CNF_OK
                  : cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
-    if (rc == CNF_OK && !weights_alloc(w, m))
+    if (rc == CNF_OK && (!weights_alloc(w, m) || !record_shape(w, m)))
         rc = cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
     for (size_t c = 0; rc == CNF_OK && c < n_sub; c++)
-        rc = work_create1(&w->sub[c], m, cap, k_max);
+        rc = work_create1(&w->sub[c], m, cap, k_max, 0);
     if (rc == CNF_OK && threads > 1 && !(w->pool = pool_create(threads - 1)))
         rc = cnf_fail(CNF_ENOMEM, "starting %zu MLP worker threads", threads - 1);
     if (rc) {
@@ -910,7 +921,8 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     return CNF_OK;
 }
 
-static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max)
+static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max,
+                        int own_weights)
 {
     *out = NULL;
     if (n_max == 0)
@@ -922,7 +934,6 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
     if (!w)
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
     size_t L = m->L, rows = n_max * (1 + k_max);
-    w->made_for = m;
     w->keep = w->kept = 1;
     w->n_max = n_max;
     w->k_max = k_max;
@@ -968,7 +979,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
             ok = w->af && w->cf && w->gwf && w->vf;
         }
     }
-    ok = ok && weights_alloc(w, m);
+    ok = ok && record_shape(w, m) && (!own_weights || weights_alloc(w, m));
     if (!ok) {
         cnf_mlp_work_free(w);
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace (%zu rows)", rows);
@@ -979,22 +990,35 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
 
 /* ---- forward with tangents ------------------------------------------------------------------ */
 
-/* A work made for a serves b: the same layers and precision (its buffers fit). */
-static int same_shape(const cnf_mlp *a, const cnf_mlp *b)
+/* Record m's shape in w (0 on allocation failure). */
+static int record_shape(cnf_mlp_work *w, const cnf_mlp *m)
 {
-    if (a == b)
-        return 1;
-    if (!a || !b || a->L != b->L || a->cfg.precision != b->cfg.precision)
+    w->prec = m->cfg.precision;
+    w->n_params = m->n_params;
+    if (!(w->io = cnf_calloc(2 * m->L, sizeof(size_t))))
         return 0;
-    for (size_t l = 0; l < a->L; l++)
-        if (a->layer[l].in != b->layer[l].in || a->layer[l].out != b->layer[l].out)
+    for (size_t l = 0; l < m->L; l++) {
+        w->io[2 * l] = m->layer[l].in;
+        w->io[2 * l + 1] = m->layer[l].out;
+    }
+    return 1;
+}
+
+/* w serves m: the shape it was made for (its buffers, and the per-chunk gradient slots of
+ * n_params, fit). Compared by value: m may be another MLP of the same shape. */
+static int fits(const cnf_mlp_work *w, const cnf_mlp *m)
+{
+    if (!w->io || w->L != m->L || w->prec != (int)m->cfg.precision || w->n_params != m->n_params)
+        return 0;
+    for (size_t l = 0; l < m->L; l++)
+        if (w->io[2 * l] != m->layer[l].in || w->io[2 * l + 1] != m->layer[l].out)
             return 0;
     return 1;
 }
 
 static int check_call(const cnf_mlp *m, size_t n, size_t K, const cnf_mlp_work *w, size_t ldx)
 {
-    if (!w || !same_shape(w->made_for, m))
+    if (!w || !fits(w, m))
         return cnf_fail(CNF_EINVAL, "MLP workspace missing or made for an MLP of another shape "
                         "or precision");
     if (n > w->n_max || K > w->k_max)
@@ -1275,7 +1299,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
             ct[j] = ly->c != ABSENT ? theta[ly->c + j] * t : 0.0;
         }
         if (l + 1 < m->L) {
-            /* One fused pass: primal y += b, z = g ⊙ y + c t, σ, σ', σ''; then the tangent rows
+            /* One fused pass: primal z = g ⊙ (y + b) + c t, σ, σ', σ''; then the tangent rows
              * ż = g ⊙ ẏ and ḣ = σ'(z) ⊙ ż. */
             double *H = w->H[l], *ds = w->DS[l], *d2s = w->D2S[l];
             double *gw = w->gamma + m->max_width; /* scratch for unit_tangent */

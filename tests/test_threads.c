@@ -239,28 +239,33 @@ Test(threads, openblas_threads_chosen_in_the_environment_are_kept)
     cr_assert_eq(make_work_and_count_blas_threads(), before);
 }
 
-/* A work fits the MLP it was made for, or one of the same layers and precision; another shape
- * (same depth, wider layer) is refused before anything is written (single and threaded works). */
+/* A work fits the MLP it was made for, or one of the same layers, parameters and precision;
+ * another shape (same depth, wider layer; or the same widths with another time input, hence
+ * more parameters) is refused before anything is written (single and threaded works). */
 Test(threads, work_of_another_shape_is_refused)
 {
     size_t h4[] = {4}, h8[] = {8};
     cnf_mlp_config c4 = {.d_in = 2, .d_out = 2, .n_hidden = 1, .hidden = h4,
                          .act = CNF_ACT_TANH, .time = CNF_TIME_CONCAT};
-    cnf_mlp_config c8 = c4;
+    cnf_mlp_config c8 = c4, c4s = c4;
     c8.hidden = h8;
-    cnf_mlp *m4 = NULL, *m8 = NULL, *m4b = NULL;
+    c4s.time = CNF_TIME_CONCATSQUASH;
+    cnf_mlp *m4 = NULL, *m8 = NULL, *m4b = NULL, *m4s = NULL;
     cr_assert_eq(cnf_mlp_create(&m4, &c4), CNF_OK);
     cr_assert_eq(cnf_mlp_create(&m8, &c8), CNF_OK);
     cr_assert_eq(cnf_mlp_create(&m4b, &c4), CNF_OK);
+    cr_assert_eq(cnf_mlp_create(&m4s, &c4s), CNF_OK);
     double theta[200] = {0}, X[2 * 100] = {0}, F[2 * 100];
     for (size_t threads = 1; threads <= 2; threads++) {
         cnf_mlp_work *w = NULL;
         cr_assert_eq(cnf_mlp_work_create_threads(&w, m4, 100, 0, threads), CNF_OK);
         cr_assert_eq(cnf_mlp_forward(m8, theta, 0.0, X, 2, 100, F, 2, w), CNF_EINVAL);
+        cr_assert_eq(cnf_mlp_forward(m4s, theta, 0.0, X, 2, 100, F, 2, w), CNF_EINVAL);
         cr_assert_eq(cnf_mlp_forward(m4b, theta, 0.0, X, 2, 100, F, 2, w), CNF_OK);
         cnf_mlp_work_free(w);
     }
     cnf_mlp_free(m4);
     cnf_mlp_free(m8);
     cnf_mlp_free(m4b);
+    cnf_mlp_free(m4s);
 }

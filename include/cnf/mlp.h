@@ -51,10 +51,10 @@ CNF_API void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *
 typedef enum {
     CNF_PRECISION_DOUBLE = 0, /* everything in double (the default; gradient checks use it) */
     CNF_PRECISION_MIXED = 1,  /* layer products in float32 (cblas_sgemm) from float copies of
-                               * the layer inputs and weights; tanh and its σ', σ'' in float
-                               * (1.3 float ulp; the other activations in double); tangents'
-                               * σ terms, accumulations (∇θ is summed in double) and outputs in
-                               * double */
+                               * the layer inputs and weights; tanh layers and the tangents' ḣ
+                               * in float (1.3 float ulp; other activations are computed in
+                               * double), σ', σ'' kept in float; the reverse pass's seeds,
+                               * accumulations (∇θ is summed in double) and outputs in double */
 } cnf_precision;
 
 /* "double", "mixed" ↔ value; CNF_ENAME for other names. */
@@ -109,7 +109,9 @@ CNF_API int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
  * (openblas_set_num_threads(1)) unless OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
  * OMP_NUM_THREADS is set. The layer products are small and already run on these threads;
  * OpenBLAS's own threads under them made a training step 4x slower on 2 cores (measured). If
- * you set one of those variables, the two thread counts multiply. */
+ * you set one of those variables, the two thread counts multiply. With an OpenMP build of
+ * OpenBLAS the call also sets OpenMP's default thread count: set OMP_NUM_THREADS to keep yours.
+ * A count set earlier through openblas_set_num_threads is overridden. */
 CNF_API int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max,
                                         size_t k_max, size_t threads);
 /* Threads per work by default: $CNF_NUM_THREADS if set, else the number of online processors
@@ -155,8 +157,8 @@ CNF_API int cnf_mlp_div_hutch(const cnf_mlp *m, const double *theta, double t,
  * ACCUMULATES ∇_x φ into GX (n, ldgx) and ∇_θ φ into gtheta (n_params), and ∂φ/∂t into *gt;
  * any of the three may be NULL. One routine gives plain VJPs (S = 0), the gradient of the exact
  * (S_k = e_k) or Hutchinson (S_k = ε_k) divergence and, with S_k = 2 J u_k, of ||J u||².
- * theta must be the forward call's, unchanged (the reverse pass reuses the weights that call
- * prepared, as it reuses its activations). */
+ * theta must be the forward call's, unchanged: the reverse pass reuses that call's activations
+ * and, in mixed precision, the float weights it prepared (double precision reads theta). */
 CNF_API int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                              const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
                              cnf_mlp_work *w);
