@@ -533,6 +533,14 @@ static void draw_probes(cnf_trace trace, double *U, size_t m, cnf_rng *rng)
         U[i] = trace == CNF_TRACE_HUTCH_GAUSS ? cnf_rng_normal(rng) : cnf_rng_rademacher(rng);
 }
 
+/* θ does not change during one of the flow's calls: the MLP may reuse the weights it prepared
+ * (transposed, in float) from call to call while a block's slice comes back. */
+static void hold_weights(cflow *c, int hold)
+{
+    if (c->mlp)
+        cnf_mlp_work_hold_weights(c->slots[0].work, hold);
+}
+
 /* Integrate every block in turn over the state y (n, S), from τ = 0 to 1 (dir > 0, data to
  * base) or from 1 to 0 in reverse block order (dir < 0, base to data). */
 static int integrate_blocks(cflow *c, double *y, size_t n, cnf_trace trace, const double *U,
@@ -542,8 +550,9 @@ static int integrate_blocks(cflow *c, double *y, size_t n, cnf_trace trace, cons
     int rc = ensure_slots(c, n, K, 1);
     if (rc)
         return rc;
+    hold_weights(c, 1);
     cnf_ode_options opt = state_options(c, sc);
-    for (size_t i = 0; i < c->cfg.blocks; i++) {
+    for (size_t i = 0; rc == CNF_OK && i < c->cfg.blocks; i++) {
         size_t b = dir > 0 ? i : c->cfg.blocks - 1 - i;
         aug a = {.c = c, .b = b, .n = n, .trace = trace, .K = K,
                  .U = U ? U + b * K * n * d : NULL, .T = end_time(c)};
@@ -551,10 +560,9 @@ static int integrate_blocks(cflow *c, double *y, size_t n, cnf_trace trace, cons
         rc = solve(sc, aug_rhs, &a, n * (d + 3), dir > 0 ? 0.0 : 1.0, dir > 0 ? 1.0 : 0.0, y,
                    &opt, NULL, NULL, &os);
         add_stats(st, &os);
-        if (rc)
-            return rc;
     }
-    return CNF_OK;
+    hold_weights(c, 0);
+    return rc;
 }
 
 /* Probes for an evaluation with a Hutchinson trace: from a fixed seed, so log_prob is a
@@ -965,8 +973,6 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
     int rc = ensure_slots(c, n, K, 1);
     if (rc)
         return rc;
-    /* Everything this call allocates, freed at `done`. */
-    double *U = NULL, *y = NULL, *y0 = NULL, *y_end = NULL, *lam = NULL, *gth_scratch = NULL;
     if (c->n_trs < B) {
         traj *nt = realloc(c->trs, B * sizeof *nt);
         if (!nt)
@@ -975,6 +981,9 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
         c->trs = nt;
         c->n_trs = B;
     }
+    hold_weights(c, 1);
+    /* Everything this call allocates, freed at `done`. */
+    double *U = NULL, *y = NULL, *y0 = NULL, *y_end = NULL, *lam = NULL, *gth_scratch = NULL;
     traj *tr = c->trs;
     /* One context per block for the whole call: CVODES re-runs the forward RHS during the
      * backward pass with the context given to the forward solve. */
@@ -1071,6 +1080,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
             memcpy(gx + i * d, lam + i * S, d * sizeof(double));
 
 done:
+    hold_weights(c, 0);
     for (size_t k = 0; adj && k < B; k++)
         cnf_cvodes_adj_free(adj[k]);
     free(ag);

@@ -22,4 +22,10 @@ void cnf_blas_single_thread(void);
  * batch of at least one block per thread), for cnf bench's same-shape GEMM reference. */
 size_t cnf_mlp_cache_chunks(size_t n, size_t K);
 
+/* hold = 1: the caller promises that the values of a θ array passed to calls on w do not change
+ * until hold = 0, so the weights prepared from it (transposed, in float) are reused while the
+ * same array comes back (src/cflow.c holds them for one solve). */
+struct cnf_mlp_work;
+void cnf_mlp_work_hold_weights(struct cnf_mlp_work *w, int hold);
+
 #endif

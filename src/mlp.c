@@ -81,6 +81,8 @@ struct cnf_mlp_work {
     double **Wt;   /* per layer (in, out) */
     float **Wtf;   /* per layer (in, out), mixed only */
     float **Wf;    /* per layer (out, in), mixed only */
+    const double *prepped; /* the θ they were made from */
+    int hold;              /* θ's values do not change while set (cnf_mlp_work_hold_weights) */
     float *af, *cf; /* (rows, max_width) each */
     float *vf;      /* (4, max_width): b, g, c t of a layer in float, and a tangent's ż */
     float *gwf;    /* (max_width, max_width) */
@@ -842,9 +844,14 @@ static int weights_alloc(cnf_mlp_work *w, const cnf_mlp *m)
 }
 
 /* Fill w's prepared weights from θ at a forward call: Wt, and in mixed precision Wtf and Wf
- * (the reverse pass that may follow uses the forward call's, as it uses its activations). */
+ * (the reverse pass that may follow uses the forward call's, as it uses its activations).
+ * Skipped while the caller holds the weights (cnf_mlp_work_hold_weights) and θ is the array
+ * prepared last. */
 static void prep_weights(const cnf_mlp *m, const double *theta, cnf_mlp_work *w)
 {
+    if (w->hold && w->prepped == theta)
+        return;
+    w->prepped = theta;
     for (size_t l = 0; l < m->L; l++) {
         const size_t in = m->layer[l].in, o = m->layer[l].out;
         const double *W = theta + m->layer[l].W;
@@ -1495,6 +1502,14 @@ int cnf_mlp_jvp(const cnf_mlp *m, const double *theta, double t, const double *X
                 cnf_mlp_work *w)
 {
     return jvp(m, theta, t, X, ldx, n, U, K, F, ldf, JU, w ? w->keep : 1, w);
+}
+
+void cnf_mlp_work_hold_weights(cnf_mlp_work *w, int hold)
+{
+    if (!w)
+        return;
+    w->hold = hold != 0;
+    w->prepped = NULL; /* what was prepared before the hold may have changed since */
 }
 
 void cnf_mlp_work_set_keep(cnf_mlp_work *w, int keep)
