@@ -116,6 +116,7 @@ typedef struct slot {
     double *D;  /* (n) divergence (estimate) */
     double *Fh; /* (n) Frobenius (estimate) */
     double *R, *S; /* (n, d), (K, n, d) seeds */
+    double *phi;   /* (n) aug_vjp's per-sample part of φ */
 } slot;
 
 enum { MAX_STAGES = 16 };
@@ -152,6 +153,7 @@ static void slot_free(cflow *c, slot *s)
     free(s->Fh);
     free(s->R);
     free(s->S);
+    free(s->phi);
     memset(s, 0, sizeof *s);
 }
 
@@ -167,7 +169,8 @@ static int slot_alloc(cflow *c, slot *s, size_t n, size_t K)
     s->Fh = cnf_calloc(n, sizeof(double));
     s->R = cnf_calloc(n * d, sizeof(double));
     s->S = cnf_calloc(K * n * d, sizeof(double));
-    if (!s->F || !s->JU || !s->D || !s->Fh || !s->R || !s->S)
+    s->phi = cnf_calloc(n, sizeof(double));
+    if (!s->F || !s->JU || !s->D || !s->Fh || !s->R || !s->S || !s->phi)
         return cnf_fail(CNF_ENOMEM, "allocating CNF scratch for %zu samples", n);
     return CNF_OK;
 }
@@ -252,10 +255,11 @@ CNF_VECTOR_CLONES static void axpy(double *restrict y, double a, const double *r
 
 /* Per sample: D = w Σ_k u_kᵀ J u_k (or the unit rows' diagonal when U is NULL) and
  * F̂ = w Σ_k |J u_k|², from JU (K, n, d). */
-CNF_VECTOR_CLONES static void div_frob(size_t n, size_t K, size_t d, const double *U,
-                                       const double *JU, double w, double *D, double *Fh)
+CNF_VECTOR_CLONES static void div_frob(size_t i0, size_t i1, size_t n, size_t K, size_t d,
+                                       const double *U, const double *JU, double w, double *D,
+                                       double *Fh)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = i0; i < i1; i++) {
         double Di = 0.0, Fi = 0.0;
         for (size_t k = 0; k < K; k++) {
             const double *ju = JU + (k * n + i) * d;
@@ -267,29 +271,13 @@ CNF_VECTOR_CLONES static void div_frob(size_t n, size_t K, size_t d, const doubl
     }
 }
 
-/* v, J u, D, F̂ at (τ, X) into slot s; for_vjp: aug_vjp on s follows (otherwise the MLP may
- * drop its activations as it goes, cnf_mlp_work_set_keep). */
-static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx, int for_vjp)
-{
-    const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
-    if (a->c->mlp)
-        cnf_mlp_work_set_keep(s->work, for_vjp);
-    int rc = a->c->ops.jvp(a->c->field_ctx, block_theta(a), a->T * tau, X, ldx, n, a->U, K, s->F,
-                           d, s->JU, s->work);
-    if (rc)
-        return rc;
-    a->nfe++;
-    const double w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
-    div_frob(n, K, d, a->U, s->JU, w, s->D, s->Fh);
-    return CNF_OK;
-}
-
-/* dy = g(τ, y) from a slot filled by aug_eval; y and dy have the state layout. */
-CNF_VECTOR_CLONES static void store_rows(size_t n, size_t d, double T, const double *F,
-                                         const double *D, const double *Fh, double *dy)
+/* Rows i0..i1 of dy = g(τ, y): T v, −T D, T |v|², T F̂ in the state layout. */
+CNF_VECTOR_CLONES static void store_rows(size_t i0, size_t i1, size_t d, double T,
+                                         const double *F, const double *D, const double *Fh,
+                                         double *dy)
 {
     const size_t S = d + 3;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = i0; i < i1; i++) {
         const double *v = F + i * d;
         double *o = dy + i * S;
         for (size_t j = 0; j < d; j++)
@@ -300,28 +288,23 @@ CNF_VECTOR_CLONES static void store_rows(size_t n, size_t d, double T, const dou
     }
 }
 
-static void aug_store(const aug *a, const slot *s, double *dy)
-{
-    store_rows(a->n, a->c->cfg.dim, a->T, s->F, s->D, s->Fh, dy);
-}
-
-/* The seeds of aug_vjp's reverse pass, R (n, d) on v and S (K, n, d) on J u_k, and φ's part
- * that does not go through the field: Σ_i a_i·v_i − λ_ℓ D_i + λ_E |v_i|² + λ_N F̂_i. */
-CNF_VECTOR_CLONES static double vjp_seeds(size_t n, size_t K, size_t d, double T, double w,
-                                          const double *F, const double *ax, size_t lda,
-                                          const double *lam, const double *U,
-                                          const double *JU, const double *D, const double *Fh,
-                                          double *R, double *Sd)
+/* The seeds of aug_vjp's reverse pass, R (n, d) on v and S (K, n, d) on J u_k, and per sample
+ * the part of φ that does not go through the field: phi_i = a_i·v_i − λ_ℓ D_i + λ_E |v_i|²
+ * + λ_N F̂_i. */
+CNF_VECTOR_CLONES static void vjp_seeds(size_t i0, size_t i1, size_t n, size_t K, size_t d,
+                                        double T, double w, const double *F, const double *ax,
+                                        size_t lda, const double *lam, const double *U,
+                                        const double *JU, const double *D, const double *Fh,
+                                        double *R, double *Sd, double *phi)
 {
     const size_t S = d + 3;
-    double phi0 = 0.0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = i0; i < i1; i++) {
         const double *v = F + i * d, *ai = ax + i * lda;
         const double ll = lam[i * S + d], lE = lam[i * S + d + 1], lN = lam[i * S + d + 2];
         for (size_t j = 0; j < d; j++)
             R[i * d + j] = T * (ai[j] + 2.0 * lE * v[j]);
         const double e = dot8(0.0, v, v, d), av = dot8(0.0, ai, v, d);
-        phi0 += av - ll * D[i] + lE * e + lN * Fh[i];
+        phi[i] = av - ll * D[i] + lE * e + lN * Fh[i];
         for (size_t k = 0; k < K; k++) {
             const double *ju = JU + (k * n + i) * d;
             double *sk = Sd + (k * n + i) * d;
@@ -336,7 +319,70 @@ CNF_VECTOR_CLONES static double vjp_seeds(size_t n, size_t K, size_t d, double T
             }
         }
     }
-    return phi0;
+}
+
+/* The per-sample loops around the field's calls over a range of samples, so that the MLP's
+ * threads can share them (cnf_mlp_work_rows; each sample is computed alone, so the split
+ * changes no bits). */
+typedef struct rows_ctx {
+    const aug *a;
+    const slot *s;
+    int what; /* 0: div_frob, 1: store_rows, 2: vjp_seeds */
+    double *dy;
+    const double *ax, *lam;
+    size_t lda;
+} rows_ctx;
+
+static void rows_fn(void *ctx, size_t i0, size_t i1)
+{
+    const rows_ctx *r = ctx;
+    const aug *a = r->a;
+    const slot *s = r->s;
+    const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
+    const double w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
+    if (r->what == 0)
+        div_frob(i0, i1, n, K, d, a->U, s->JU, w, s->D, s->Fh);
+    else if (r->what == 1)
+        store_rows(i0, i1, d, a->T, s->F, s->D, s->Fh, r->dy);
+    else
+        vjp_seeds(i0, i1, n, K, d, a->T, w, s->F, r->ax, r->lda, r->lam, a->U, s->JU, s->D,
+                  s->Fh, s->R, s->S, s->phi);
+}
+
+static void per_sample(const aug *a, const slot *s, rows_ctx *r)
+{
+    r->a = a;
+    r->s = s;
+    /* Handing work to the threads costs a few µs: worth it from ~16k values (not at FFJORD's
+     * toy batch, 100 × 2 × 3). */
+    if (a->c->mlp && a->n * a->c->cfg.dim * (1 + a->K) >= 16384)
+        cnf_mlp_work_rows(s->work, a->n, rows_fn, r);
+    else
+        rows_fn(r, 0, a->n);
+}
+
+/* v, J u, D, F̂ at (τ, X) into slot s; for_vjp: aug_vjp on s follows (otherwise the MLP may
+ * drop its activations as it goes, cnf_mlp_work_set_keep). */
+static int aug_eval(aug *a, slot *s, double tau, const double *X, size_t ldx, int for_vjp)
+{
+    const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
+    if (a->c->mlp)
+        cnf_mlp_work_set_keep(s->work, for_vjp);
+    int rc = a->c->ops.jvp(a->c->field_ctx, block_theta(a), a->T * tau, X, ldx, n, a->U, K, s->F,
+                           d, s->JU, s->work);
+    if (rc)
+        return rc;
+    a->nfe++;
+    rows_ctx r = {.what = 0};
+    per_sample(a, s, &r);
+    return CNF_OK;
+}
+
+/* dy = g(τ, y) from a slot filled by aug_eval; y and dy have the state layout. */
+static void aug_store(const aug *a, const slot *s, double *dy)
+{
+    rows_ctx r = {.what = 1, .dy = dy};
+    per_sample(a, s, &r);
 }
 
 /* φ = Σ_i λ_i·g(τ, s_i) for cotangents ax (n, lda) on x and lam (stride S, components d..d+2)
@@ -346,9 +392,11 @@ static int aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, co
                    double *gx, size_t ldgx, double *gtheta, double *gT)
 {
     const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
-    const double T = a->T, w = a->trace == CNF_TRACE_EXACT ? 1.0 : 1.0 / (double)K;
-    const double phi0 = vjp_seeds(n, K, d, T, w, s->F, ax, lda, lam, a->U, s->JU, s->D, s->Fh,
-                                  s->R, s->S);
+    rows_ctx r = {.what = 2, .ax = ax, .lda = lda, .lam = lam};
+    per_sample(a, s, &r);
+    double phi0 = 0.0; /* in sample order, as one loop adds it */
+    for (size_t i = 0; gT && i < n; i++)
+        phi0 += s->phi[i];
     double gt = 0.0;
     int rc = a->c->ops.backward(a->c->field_ctx, block_theta(a), s->R, d, K ? s->S : NULL, gx,
                                 ldgx, gtheta, gT ? &gt : NULL, s->work);

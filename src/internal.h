@@ -28,4 +28,10 @@ size_t cnf_mlp_cache_chunks(size_t n, size_t K);
 struct cnf_mlp_work;
 void cnf_mlp_work_hold_weights(struct cnf_mlp_work *w, int hold);
 
+/* fn(ctx, i0, i1) over [0, n) in one part per thread of w's pool (all on the caller without
+ * one): for per-sample loops between MLP calls (src/cflow.c), whose results must not depend on
+ * the split. */
+void cnf_mlp_work_rows(struct cnf_mlp_work *w, size_t n,
+                       void (*fn)(void *ctx, size_t i0, size_t i1), void *ctx);
+
 #endif

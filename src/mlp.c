@@ -195,6 +195,13 @@ CNF_VECTOR_CLONES static void to_double(double *restrict dst, const float *restr
         dst[i] = (double)src[i];
 }
 
+CNF_VECTOR_CLONES static void add_to(double *restrict dst, const double *restrict src,
+                                     size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
 CNF_VECTOR_CLONES static void add_float(double *restrict dst, const float *restrict src,
                                         size_t n)
 {
@@ -1384,6 +1391,31 @@ static void chunk_rows(size_t n, size_t nch, size_t c, size_t *i0, size_t *i1)
     *i1 = n * (c + 1) / nch;
 }
 
+struct rows_task {
+    void (*fn)(void *ctx, size_t i0, size_t i1);
+    void *ctx;
+    size_t n, parts;
+};
+
+static void rows_part(void *arg, size_t c, size_t thread)
+{
+    (void)thread;
+    const struct rows_task *rt = arg;
+    rt->fn(rt->ctx, rt->n * c / rt->parts, rt->n * (c + 1) / rt->parts);
+}
+
+void cnf_mlp_work_rows(cnf_mlp_work *w, size_t n, void (*fn)(void *ctx, size_t i0, size_t i1),
+                       void *ctx)
+{
+    const size_t parts = w && w->pool ? w->threads : 1;
+    if (parts <= 1 || n < parts) {
+        fn(ctx, 0, n);
+        return;
+    }
+    struct rows_task rt = {.fn = fn, .ctx = ctx, .n = n, .parts = parts};
+    pool_run(w->pool, rows_part, &rt, parts);
+}
+
 /* Chunks of a call on n samples: cache blocks of at most bs samples, and at least one per
  * thread when each gets MIN_CHUNK_ROWS; an even number (when more than one), so that two threads
  * get equal shares (5 chunks on 2 threads ran 20% slower than 6). Depends on n, the block size
@@ -1595,6 +1627,22 @@ static void backward_chunk(void *arg, size_t c, size_t thread)
                   tk->ldgx, g, c > 0, tk->want_gt ? &w->gtpart[c] : NULL, w->sub[c], w);
 }
 
+/* Slice c of ns of the chunk gradients' reduction into gtheta (cnf_mlp_backward). */
+static void reduce_slice_of(cnf_mlp_work *w, size_t c, size_t ns)
+{
+    const struct task *tk = w->task;
+    const size_t P = tk->m->n_params, j0 = P * c / ns, j1 = P * (c + 1) / ns;
+    for (size_t ch = 1; ch < w->nch; ch++)
+        add_to(tk->gtheta + j0, w->gpart + ch * P + j0, j1 - j0);
+}
+
+static void reduce_slice(void *arg, size_t c, size_t thread)
+{
+    (void)thread;
+    cnf_mlp_work *w = arg;
+    reduce_slice_of(w, c, w->threads);
+}
+
 int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, size_t ldr,
                      const double *S, double *GX, size_t ldgx, double *gtheta, double *gt,
                      cnf_mlp_work *w)
@@ -1627,11 +1675,15 @@ int cnf_mlp_backward(const cnf_mlp *m, const double *theta, const double *R, siz
     for (size_t c = 0; c < w->nch; c++)
         if (w->rcpart[c])
             return w->rcpart[c];
-    /* Fixed-order reduction: chunk 0 accumulated into gtheta itself. */
-    for (size_t c = 1; gtheta && c < w->nch; c++) {
-        const double *g = w->gpart + c * m->n_params;
-        for (size_t j = 0; j < m->n_params; j++)
-            gtheta[j] += g[j];
+    /* Fixed-order reduction (chunk 0 accumulated into gtheta itself), split over the threads by
+     * parameter slices when there is enough of it: each entry adds its chunks in chunk order. */
+    if (gtheta && w->nch > 1) {
+        w->task = &tk;
+        if (w->pool && (w->nch - 1) * m->n_params >= 32768)
+            pool_run(w->pool, reduce_slice, w, w->threads);
+        else
+            reduce_slice_of(w, 0, 1);
+        w->task = NULL;
     }
     for (size_t c = 0; gt && c < w->nch; c++)
         *gt += w->gtpart[c];
