@@ -349,16 +349,22 @@ static void rows_fn(void *ctx, size_t i0, size_t i1)
                   s->Fh, s->R, s->S, s->phi);
 }
 
+/* fn over a's samples, shared by the MLP's threads when there are `values` values or more
+ * (handing work to the threads costs a few µs: worth it from ~16k values, not at FFJORD's toy
+ * batch of 100 × 2 × 3). */
+static void split_rows(const aug *a, size_t values, void (*fn)(void *, size_t, size_t), void *ctx)
+{
+    if (a->c->mlp && values >= 16384)
+        cnf_mlp_work_rows(a->c->slots[0].work, a->n, fn, ctx);
+    else
+        fn(ctx, 0, a->n);
+}
+
 static void per_sample(const aug *a, const slot *s, rows_ctx *r)
 {
     r->a = a;
     r->s = s;
-    /* Handing work to the threads costs a few µs: worth it from ~16k values (not at FFJORD's
-     * toy batch, 100 × 2 × 3). */
-    if (a->c->mlp && a->n * a->c->cfg.dim * (1 + a->K) >= 16384)
-        cnf_mlp_work_rows(s->work, a->n, rows_fn, r);
-    else
-        rows_fn(r, 0, a->n);
+    split_rows(a, a->n * a->c->cfg.dim * (1 + a->K), rows_fn, r);
 }
 
 /* v, J u, D, F̂ at (τ, X) into slot s; for_vjp: aug_vjp on s follows (otherwise the MLP may
@@ -678,6 +684,34 @@ static int cflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, doubl
  * Y_i = y_n + h Σ_{j<i} a_ij k_j, with Y_1 = y_n and Y_2.. in ys (from the forward solve, see
  * traj). lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: kb (stages, dim), Ybi (dim). Each
  * stage is evaluated right before its reverse pass, on one slot. */
+/* The state-sized updates of backprop_step over a range of samples (rows of S values): at the
+ * start of a step (i = SIZE_MAX) k̄_i = h b_i ȳ for every stage and Ybi = 0; after stage i's
+ * VJP, k̄_j += h a_ij Ybi (j < i), ȳ += Ybi, and Ybi = 0 again for the next stage. */
+typedef struct bp_rows {
+    const cnf_rk_tableau *tab;
+    double h;
+    size_t i, s_eff, S, dim;
+    double *kb, *Ybi, *lam;
+} bp_rows;
+
+static void bp_rows_fn(void *ctx, size_t r0, size_t r1)
+{
+    const bp_rows *b = ctx;
+    const size_t m0 = r0 * b->S, len = (r1 - r0) * b->S, ns = b->tab->stages;
+    if (b->i == (size_t)-1) {
+        for (size_t i = 0; i < b->s_eff; i++)
+            scale_to(b->kb + i * b->dim + m0, b->h * b->tab->b[i], b->lam + m0, len);
+    } else {
+        for (size_t j = 0; j < b->i; j++) {
+            double aij = b->tab->a[b->i * ns + j];
+            if (aij != 0.0)
+                axpy(b->kb + j * b->dim + m0, b->h * aij, b->Ybi + m0, len);
+        }
+        axpy(b->lam + m0, 1.0, b->Ybi + m0, len);
+    }
+    memset(b->Ybi + m0, 0, len * sizeof(double));
+}
+
 static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h,
                          const double *yn, const double *ys, double *lam, double *kb,
                          double *Ybi, double *gtheta, double *gT)
@@ -685,24 +719,20 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
     cflow *c = a->c;
     const size_t d = c->cfg.dim, S = d + 3, dim = a->n * S, s_eff = rk_stages_used(tab);
     slot *sl = &c->slots[0];
-    for (size_t i = 0; i < s_eff; i++)
-        scale_to(kb + i * dim, h * tab->b[i], lam, dim);
+    bp_rows b = {.tab = tab, .h = h, .i = (size_t)-1, .s_eff = s_eff, .S = S, .dim = dim,
+                 .kb = kb, .Ybi = Ybi, .lam = lam};
+    split_rows(a, dim, bp_rows_fn, &b);
     for (size_t i = s_eff; i-- > 0;) {
         const double tau_i = tau + tab->c[i] * h;
         int rc = aug_eval(a, sl, tau_i, i ? ys + (i - 1) * dim : yn, S, 1);
         if (rc)
             return rc;
-        memset(Ybi, 0, dim * sizeof(double));
         const double *kbi = kb + i * dim;
         rc = aug_vjp(a, sl, tau_i, kbi, S, kbi, Ybi, S, gtheta, gT);
         if (rc)
             return rc;
-        for (size_t j = 0; j < i; j++) {
-            double aij = tab->a[i * tab->stages + j];
-            if (aij != 0.0)
-                axpy(kb + j * dim, h * aij, Ybi, dim);
-        }
-        axpy(lam, 1.0, Ybi, dim);
+        b.i = i;
+        split_rows(a, dim, bp_rows_fn, &b);
     }
     return CNF_OK;
 }
