@@ -187,9 +187,11 @@ static int ensure_slots(cflow *c, size_t n, size_t K, size_t n_slots)
     }
     while (c->n_slots < n_slots) {
         int rc = slot_alloc(c, &c->slots[c->n_slots], c->n_cap, c->k_cap);
-        c->n_slots++;
-        if (rc)
+        if (rc) { /* nothing half-made stays for the next call */
+            slot_free(c, &c->slots[c->n_slots]);
             return rc;
+        }
+        c->n_slots++;
     }
     return CNF_OK;
 }
@@ -1121,7 +1123,11 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
         memcpy(y_end + k * dim, y, dim * sizeof(double));
     }
 
+    /* The terminal may run user code (reverse KL's log q): the weights are not held meanwhile,
+     * and are prepared afresh for the backward pass. */
+    hold_weights(c, 0);
     rc = ob->terminal(ob, c, y0, y, n, lam, loss, st);
+    hold_weights(c, 1);
     if (rc || !want_grad)
         goto done;
 
