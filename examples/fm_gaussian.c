@@ -45,13 +45,7 @@ int main(int argc, char **argv)
 
     size_t hidden[2] = {width, width};
     cnf_cflow_config cfg;
-    cnf_cflow_config_default(&cfg, 2);
-    cfg.hidden = hidden;
-    cfg.n_hidden = 2;
-    cfg.time = CNF_TIME_CONCAT;
-    cfg.act = CNF_ACT_TANH;
-    cfg.T = 1.0;
-    cfg.train_T = 0;
+    fm_gauss_config(&cfg, hidden);
     cnf_rng rng, reval;
     cnf_rng_seed(&rng, 6);
     cnf_flow *f;

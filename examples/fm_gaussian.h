@@ -16,6 +16,19 @@
 
 enum { FM_GAUSS_NTAU = 9 };
 
+/* The field both fit: 2-D, two hidden layers of hidden[0], hidden[1] tanh units, time by
+ * concatenation, T = 1 fixed (hidden must outlive cfg). */
+static inline void fm_gauss_config(cnf_cflow_config *cfg, const size_t *hidden)
+{
+    cnf_cflow_config_default(cfg, 2);
+    cfg->hidden = hidden;
+    cfg->n_hidden = 2;
+    cfg->time = CNF_TIME_CONCAT;
+    cfg->act = CNF_ACT_TANH;
+    cfg->T = 1.0;
+    cfg->train_T = 0;
+}
+
 /* Batches of N(m, s²I) in 2-D; ctx points at {m, s}. */
 static inline int fm_gauss_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
 {

@@ -57,17 +57,18 @@ struct cnf_mlp {
 
 struct cnf_mlp_work {
     size_t n_max, k_max, L;
-    double *X0;    /* (n_max (1+k_max), d_in): input rows and tangent directions */
+    double *X0;    /* (n_max (1+k_max), d_in): input rows and tangent directions (double only) */
     /* Per layer, as the forward left them (double precision; in mixed precision hidden layers
-     * keep sgemm's float rows in Y's buffer, σ', σ'' as float in DS, D2S, and H is unused): */
+     * keep sgemm's float rows in Y's buffer, σ', σ'' as float in DS, D2S, and have no H): */
     double **Y;    /* per layer (rows, out): y without b (hidden) / with b (output), ẏ */
     double **Z;    /* output layer: z, ż (= f, J u); first hidden layer in mixed precision: the
-                    * unit tangents' ż; otherwise unused */
+                    * unit tangents' ż; NULL otherwise */
     double **H;    /* per hidden layer: h = σ(z), ḣ = σ'(z) ż */
     double **DS;   /* per hidden layer (n_max, out): σ'(z) */
     double **D2S;  /* per hidden layer (n_max, out): σ''(z) */
     double **G;    /* per layer (out): gate g (1 without squash) */
-    double *buf_a, *buf_b, *buf_c; /* reverse-pass scratch, (rows, max_width) each */
+    double *buf_a, *buf_b, *buf_c; /* reverse-pass scratch, (rows, max_width) each (buf_c:
+                                    * p, q in double precision; cf holds them in mixed) */
     double *gamma;                 /* (4, max_width): γ, Σ r, Σ ȳ, scratch; c t in the forward */
     /* Mixed precision only (NULL otherwise): float copies of each layer's input rows and
      * weights, and float GEMM operands/results. */
@@ -293,48 +294,31 @@ void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
 /* The fused elementwise pass of one hidden layer over one primal row (o units):
  *     z = g ⊙ (y + b) + ct;  h, σ', σ'' = σ(z), σ'(z), σ''(z)
  * one function per activation so that each loop vectorizes. Neither y + b nor z is stored: the
- * reverse pass forms y + b (for the gate's gradient) from the GEMM's y, left in place. */
-#define FUSED_ROW(NAME, ACT)                                                                     \
+ * reverse pass forms y + b (for the gate's gradient) from the GEMM's y, left in place. T: float
+ * in mixed precision, where y is sgemm's row, h goes straight into the next layer's float input
+ * and σ', σ'' are kept in float (tanh there has its own all-float pass, tanh_rows_f). */
+#define FUSED_ROW(NAME, ACT, T)                                                                  \
     CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
                                        const double *restrict g, const double *restrict ct,      \
-                                       const double *restrict y, double *restrict h,             \
-                                       double *restrict d1, double *restrict d2)                 \
+                                       const T *restrict y, T *restrict h, T *restrict d1,       \
+                                       T *restrict d2)                                           \
     {                                                                                            \
         for (size_t j = 0; j < o; j++) {                                                         \
-            double yj = y[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;                        \
+            double yj = (double)y[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;                \
             ACT(zj, &hj, &aj, &bj);                                                              \
-            h[j] = hj;                                                                           \
-            d1[j] = aj;                                                                          \
-            d2[j] = bj;                                                                          \
+            h[j] = (T)hj;                                                                        \
+            d1[j] = (T)aj;                                                                       \
+            d2[j] = (T)bj;                                                                       \
         }                                                                                        \
     }
-FUSED_ROW(row_tanh, act_tanh)
-FUSED_ROW(row_softplus, act_softplus)
-FUSED_ROW(row_elu, act_elu)
-FUSED_ROW(row_swish, act_swish)
+FUSED_ROW(row_tanh, act_tanh, double)
+FUSED_ROW(row_softplus, act_softplus, double)
+FUSED_ROW(row_elu, act_elu, double)
+FUSED_ROW(row_swish, act_swish, double)
+FUSED_ROW(rowf_softplus, act_softplus, float)
+FUSED_ROW(rowf_elu, act_elu, float)
+FUSED_ROW(rowf_swish, act_swish, float)
 #undef FUSED_ROW
-
-/* The same in mixed precision: y read as sgemm left it (float, no bias; the reverse pass reads
- * it there and adds b itself), h written straight into the next layer's float input, σ' and σ''
- * stored in float. Activations other than tanh (tanh_rows_f does tanh all in float). */
-#define FUSED_ROW_F(NAME, ACT)                                                                   \
-    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
-                                       const double *restrict g, const double *restrict ct,      \
-                                       const float *restrict yf, float *restrict hf,             \
-                                       float *restrict d1, float *restrict d2)                   \
-    {                                                                                            \
-        for (size_t j = 0; j < o; j++) {                                                         \
-            double yj = (double)yf[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;               \
-            ACT(zj, &hj, &aj, &bj);                                                              \
-            hf[j] = (float)hj;                                                                   \
-            d1[j] = (float)aj;                                                                   \
-            d2[j] = (float)bj;                                                                   \
-        }                                                                                        \
-    }
-FUSED_ROW_F(rowf_softplus, act_softplus)
-FUSED_ROW_F(rowf_elu, act_elu)
-FUSED_ROW_F(rowf_swish, act_swish)
-#undef FUSED_ROW_F
 
 /* The same pass when no reverse pass follows (cnf_mlp_work_set_keep(w, 0)): only h and σ' (for
  * the tangents) are stored. TI/TO: float in mixed precision, where y comes straight from sgemm
@@ -959,26 +943,31 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
     w->D2S = cnf_calloc(L, sizeof *w->D2S);
     w->G = cnf_calloc(L, sizeof *w->G);
     int ok = w->Y && w->Z && w->H && w->DS && w->D2S && w->G;
+    /* Only what the passes read (see the struct): in double precision no hidden layer keeps z;
+     * in mixed precision the first layer keeps its unit tangents' ż, and h, the input copy X0
+     * and p, q (buf_c) live in float buffers instead. */
+    const int mixed = m->cfg.precision == CNF_PRECISION_MIXED;
     for (size_t l = 0; ok && l < L; l++) {
-        size_t o = m->layer[l].out;
+        const size_t o = m->layer[l].out;
+        const int hidden = l + 1 < L, keep_z = !hidden || (mixed && l == 0);
         w->Y[l] = cnf_calloc(rows, o * sizeof(double));
-        w->Z[l] = cnf_calloc(rows, o * sizeof(double));
+        w->Z[l] = keep_z ? cnf_calloc(rows, o * sizeof(double)) : NULL;
         w->G[l] = cnf_calloc(o, sizeof(double));
-        ok = w->Y[l] && w->Z[l] && w->G[l];
-        if (ok && l + 1 < L) {
-            w->H[l] = cnf_calloc(rows, o * sizeof(double));
+        ok = w->Y[l] && (w->Z[l] || !keep_z) && w->G[l];
+        if (ok && hidden) {
+            w->H[l] = mixed ? NULL : cnf_calloc(rows, o * sizeof(double));
             w->DS[l] = cnf_calloc(n_max, o * sizeof(double));
             w->D2S[l] = cnf_calloc(n_max, o * sizeof(double));
-            ok = w->H[l] && w->DS[l] && w->D2S[l];
+            ok = (w->H[l] || mixed) && w->DS[l] && w->D2S[l];
         }
     }
     if (ok) {
-        w->X0 = cnf_calloc(rows, m->cfg.d_in * sizeof(double));
+        w->X0 = mixed ? NULL : cnf_calloc(rows, m->cfg.d_in * sizeof(double));
         w->buf_a = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_b = cnf_calloc(rows, m->max_width * sizeof(double));
-        w->buf_c = cnf_calloc(rows, m->max_width * sizeof(double));
+        w->buf_c = mixed ? NULL : cnf_calloc(rows, m->max_width * sizeof(double));
         w->gamma = cnf_calloc(4 * m->max_width, sizeof(double));
-        ok = w->X0 && w->buf_a && w->buf_b && w->buf_c && w->gamma;
+        ok = (mixed || (w->X0 && w->buf_c)) && w->buf_a && w->buf_b && w->gamma;
     }
     if (ok && m->cfg.precision == CNF_PRECISION_MIXED) {
         w->Xf = cnf_calloc(L, sizeof *w->Xf);
@@ -1856,7 +1845,8 @@ static int backward1(const cnf_mlp *m, const double *theta, const double *R, siz
             else
                 ybar_pass_f(n, rows, o, g, rs, Y, w->af, gam, rsum, ybsum);
         } else {
-            const double *ds = w->DS[l], *d2s = w->D2S[l], *Zt = w->Z[l] + n * o;
+            const double *ds = w->DS[l], *d2s = w->D2S[l];
+            const double *Zt = w->Z[l] ? w->Z[l] + n * o : NULL; /* mixed: unit tangents' ż */
             /* Mixed precision: what run_forward kept in float in the same buffers. */
             const float *dsf = (const float *)ds, *d2f = (const float *)d2s,
                         *Yf = (const float *)Y;

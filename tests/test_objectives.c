@@ -364,13 +364,7 @@ Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
     static const size_t hidden[] = {32, 32};
     const double ms[2] = {1.0, 1.0};
     cnf_cflow_config cfg;
-    cnf_cflow_config_default(&cfg, 2);
-    cfg.hidden = hidden;
-    cfg.n_hidden = 2;
-    cfg.time = CNF_TIME_CONCAT;
-    cfg.act = CNF_ACT_TANH;
-    cfg.T = 1.0;
-    cfg.train_T = 0;
+    fm_gauss_config(&cfg, hidden);
     cnf_rng r;
     cnf_rng_seed(&r, 6);
     cnf_flow *f;

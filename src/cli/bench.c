@@ -38,9 +38,10 @@ static void help(FILE *out)
             "  toy    FFJORD's toy configuration (8gaussians, batch 100): s per iteration,\n"
             "         with cnf's checkpointed adjoint and with backsolve (FFJORD's gradient)\n"
             "Peak memory is VmHWM during each case (it includes the process's baseline).\n"
-            "Threads: OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS is set; the MLP\n"
-            "kernels split batches over CNF_NUM_THREADS threads (default: every online\n"
-            "processor, at most 16; 1 is faster on a machine busy with other jobs).\n\n"
+            "Threads: OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS\n"
+            "or OMP_NUM_THREADS is set; the MLP kernels split batches over CNF_NUM_THREADS\n"
+            "threads (default: every online processor, at most 16; 1 is faster on a machine\n"
+            "busy with other jobs).\n\n"
             "options:\n");
     cli_opts_help(out, table, n_table);
 }

@@ -39,9 +39,10 @@ static void usage(FILE *out)
     for (size_t i = 0; i < n_commands; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\n  --version  print the version\n  --help     print this help\n\n"
-                 "OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS is set; the network's\n"
-                 "batches are split over CNF_NUM_THREADS threads (default: every online processor, at\n"
-                 "most 16; set 1 on a machine busy with other jobs).\n");
+                 "OpenBLAS runs single-threaded unless OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or\n"
+                 "OMP_NUM_THREADS is set; the network's batches are split over CNF_NUM_THREADS\n"
+                 "threads (default: every online processor, at most 16; set 1 on a machine busy\n"
+                 "with other jobs).\n");
 }
 
 int main(int argc, char **argv)
