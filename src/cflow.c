@@ -119,7 +119,6 @@ typedef struct slot {
     double *phi;   /* (n) aug_vjp's per-sample part of φ */
 } slot;
 
-enum { MAX_STAGES = 16 };
 
 typedef struct cflow {
     cnf_flow base;
@@ -131,8 +130,8 @@ typedef struct cflow {
     size_t P; /* field parameters per block */
     /* Scratch sized for n_cap samples and k_cap tangents, grown on demand. */
     size_t n_cap, k_cap;
-    slot slots[MAX_STAGES + 1]; /* slots[0] serves every evaluation (ensure_slots(…, 1)) */
-    size_t n_slots;
+    slot slot;     /* every evaluation's (ensure_slot) */
+    int have_slot;
     /* Each block's forward trajectory for the gradient (traj), kept from call to call so that a
      * training loop reuses the pages instead of faulting them in again. */
     struct traj *trs;
@@ -175,24 +174,22 @@ static int slot_alloc(cflow *c, slot *s, size_t n, size_t K)
     return CNF_OK;
 }
 
-/* Make n_slots slots for n samples and K tangents available. */
-static int ensure_slots(cflow *c, size_t n, size_t K, size_t n_slots)
+/* Make the slot for n samples and K tangents available. */
+static int ensure_slot(cflow *c, size_t n, size_t K)
 {
-    if (n > c->n_cap || K > c->k_cap) {
-        for (size_t i = 0; i < c->n_slots; i++)
-            slot_free(c, &c->slots[i]);
-        c->n_slots = 0;
-        c->n_cap = n > c->n_cap ? n : c->n_cap;
-        c->k_cap = K > c->k_cap ? K : c->k_cap;
+    if (c->have_slot && n <= c->n_cap && K <= c->k_cap)
+        return CNF_OK;
+    if (c->have_slot)
+        slot_free(c, &c->slot);
+    c->have_slot = 0;
+    c->n_cap = n > c->n_cap ? n : c->n_cap;
+    c->k_cap = K > c->k_cap ? K : c->k_cap;
+    int rc = slot_alloc(c, &c->slot, c->n_cap, c->k_cap);
+    if (rc) { /* nothing half-made stays for the next call */
+        slot_free(c, &c->slot);
+        return rc;
     }
-    while (c->n_slots < n_slots) {
-        int rc = slot_alloc(c, &c->slots[c->n_slots], c->n_cap, c->k_cap);
-        if (rc) { /* nothing half-made stays for the next call */
-            slot_free(c, &c->slots[c->n_slots]);
-            return rc;
-        }
-        c->n_slots++;
-    }
+    c->have_slot = 1;
     return CNF_OK;
 }
 
@@ -357,7 +354,7 @@ static void rows_fn(void *ctx, size_t i0, size_t i1)
 static void split_rows(const aug *a, size_t values, void (*fn)(void *, size_t, size_t), void *ctx)
 {
     if (a->c->mlp && values >= 16384)
-        cnf_mlp_work_rows(a->c->slots[0].work, a->n, fn, ctx);
+        cnf_mlp_work_rows(a->c->slot.work, a->n, fn, ctx);
     else
         fn(ctx, 0, a->n);
 }
@@ -423,7 +420,7 @@ static int aug_rhs(double tau, const double *y, double *dy, void *ctx)
     aug *a = ctx;
     if (a->rec)
         traj_push_stage(a->rec, tau, y);
-    slot *s = &a->c->slots[0];
+    slot *s = &a->c->slot;
     int rc = aug_eval(a, s, tau, y, a->c->cfg.dim + 3, 0);
     if (rc)
         return rc < 0 ? rc : -1;
@@ -594,7 +591,7 @@ static void draw_probes(cnf_trace trace, double *U, size_t m, cnf_rng *rng)
 static void hold_weights(cflow *c, int hold)
 {
     if (c->mlp)
-        cnf_mlp_work_hold_weights(c->slots[0].work, hold);
+        cnf_mlp_work_hold_weights(c->slot.work, hold);
 }
 
 /* Integrate every block in turn over the state y (n, S), from τ = 0 to 1 (dir > 0, data to
@@ -603,7 +600,7 @@ static int integrate_blocks(cflow *c, double *y, size_t n, cnf_trace trace, cons
                             const cnf_solve_config *sc, int dir, cnf_flow_stats *st)
 {
     const size_t K = n_tangents(c, trace), d = c->cfg.dim;
-    int rc = ensure_slots(c, n, K, 1);
+    int rc = ensure_slot(c, n, K);
     if (rc)
         return rc;
     hold_weights(c, 1);
@@ -687,8 +684,9 @@ static int cflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, doubl
  * traj). lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: kb (stages, dim), Ybi (dim). Each
  * stage is evaluated right before its reverse pass, on one slot. */
 /* The state-sized updates of backprop_step over a range of samples (rows of S values): at the
- * start of a step (i = SIZE_MAX) k̄_i = h b_i ȳ for every stage and Ybi = 0; after stage i's
- * VJP, k̄_j += h a_ij Ybi (j < i), ȳ += Ybi, and Ybi = 0 again for the next stage. */
+ * start of a step (i = SIZE_MAX) k̄_i = h b_i ȳ for every stage; after stage i's VJP,
+ * k̄_j += h a_ij Ybi (j < i), ȳ += Ybi, and Ybi = 0 for the next VJP to accumulate into (it
+ * starts zeroed: backprop_block calloc's it). */
 typedef struct bp_rows {
     const cnf_rk_tableau *tab;
     double h;
@@ -703,14 +701,14 @@ static void bp_rows_fn(void *ctx, size_t r0, size_t r1)
     if (b->i == (size_t)-1) {
         for (size_t i = 0; i < b->s_eff; i++)
             scale_to(b->kb + i * b->dim + m0, b->h * b->tab->b[i], b->lam + m0, len);
-    } else {
-        for (size_t j = 0; j < b->i; j++) {
-            double aij = b->tab->a[b->i * ns + j];
-            if (aij != 0.0)
-                axpy(b->kb + j * b->dim + m0, b->h * aij, b->Ybi + m0, len);
-        }
-        axpy(b->lam + m0, 1.0, b->Ybi + m0, len);
+        return;
     }
+    for (size_t j = 0; j < b->i; j++) {
+        double aij = b->tab->a[b->i * ns + j];
+        if (aij != 0.0)
+            axpy(b->kb + j * b->dim + m0, b->h * aij, b->Ybi + m0, len);
+    }
+    axpy(b->lam + m0, 1.0, b->Ybi + m0, len);
     memset(b->Ybi + m0, 0, len * sizeof(double));
 }
 
@@ -720,7 +718,7 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
 {
     cflow *c = a->c;
     const size_t d = c->cfg.dim, S = d + 3, dim = a->n * S, s_eff = rk_stages_used(tab);
-    slot *sl = &c->slots[0];
+    slot *sl = &c->slot;
     bp_rows b = {.tab = tab, .h = h, .i = (size_t)-1, .s_eff = s_eff, .S = S, .dim = dim,
                  .kb = kb, .Ybi = Ybi, .lam = lam};
     split_rows(a, dim, bp_rows_fn, &b);
@@ -743,10 +741,7 @@ static int backprop_block(aug *a, const traj *tr, const cnf_rk_tableau *tab, dou
                           double *gtheta, double *gT)
 {
     const size_t dim = tr->dim, s = tab->stages;
-    if (s > MAX_STAGES)
-        return cnf_fail(CNF_EUNSUPPORTED, "RK tableau with %zu stages (at most %d)", s,
-                        MAX_STAGES);
-    int rc = ensure_slots(a->c, a->n, a->K, 1);
+    int rc = ensure_slot(a->c, a->n, a->K);
     if (rc)
         return rc;
     double *kb = cnf_calloc((s + 1) * dim, sizeof(double));
@@ -769,7 +764,7 @@ static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
     aug *a = ctx;
     cflow *c = a->c;
     const size_t d = c->cfg.dim, n = a->n, P = c->P;
-    slot *s = &c->slots[0];
+    slot *s = &c->slot;
     int rc = aug_eval(a, s, tau, w, d, 1);
     if (rc)
         return rc < 0 ? rc : -1;
@@ -858,7 +853,7 @@ static int cv_eval(cv_ctx *cv, double tau, const double *y, const double *lam)
         !memcmp(cv->lam, lam, cv->dim * sizeof(double)))
         return 0;
     cv->valid = 0;
-    slot *s = &a->c->slots[0];
+    slot *s = &a->c->slot;
     int rc = aug_eval(a, s, tau, y, S, 1);
     if (rc)
         return rc < 0 ? rc : -1;
@@ -1050,7 +1045,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
     if (want_grad && cfg->grad == CNF_GRAD_BACKSOLVE && use_cvodes)
         return cnf_fail(CNF_EUNSUPPORTED, "backsolve is offered with the built-in methods only");
 
-    int rc = ensure_slots(c, n, K, 1);
+    int rc = ensure_slot(c, n, K);
     if (rc)
         return rc;
     if (c->n_trs < B) {
@@ -1206,8 +1201,8 @@ static int cflow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq,
 static void cflow_free(cnf_flow *f)
 {
     cflow *c = (cflow *)f;
-    for (size_t i = 0; i < c->n_slots; i++)
-        slot_free(c, &c->slots[i]);
+    if (c->have_slot)
+        slot_free(c, &c->slot);
     for (size_t i = 0; i < c->n_trs; i++)
         traj_free(&c->trs[i]);
     free(c->trs);
