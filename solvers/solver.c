@@ -4,6 +4,7 @@
  * Algorithms 31, 2002). CVODES methods own their step control: the driver hands them the whole
  * interval through the type's integrate slot. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,20 +170,44 @@ void cnf_ode_solver_free(cnf_ode_solver *s)
     free(s);
 }
 
-static int all_finite(const double *v, size_t n)
+/* The driver's state-sized loops, run through the system's parallel loop (cnf_sys_par). */
+typedef struct state_pass {
+    const double *v;
+    double *out;      /* copy: out = v */
+    atomic_int bad;   /* finite check: set when a value is not finite */
+} state_pass;
+
+static void finite_part(void *arg, size_t i0, size_t i1)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return 0;
-    return 1;
+    state_pass *p = arg;
+    for (size_t i = i0; i < i1; i++)
+        if (!isfinite(p->v[i])) {
+            atomic_store_explicit(&p->bad, 1, memory_order_relaxed);
+            return;
+        }
+}
+
+static void copy_part(void *arg, size_t i0, size_t i1)
+{
+    state_pass *p = arg;
+    memcpy(p->out + i0, p->v + i0, (i1 - i0) * sizeof *p->v);
+}
+
+static int all_finite(cnf_sys *sys, const double *v)
+{
+    state_pass p = {.v = v};
+    atomic_init(&p.bad, 0);
+    cnf_sys_par(sys, finite_part, &p);
+    return !atomic_load_explicit(&p.bad, memory_order_relaxed);
 }
 
 /* An accepted step: report it, then move y to y_new. */
-static int accept(cnf_ode_solver *s, double t, double h, double *y, cnf_ode_observer observer,
-                  void *observer_ctx, cnf_ode_stats *st)
+static int accept(cnf_ode_solver *s, cnf_sys *sys, double t, double h, double *y,
+                  cnf_ode_observer observer, void *observer_ctx, cnf_ode_stats *st)
 {
     int rc = observer ? observer(t, h, y, s->y_new, observer_ctx) : 0;
-    memcpy(y, s->y_new, s->dim * sizeof *y);
+    state_pass p = {.v = s->y_new, .out = y};
+    cnf_sys_par(sys, copy_part, &p);
     st->accepted++;
     st->h_last = h;
     st->t_reached = t + h;
@@ -204,10 +229,10 @@ static int solve_fixed(cnf_ode_solver *s, cnf_sys *sys, double t0, double t1, do
         if (rc)
             return cnf_fail(CNF_ERHS, "%s: right-hand side returned %d at t = %g (fixed step "
                             "of %g cannot shrink)", s->T->name, rc, t, h);
-        if (!all_finite(s->y_new, s->dim))
+        if (!all_finite(sys, s->y_new))
             return cnf_fail(CNF_ENONFINITE, "%s: state became non-finite in the step from "
                             "t = %g to %g", s->T->name, t, t + h);
-        if ((rc = accept(s, t, h, y, observer, observer_ctx, st)))
+        if ((rc = accept(s, sys, t, h, y, observer, observer_ctx, st)))
             return rc;
         st->t_reached = n + 1 == opt->steps ? t1 : st->t_reached;
     }
@@ -266,7 +291,7 @@ static int solve_adaptive(cnf_ode_solver *s, cnf_sys *sys, double t0, double t1,
     if ((rc = cnf_sys_eval(sys, t0, y, s->k_in)))
         return cnf_fail(CNF_ERHS, "%s: right-hand side returned %d at the initial point "
                         "t = %g", T->name, rc, t0);
-    if (!all_finite(s->k_in, s->dim))
+    if (!all_finite(sys, s->k_in))
         return cnf_fail(CNF_ENONFINITE, "%s: f(t0, y0) is not finite at t = %g", T->name, t0);
     have_k = 1;
     if (opt->h0 > 0)
@@ -291,7 +316,7 @@ static int solve_adaptive(cnf_ode_solver *s, cnf_sys *sys, double t0, double t1,
             return cnf_fail(CNF_ERHS, "%s: right-hand side returned %d (fatal) in the step from "
                             "t = %g, h = %g", T->name, rc, t, h);
         double err = rc > 0 ? NAN : cnf_ode_error_norm(opt, s->dim, s->yerr, y, s->y_new);
-        if (rc == 0 && !all_finite(s->y_new, s->dim))
+        if (rc == 0 && !all_finite(sys, s->y_new))
             err = NAN;
         if (!(err <= 1.0)) {
             /* Rejected: by the error test, or (err NaN) by a recoverable RHS failure or a
@@ -322,7 +347,7 @@ static int solve_adaptive(cnf_ode_solver *s, cnf_sys *sys, double t0, double t1,
             fac = fmin(fac, 1.0);
         err_prev = fmax(err, 1e-4);
         last_rejected = 0;
-        if ((rc = accept(s, t, h, y, observer, observer_ctx, st)))
+        if ((rc = accept(s, sys, t, h, y, observer, observer_ctx, st)))
             return rc;
         t = last ? t1 : t + h;
         st->t_reached = t;
@@ -342,6 +367,13 @@ int cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs f, void *ctx, double t0, double
                   double *y, const cnf_ode_options *opt, cnf_ode_observer observer,
                   void *observer_ctx, cnf_ode_stats *stats)
 {
+    return cnf_ode_solve_par(s, f, ctx, t0, t1, y, opt, observer, observer_ctx, stats, NULL, NULL);
+}
+
+int cnf_ode_solve_par(cnf_ode_solver *s, cnf_ode_rhs f, void *ctx, double t0, double t1,
+                      double *y, const cnf_ode_options *opt, cnf_ode_observer observer,
+                      void *observer_ctx, cnf_ode_stats *stats, cnf_par_for par, void *par_ctx)
+{
     cnf_ode_stats local;
     cnf_ode_stats *st = stats ? stats : &local;
     memset(st, 0, sizeof *st);
@@ -352,7 +384,7 @@ int cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs f, void *ctx, double t0, double
     int rc = cnf_ode_options_resolve(&o, opt, s->T, s->dim, t0, t1);
     if (rc)
         return rc;
-    cnf_sys sys = {.f = f, .ctx = ctx, .dim = s->dim, .nfe = 0};
+    cnf_sys sys = {.f = f, .ctx = ctx, .dim = s->dim, .nfe = 0, .par = par, .par_ctx = par_ctx};
     if (s->T->reset)
         s->T->reset(s->state);
     if (t0 == t1)

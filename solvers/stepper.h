@@ -4,14 +4,27 @@
 #define CNF_SOLVERS_STEPPER_H
 
 #include "cnf/solver.h"
+#include "internal.h"
 
-/* The system being integrated, with the driver's own RHS counter. */
+/* The system being integrated, with the driver's own RHS counter and the caller's parallel loop
+ * for state-sized work (NULL: on the calling thread; see cnf_ode_solve_par). */
 typedef struct cnf_sys {
     cnf_ode_rhs f;
     void *ctx;
     size_t dim;
     size_t nfe;
+    cnf_par_for par;
+    void *par_ctx;
 } cnf_sys;
+
+/* fn over the state's values [0, dim). */
+static inline void cnf_sys_par(cnf_sys *sys, void (*fn)(void *, size_t, size_t), void *arg)
+{
+    if (sys->par)
+        sys->par(sys->par_ctx, sys->dim, fn, arg);
+    else
+        fn(arg, 0, sys->dim);
+}
 
 /* One counted RHS evaluation. */
 static inline int cnf_sys_eval(cnf_sys *sys, double t, const double *y, double *dy)

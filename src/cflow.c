@@ -289,21 +289,23 @@ CNF_VECTOR_CLONES static void store_rows(size_t i0, size_t i1, size_t d, double 
 
 /* The seeds of aug_vjp's reverse pass, R (n, d) on v and S (K, n, d) on J u_k, and per sample
  * the part of φ that does not go through the field: phi_i = a_i·v_i − λ_ℓ D_i + λ_E |v_i|²
- * + λ_N F̂_i. */
+ * + λ_N F̂_i; all times sg = ±1 (−1: the pass yields −∇φ, exactly the negated values). */
 CNF_VECTOR_CLONES static void vjp_seeds(size_t i0, size_t i1, size_t n, size_t K, size_t d,
-                                        double T, double w, const double *F, const double *ax,
+                                        double sg, double T, double w, const double *F,
+                                        const double *ax,
                                         size_t lda, const double *lam, const double *U,
                                         const double *JU, const double *D, const double *Fh,
                                         double *R, double *Sd, double *phi)
 {
     const size_t S = d + 3;
+    T *= sg;
     for (size_t i = i0; i < i1; i++) {
         const double *v = F + i * d, *ai = ax + i * lda;
         const double ll = lam[i * S + d], lE = lam[i * S + d + 1], lN = lam[i * S + d + 2];
         for (size_t j = 0; j < d; j++)
             R[i * d + j] = T * (ai[j] + 2.0 * lE * v[j]);
         const double e = dot8(0.0, v, v, d), av = dot8(0.0, ai, v, d);
-        phi[i] = av - ll * D[i] + lE * e + lN * Fh[i];
+        phi[i] = sg * (av - ll * D[i] + lE * e + lN * Fh[i]);
         for (size_t k = 0; k < K; k++) {
             const double *ju = JU + (k * n + i) * d;
             double *sk = Sd + (k * n + i) * d;
@@ -327,6 +329,7 @@ typedef struct rows_ctx {
     const aug *a;
     const slot *s;
     int what; /* 0: div_frob, 1: store_rows, 2: vjp_seeds */
+    double sg; /* vjp_seeds' sign */
     double *dy;
     const double *ax, *lam;
     size_t lda;
@@ -344,7 +347,7 @@ static void rows_fn(void *ctx, size_t i0, size_t i1)
     else if (r->what == 1)
         store_rows(i0, i1, d, a->T, s->F, s->D, s->Fh, r->dy);
     else
-        vjp_seeds(i0, i1, n, K, d, a->T, w, s->F, r->ax, r->lda, r->lam, a->U, s->JU, s->D,
+        vjp_seeds(i0, i1, n, K, d, r->sg, a->T, w, s->F, r->ax, r->lda, r->lam, a->U, s->JU, s->D,
                   s->Fh, s->R, s->S, s->phi);
 }
 
@@ -357,6 +360,16 @@ static void split_rows(const aug *a, size_t values, void (*fn)(void *, size_t, s
         cnf_mlp_work_rows(a->c->slot.work, a->n, fn, ctx);
     else
         fn(ctx, 0, a->n);
+}
+
+/* The solver's state-sized loops (cnf_ode_solve_par), shared alike: fn over [0, n) values. */
+static void state_par(void *ctx, size_t n, void (*fn)(void *, size_t, size_t), void *arg)
+{
+    const aug *a = ctx;
+    if (a->c->mlp && n >= 16384)
+        cnf_mlp_work_rows(a->c->slot.work, n, fn, arg);
+    else
+        fn(arg, 0, n);
 }
 
 static void per_sample(const aug *a, const slot *s, rows_ctx *r)
@@ -390,14 +403,14 @@ static void aug_store(const aug *a, const slot *s, double *dy)
     per_sample(a, s, &r);
 }
 
-/* φ = Σ_i λ_i·g(τ, s_i) for cotangents ax (n, lda) on x and lam (stride S, components d..d+2)
- * on (ℓ, E, N), after aug_eval on slot s: accumulates ∇ₓφ into gx (n, ldgx), ∇_θφ into gtheta
- * (the block's slice) and ∂φ/∂T into *gT; any may be NULL. */
+/* φ = sg Σ_i λ_i·g(τ, s_i) (sg = ±1) for cotangents ax (n, lda) on x and lam (stride S,
+ * components d..d+2) on (ℓ, E, N), after aug_eval on slot s: accumulates ∇ₓφ into gx (n, ldgx),
+ * ∇_θφ into gtheta (the block's slice) and ∂φ/∂T into *gT; any may be NULL. */
 static int aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, const double *lam,
-                   double *gx, size_t ldgx, double *gtheta, double *gT)
+                   double sg, double *gx, size_t ldgx, double *gtheta, double *gT)
 {
     const size_t d = a->c->cfg.dim, n = a->n, K = a->K;
-    rows_ctx r = {.what = 2, .ax = ax, .lda = lda, .lam = lam};
+    rows_ctx r = {.what = 2, .sg = sg, .ax = ax, .lda = lda, .lam = lam};
     per_sample(a, s, &r);
     double phi0 = 0.0; /* in sample order, as one loop adds it */
     for (size_t i = 0; gT && i < n; i++)
@@ -563,14 +576,16 @@ static cnf_ode_options state_options(const cflow *c, const cnf_solve_config *sc)
     return o;
 }
 
-static int solve(const cnf_solve_config *sc, cnf_ode_rhs f, void *ctx, size_t dim, double t0,
-                 double t1, double *y, const cnf_ode_options *opt, cnf_ode_observer obs,
-                 void *obs_ctx, cnf_ode_stats *os)
+/* A forward solve of the augmented ODE of a (aug_rhs), its state-sized loops shared by the
+ * MLP's threads (state_par). */
+static int solve(const cnf_solve_config *sc, aug *a, size_t dim, double t0, double t1, double *y,
+                 const cnf_ode_options *opt, cnf_ode_observer obs, void *obs_ctx,
+                 cnf_ode_stats *os)
 {
     cnf_ode_solver *s = NULL;
     int rc = cnf_ode_solver_create(&s, sc->stepper, dim);
     if (rc == CNF_OK)
-        rc = cnf_ode_solve(s, f, ctx, t0, t1, y, opt, obs, obs_ctx, os);
+        rc = cnf_ode_solve_par(s, aug_rhs, a, t0, t1, y, opt, obs, obs_ctx, os, state_par, a);
     cnf_ode_solver_free(s);
     return rc;
 }
@@ -610,7 +625,7 @@ static int integrate_blocks(cflow *c, double *y, size_t n, cnf_trace trace, cons
         aug a = {.c = c, .b = b, .n = n, .trace = trace, .K = K,
                  .U = U ? U + b * K * n * d : NULL, .T = end_time(c)};
         cnf_ode_stats os = {0};
-        rc = solve(sc, aug_rhs, &a, n * (d + 3), dir > 0 ? 0.0 : 1.0, dir > 0 ? 1.0 : 0.0, y,
+        rc = solve(sc, &a, n * (d + 3), dir > 0 ? 0.0 : 1.0, dir > 0 ? 1.0 : 0.0, y,
                    &opt, NULL, NULL, &os);
         add_stats(st, &os);
     }
@@ -728,7 +743,7 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
         if (rc)
             return rc;
         const double *kbi = kb + i * dim;
-        rc = aug_vjp(a, sl, tau_i, kbi, S, kbi, Ybi, S, gtheta, gT);
+        rc = aug_vjp(a, sl, tau_i, kbi, S, kbi, 1.0, Ybi, S, gtheta, gT);
         if (rc)
             return rc;
         b.i = i;
@@ -758,7 +773,26 @@ static int backprop_block(aug *a, const traj *tr, const cnf_rk_tableau *tab, dou
 /* ---- gradients: adjoint with built-in steppers (checkpointed and backsolve) ------------------ */
 
 /* Backward state w = [x (n, d) | a (n, d) | q (nq)]: x' = T v, a' = −∇ₓφ, q' = −∇_θφ (and
- * −∂φ/∂T last when T is trained), with φ = a·v·T − λ_ℓ T D + … (aug_vjp). */
+ * −∂φ/∂T last when T is trained), with φ = a·v·T − λ_ℓ T D + … (aug_vjp, with negated seeds so
+ * that it accumulates the minus signs itself into the zeroed a', q'). */
+typedef struct adj_start {
+    double T;
+    const double *F;
+    double *dw;
+    size_t nd; /* x' = T v in [0, nd), zeros after */
+} adj_start;
+
+static void adj_start_fn(void *ctx, size_t i0, size_t i1)
+{
+    const adj_start *as = ctx;
+    size_t m = i1 < as->nd ? i1 : as->nd; /* [i0, m): x', [m, i1): zeros */
+    if (i0 < m)
+        scale_to(as->dw + i0, as->T, as->F + i0, m - i0);
+    else
+        m = i0;
+    memset(as->dw + m, 0, (i1 - m) * sizeof(double));
+}
+
 static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
 {
     aug *a = ctx;
@@ -768,17 +802,15 @@ static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
     int rc = aug_eval(a, s, tau, w, d, 1);
     if (rc)
         return rc < 0 ? rc : -1;
-    scale_to(dw, a->T, s->F, n * d);
+    adj_start as = {.T = a->T, .F = s->F, .dw = dw, .nd = n * d};
+    state_par(a, 2 * n * d + a->nq, adj_start_fn, &as);
     double *da = dw + n * d, *dq = dw + 2 * n * d;
-    memset(da, 0, (n * d + a->nq) * sizeof(double));
     double gT = 0.0;
-    rc = aug_vjp(a, s, tau, w + n * d, d, a->lam, da, d, dq, a->nq > P ? &gT : NULL);
+    rc = aug_vjp(a, s, tau, w + n * d, d, a->lam, -1.0, da, d, dq, a->nq > P ? &gT : NULL);
     if (rc)
         return rc < 0 ? rc : -1;
     if (a->nq > P)
         dq[P] = gT;
-    for (size_t m = 0; m < n * d + a->nq; m++)
-        da[m] = -da[m];
     return 0;
 }
 
@@ -816,7 +848,7 @@ static int adjoint_block(aug *a, const traj *tr, const double *y_end, double t_e
                 opt.steps = 1;
         }
         cnf_ode_stats os = {0};
-        rc = cnf_ode_solve(s, adjoint_rhs, a, t1, t0, w, &opt, NULL, NULL, &os);
+        rc = cnf_ode_solve_par(s, adjoint_rhs, a, t1, t0, w, &opt, NULL, NULL, &os, state_par, a);
         *nfe += os.nfe;
     }
     cnf_ode_solver_free(s);
@@ -861,7 +893,7 @@ static int cv_eval(cv_ctx *cv, double tau, const double *y, const double *lam)
     memset(cv->gq, 0, a->nq * sizeof(double));
     double gT = 0.0;
     a->lam = lam;
-    rc = aug_vjp(a, s, tau, lam, S, lam, cv->ga, d, cv->gq, a->nq > P ? &gT : NULL);
+    rc = aug_vjp(a, s, tau, lam, S, lam, 1.0, cv->ga, d, cv->gq, a->nq > P ? &gT : NULL);
     if (rc)
         return rc < 0 ? rc : -1;
     if (a->nq > P)
@@ -1108,7 +1140,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
                 a->rec = bp ? &tr[k] : NULL;
             }
             if (rc == CNF_OK)
-                rc = solve(&cfg->train, aug_rhs, a, dim, tau0, tau1, y, &opt,
+                rc = solve(&cfg->train, a, dim, tau0, tau1, y, &opt,
                            record ? traj_record : NULL, &tr[k], &os);
             a->rec = NULL;
         }

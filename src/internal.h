@@ -3,6 +3,7 @@
 #define CNF_INTERNAL_H
 
 #include "cnf/core.h"
+#include "cnf/solver.h"
 
 /* Record a detail message for cnf_errmsg() and return code, so a failure is one line:
  *     return cnf_fail(CNF_EINVAL, "hidden width %zu is zero", w); */
@@ -33,5 +34,16 @@ void cnf_mlp_work_hold_weights(struct cnf_mlp_work *w, int hold);
  * the split. */
 void cnf_mlp_work_rows(struct cnf_mlp_work *w, size_t n,
                        void (*fn)(void *ctx, size_t i0, size_t i1), void *ctx);
+
+/* A parallel loop: fn(arg, i0, i1) over parts that cover [0, n) once each, all returned before it
+ * returns; fn's results must not depend on the split. */
+typedef void (*cnf_par_for)(void *par_ctx, size_t n, void (*fn)(void *arg, size_t i0, size_t i1),
+                            void *arg);
+
+/* cnf_ode_solve with the explicit RK engine's state-sized loops (the stage combinations) run by
+ * par (NULL: on the caller); the same bits either way. For src/cflow.c's large states. */
+int cnf_ode_solve_par(cnf_ode_solver *s, cnf_ode_rhs f, void *ctx, double t0, double t1,
+                      double *y, const cnf_ode_options *opt, cnf_ode_observer observer,
+                      void *observer_ctx, cnf_ode_stats *stats, cnf_par_for par, void *par_ctx);
 
 #endif
