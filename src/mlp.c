@@ -587,11 +587,15 @@ void cnf_mlp_init(const cnf_mlp *m, double *theta, cnf_rng *rng)
 
 /* ---- threads over batch chunks ---------------------------------------------------------------
  * A pool of helper threads per threaded workspace. A call publishes its task (nch chunks) and
- * bumps a generation counter; every participant, the caller included, claims chunks from an
- * atomic counter until none is left, so a helper that is not scheduled in time (a busy machine)
- * costs nothing: the caller runs its chunk too. Which thread runs a chunk does not matter for
- * the result, since chunk c uses work sub[c] (or, when nothing is kept for a reverse pass, the
- * buffers of the thread running it) and its own gradient slot. Idle helpers spin
+ * bumps a generation counter. Participant t (0: the caller, 1 + i: helper i) owns the chunks
+ * c ≡ t (mod participants) and claims them in order from its own atomic counter; when they are
+ * gone it claims what is left of the others', so a helper that is not scheduled in time (a busy
+ * machine) costs nothing: the caller runs its chunks too. Owning the same chunks from call to
+ * call keeps a chunk's activations in the cache of the core that made them for the reverse
+ * pass that follows (a d = 64 training step 3-5% faster than one shared counter). Which thread
+ * runs a chunk does not matter for the result, since chunk c uses work sub[c] (or, when nothing
+ * is kept for a reverse pass, the buffers of the thread running it) and its own gradient slot.
+ * Idle helpers spin
  * on the generation for a while (a CNF evaluates the field thousands of times per second, and a
  * futex wake-up costs as much as a small chunk), then sleep on a condition variable. */
 
@@ -615,9 +619,10 @@ typedef struct pool {
     pthread_cond_t cv;
     atomic_uint gen;
     atomic_int sleepers, quit;
-    /* Claims: generation in the high 32 bits, next chunk in the low 32; a claim succeeds only
-     * for the current generation, so a late helper cannot take a chunk of a finished task. */
-    _Atomic uint64_t next;
+    /* Claims, one counter per participant: generation in the high 32 bits, the participant's
+     * next chunk (k: chunk t + k·participants) in the low 32; a claim succeeds only for the
+     * current generation, so a late helper cannot take a chunk of a finished task. */
+    _Atomic uint64_t next[CNF_MLP_MAX_THREADS];
     atomic_size_t done;
     /* The current task, written before `next` is published and read after it is acquired. */
     void (*fn)(void *arg, size_t chunk, size_t thread);
@@ -625,19 +630,32 @@ typedef struct pool {
     atomic_size_t nch;
 } pool;
 
-/* Claim and run chunks of generation g until none is left; `thread` is 0 for the caller and
- * 1 + i for helper i. */
+/* The next chunk of participant q's share in generation g, if one is left. */
+static int pool_claim(pool *p, unsigned g, size_t q, size_t *chunk)
+{
+    const size_t parts = p->n_help + 1;
+    uint64_t v = atomic_load(&p->next[q]);
+    for (;;) {
+        const size_t c = q + (size_t)(v & 0xffffffffu) * parts;
+        if ((unsigned)(v >> 32) != g || c >= atomic_load(&p->nch))
+            return 0;
+        if (atomic_compare_exchange_weak(&p->next[q], &v, v + 1)) {
+            *chunk = c;
+            return 1;
+        }
+    }
+}
+
+/* Run chunks of generation g until none is left, participant `thread`'s own first. */
 static void pool_work(pool *p, unsigned g, size_t thread)
 {
-    uint64_t v = atomic_load(&p->next);
-    for (;;) {
-        if ((unsigned)(v >> 32) != g || (v & 0xffffffffu) >= atomic_load(&p->nch))
-            return;
-        if (!atomic_compare_exchange_weak(&p->next, &v, v + 1))
-            continue;
-        p->fn(p->arg, (size_t)(v & 0xffffffffu), thread);
-        atomic_fetch_add(&p->done, 1);
-        v = atomic_load(&p->next);
+    const size_t parts = p->n_help + 1;
+    for (size_t i = 0; i < parts; i++) {
+        size_t c;
+        while (pool_claim(p, g, (thread + i) % parts, &c)) {
+            p->fn(p->arg, c, thread);
+            atomic_fetch_add(&p->done, 1);
+        }
     }
 }
 
@@ -692,7 +710,8 @@ static pool *pool_create(size_t n_help)
     atomic_init(&p->gen, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->quit, 0);
-    atomic_init(&p->next, 0);
+    for (size_t q = 0; q < CNF_MLP_MAX_THREADS; q++)
+        atomic_init(&p->next[q], 0);
     atomic_init(&p->done, 0);
     atomic_init(&p->nch, 0);
     for (size_t i = 0; i < n_help; i++) {
@@ -716,15 +735,18 @@ static void pool_run(pool *p, void (*fn)(void *, size_t, size_t), void *arg, siz
         return;
     }
     unsigned g = atomic_load(&p->gen) + 1;
+    const size_t parts = p->n_help + 1;
     /* First close the previous generation: a helper still finishing its last chunk may be about
-     * to claim with an old value of next; this store makes that claim fail before fn, arg and
-     * nch change under it. */
-    atomic_store(&p->next, ((uint64_t)g << 32) | 0xffffffffu);
+     * to claim with an old value of a counter; these stores make that claim fail before fn, arg
+     * and nch change under it. */
+    for (size_t q = 0; q < parts; q++)
+        atomic_store(&p->next[q], ((uint64_t)g << 32) | 0xffffffffu);
     p->fn = fn;
     p->arg = arg;
     atomic_store(&p->nch, nch);
     atomic_store(&p->done, 0);
-    atomic_store(&p->next, (uint64_t)g << 32); /* publishes the task to claimers */
+    for (size_t q = 0; q < parts; q++)
+        atomic_store(&p->next[q], (uint64_t)g << 32); /* publishes the task to claimers */
     atomic_store(&p->gen, g);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
