@@ -136,6 +136,17 @@ typedef struct cflow {
      * training loop reuses the pages instead of faulting them in again. */
     struct traj *trs;
     size_t n_trs;
+    /* The reverse passes' state-sized scratch (backprop's stage cotangents, the adjoint's
+     * backward state), kept likewise (rev_scratch). */
+    double *rev;
+    size_t rev_cap;
+    /* The solvers of the last forward (0) and adjoint (1) solves, with their workspaces, reused
+     * while the method and the state's length stay the same (flow_solver). */
+    struct {
+        cnf_ode_solver *s;
+        const cnf_stepper_type *T;
+        size_t dim;
+    } solver[2];
 } cflow;
 
 static const cnf_flow_type cflow_type;
@@ -578,15 +589,33 @@ static cnf_ode_options state_options(const cflow *c, const cnf_solve_config *sc)
 
 /* A forward solve of the augmented ODE of a (aug_rhs), its state-sized loops shared by the
  * MLP's threads (state_par). */
+/* Solver `which` (0: forward solves, 1: the adjoint's) of c for method T on states of length
+ * dim: the one kept from the last call when it matches (its workspace is then already paged
+ * in: a d = 64 training step had faulted in ~7 MB of fresh solver arrays), else a new one. */
+static int flow_solver(cflow *c, int which, const cnf_stepper_type *T, size_t dim,
+                       cnf_ode_solver **out)
+{
+    if (!c->solver[which].s || c->solver[which].T != T || c->solver[which].dim != dim) {
+        cnf_ode_solver_free(c->solver[which].s);
+        c->solver[which].s = NULL;
+        int rc = cnf_ode_solver_create(&c->solver[which].s, T, dim);
+        if (rc)
+            return rc;
+        c->solver[which].T = T;
+        c->solver[which].dim = dim;
+    }
+    *out = c->solver[which].s;
+    return CNF_OK;
+}
+
 static int solve(const cnf_solve_config *sc, aug *a, size_t dim, double t0, double t1, double *y,
                  const cnf_ode_options *opt, cnf_ode_observer obs, void *obs_ctx,
                  cnf_ode_stats *os)
 {
     cnf_ode_solver *s = NULL;
-    int rc = cnf_ode_solver_create(&s, sc->stepper, dim);
+    int rc = flow_solver(a->c, 0, sc->stepper, dim, &s);
     if (rc == CNF_OK)
         rc = cnf_ode_solve_par(s, aug_rhs, a, t0, t1, y, opt, obs, obs_ctx, os, state_par, a);
-    cnf_ode_solver_free(s);
     return rc;
 }
 
@@ -694,6 +723,23 @@ static int cflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, doubl
 
 /* ---- gradients: backprop through the RK steps ----------------------------------------------- */
 
+/* len doubles of the flow's reverse-pass scratch (contents undefined), grown on demand; NULL
+ * (reported) on allocation failure. */
+static double *rev_scratch(cflow *c, size_t len, const char *what)
+{
+    if (len > c->rev_cap) {
+        double *r = len <= SIZE_MAX / sizeof(double) ? malloc(len * sizeof(double)) : NULL;
+        if (!r) {
+            cnf_fail(CNF_ENOMEM, "allocating %s (%zu values)", what, len);
+            return NULL;
+        }
+        free(c->rev);
+        c->rev = r;
+        c->rev_cap = len;
+    }
+    return c->rev;
+}
+
 /* Reverse one explicit RK step y_{n+1} = y_n + h Σ b_i k_i, k_i = g(τ + c_i h, Y_i),
  * Y_i = y_n + h Σ_{j<i} a_ij k_j, with Y_1 = y_n and Y_2.. in ys (from the forward solve, see
  * traj). lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: kb (stages, dim), Ybi (dim). Each
@@ -759,14 +805,14 @@ static int backprop_block(aug *a, const traj *tr, const cnf_rk_tableau *tab, dou
     int rc = ensure_slot(a->c, a->n, a->K);
     if (rc)
         return rc;
-    double *kb = cnf_calloc((s + 1) * dim, sizeof(double));
+    double *kb = rev_scratch(a->c, (s + 1) * dim, "RK stages for the reverse pass");
     if (!kb)
-        return cnf_fail(CNF_ENOMEM, "allocating RK stages for the reverse pass");
+        return CNF_ENOMEM;
+    memset(kb + s * dim, 0, dim * sizeof(double)); /* Ybi: backprop_step accumulates into it */
     for (size_t n = tr->len; n-- > 0 && rc == CNF_OK;)
         rc = backprop_step(a, tab, tr->t[n], tr->h[n], tr->y + n * dim,
                            tr->stages ? tr->ys + n * tr->stages * dim : NULL, lam, kb, kb + s * dim,
                            gtheta, gT);
-    free(kb);
     return rc;
 }
 
@@ -823,16 +869,17 @@ static int adjoint_block(aug *a, const traj *tr, const double *y_end, double t_e
     a->nq = P + (c->cfg.train_T ? 1 : 0);
     a->lam = lam;
     const size_t dim = 2 * n * d + a->nq;
-    double *w = cnf_calloc(dim, sizeof(double));
+    double *w = rev_scratch(c, dim, "the adjoint state");
     if (!w)
-        return cnf_fail(CNF_ENOMEM, "allocating the adjoint state");
+        return CNF_ENOMEM;
+    memset(w + 2 * n * d, 0, a->nq * sizeof(double)); /* q(1) = 0 */
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < d; j++) {
             w[i * d + j] = y_end[i * S + j];
             w[n * d + i * d + j] = lam[i * S + j];
         }
     cnf_ode_solver *s = NULL;
-    int rc = cnf_ode_solver_create(&s, sc->stepper, dim);
+    int rc = flow_solver(c, 1, sc->stepper, dim, &s);
     cnf_ode_options opt = sc->opt;
     size_t intervals = backsolve ? 1 : tr->len;
     for (size_t m = intervals; rc == CNF_OK && m-- > 0;) {
@@ -851,7 +898,6 @@ static int adjoint_block(aug *a, const traj *tr, const double *y_end, double t_e
         rc = cnf_ode_solve_par(s, adjoint_rhs, a, t1, t0, w, &opt, NULL, NULL, &os, state_par, a);
         *nfe += os.nfe;
     }
-    cnf_ode_solver_free(s);
     if (rc == CNF_OK) {
         for (size_t i = 0; i < n; i++)
             memcpy(lam + i * S, w + n * d + i * d, d * sizeof(double));
@@ -860,7 +906,6 @@ static int adjoint_block(aug *a, const traj *tr, const double *y_end, double t_e
         if (c->cfg.train_T)
             *gT += w[2 * n * d + P];
     }
-    free(w);
     return rc;
 }
 
@@ -1238,6 +1283,9 @@ static void cflow_free(cnf_flow *f)
     for (size_t i = 0; i < c->n_trs; i++)
         traj_free(&c->trs[i]);
     free(c->trs);
+    free(c->rev);
+    for (int i = 0; i < 2; i++)
+        cnf_ode_solver_free(c->solver[i].s);
     cnf_mlp_free(c->mlp);
     free(c->hidden);
     free(c->base.theta);
