@@ -248,6 +248,57 @@ Test(cflow, sample_then_log_prob_round_trip)
     cnf_flow_free(f);
 }
 
+/* A flow keeps its solvers, trajectories and scratch from call to call: with every method and
+ * gradient mode, a second log-density and loss-and-gradient call on the same flow (after calls of
+ * another batch size) gives the same bits as the first call on a fresh flow. */
+static void two_calls(const cnf_stepper_type *T, cnf_grad_mode g, int reuse, double *lp,
+                      double *loss, double *grad)
+{
+    enum { n = 40, d = 2 };
+    cnf_flow *f = random_flow(d, CNF_ACT_TANH, CNF_TIME_CONCATSQUASH, 8);
+    cr_assert_leq(cnf_flow_n_params(f), 256);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    set_solver(&s->eval, T, 1e-6, 6);
+    set_solver(&s->train, T, 1e-6, 6);
+    s->grad = g;
+    cnf_rng r;
+    cnf_rng_seed(&r, 12);
+    double X[2 * n * d], lp2[2 * n];
+    for (size_t i = 0; i < 2 * n * d; i++)
+        X[i] = cnf_rng_normal(&r);
+    for (int k = 0; k <= reuse; k++) {
+        const size_t m = k < reuse ? 2 * n : n; /* a larger batch first when reusing */
+        cnf_rng pr;
+        cnf_rng_seed(&pr, 13);
+        memset(grad, 0, cnf_flow_n_params(f) * sizeof(double));
+        cr_assert_eq(cnf_flow_log_prob(f, X, m, k < reuse ? lp2 : lp, NULL), CNF_OK, "%s",
+                     cnf_errmsg());
+        cr_assert_eq(cnf_flow_nll_grad(f, X, m, &pr, loss, grad, NULL), CNF_OK, "%s",
+                     cnf_errmsg());
+    }
+    cnf_flow_free(f);
+}
+
+Test(cflow, repeated_calls_give_the_bits_of_a_fresh_flow)
+{
+    const cnf_stepper_type *T[] = {cnf_stepper_rk4, cnf_stepper_dopri5, cnf_stepper_cvode_adams,
+                                   cnf_stepper_cvode_bdf};
+    for (size_t t = 0; t < 4; t++)
+        for (int g = 0; g < 3; g++) {
+            if (g != CNF_GRAD_ADJOINT && cnf_stepper_is_cvodes(T[t]))
+                continue;
+            double lp[2][40], loss[2], grad[2][256] = {{0}};
+            two_calls(T[t], (cnf_grad_mode)g, 0, lp[0], &loss[0], grad[0]);
+            two_calls(T[t], (cnf_grad_mode)g, 1, lp[1], &loss[1], grad[1]);
+            cr_assert(!memcmp(lp[0], lp[1], sizeof lp[0]), "%s: log p differs",
+                      cnf_stepper_name(T[t]));
+            cr_assert(!memcmp(&loss[0], &loss[1], sizeof loss[0]) &&
+                          !memcmp(grad[0], grad[1], sizeof grad[0]),
+                      "%s, %s: loss or gradient differs", cnf_stepper_name(T[t]),
+                      cnf_grad_mode_name((cnf_grad_mode)g));
+        }
+}
+
 /* Central (5-point) difference of the loss along dir in parameter space, at the same probes. */
 static double fd_loss(cnf_flow *f, const double *X, size_t n, const cnf_rng *rng0,
                       const double *dir, double h)
