@@ -512,10 +512,11 @@ static int run_cases(bench_ctx *b)
         for (int adj = 0; !rc && adj <= 1; adj++)
             rc = case_train(b, 2, 80, adj);
     }
-    if (!rc && selected(opt->cases, "toy"))
+    if (!rc && selected(opt->cases, "toy")) {
         rc = case_toy(b, CNF_GRAD_ADJOINT);
-    if (!rc && selected(opt->cases, "toy"))
-        rc = case_toy(b, CNF_GRAD_BACKSOLVE);
+        if (!rc)
+            rc = case_toy(b, CNF_GRAD_BACKSOLVE);
+    }
     return rc;
 }
 

@@ -362,32 +362,29 @@ static void rows_fn(void *ctx, size_t i0, size_t i1)
                   s->Fh, s->R, s->S, s->phi);
 }
 
-/* fn over a's samples, shared by the MLP's threads when there are `values` values or more
- * (handing work to the threads costs a few µs: worth it from ~16k values, not at FFJORD's toy
- * batch of 100 × 2 × 3). */
-static void split_rows(const aug *a, size_t values, void (*fn)(void *, size_t, size_t), void *ctx)
+/* fn over [0, n) (samples, or values of a state), shared by the MLP's threads when the work
+ * touches `values` values or more (handing work to the threads costs a few µs: worth it from
+ * ~16k values, not at FFJORD's toy batch of 100 × 2 × 3). */
+static void split_rows(const aug *a, size_t values, size_t n, void (*fn)(void *, size_t, size_t),
+                       void *ctx)
 {
     if (a->c->mlp && values >= 16384)
-        cnf_mlp_work_rows(a->c->slot.work, a->n, fn, ctx);
+        cnf_mlp_work_rows(a->c->slot.work, n, fn, ctx);
     else
-        fn(ctx, 0, a->n);
+        fn(ctx, 0, n);
 }
 
-/* The solver's state-sized loops (cnf_ode_solve_par), shared alike: fn over [0, n) values. */
+/* The solver's state-sized loops (cnf_ode_solve_par): fn over the state's n values. */
 static void state_par(void *ctx, size_t n, void (*fn)(void *, size_t, size_t), void *arg)
 {
-    const aug *a = ctx;
-    if (a->c->mlp && n >= 16384)
-        cnf_mlp_work_rows(a->c->slot.work, n, fn, arg);
-    else
-        fn(arg, 0, n);
+    split_rows(ctx, n, n, fn, arg);
 }
 
 static void per_sample(const aug *a, const slot *s, rows_ctx *r)
 {
     r->a = a;
     r->s = s;
-    split_rows(a, a->n * a->c->cfg.dim * (1 + a->K), rows_fn, r);
+    split_rows(a, a->n * a->c->cfg.dim * (1 + a->K), a->n, rows_fn, r);
 }
 
 /* v, J u, D, F̂ at (τ, X) into slot s; for_vjp: aug_vjp on s follows (otherwise the MLP may
@@ -587,8 +584,6 @@ static cnf_ode_options state_options(const cflow *c, const cnf_solve_config *sc)
     return o;
 }
 
-/* A forward solve of the augmented ODE of a (aug_rhs), its state-sized loops shared by the
- * MLP's threads (state_par). */
 /* Solver `which` (0: forward solves, 1: the adjoint's) of c for method T on states of length
  * dim: the one kept from the last call when it matches (its workspace is then already paged
  * in: a d = 64 training step had faulted in ~7 MB of fresh solver arrays), else a new one. */
@@ -608,6 +603,8 @@ static int flow_solver(cflow *c, int which, const cnf_stepper_type *T, size_t di
     return CNF_OK;
 }
 
+/* A forward solve of the augmented ODE of a (aug_rhs), its state-sized loops shared by the
+ * MLP's threads (state_par). */
 static int solve(const cnf_solve_config *sc, aug *a, size_t dim, double t0, double t1, double *y,
                  const cnf_ode_options *opt, cnf_ode_observer obs, void *obs_ctx,
                  cnf_ode_stats *os)
@@ -740,14 +737,10 @@ static double *rev_scratch(cflow *c, size_t len, const char *what)
     return c->rev;
 }
 
-/* Reverse one explicit RK step y_{n+1} = y_n + h Σ b_i k_i, k_i = g(τ + c_i h, Y_i),
- * Y_i = y_n + h Σ_{j<i} a_ij k_j, with Y_1 = y_n and Y_2.. in ys (from the forward solve, see
- * traj). lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: kb (stages, dim), Ybi (dim). Each
- * stage is evaluated right before its reverse pass, on one slot. */
 /* The state-sized updates of backprop_step over a range of samples (rows of S values): at the
  * start of a step (i = SIZE_MAX) k̄_i = h b_i ȳ for every stage; after stage i's VJP,
  * k̄_j += h a_ij Ybi (j < i), ȳ += Ybi, and Ybi = 0 for the next VJP to accumulate into (it
- * starts zeroed: backprop_block calloc's it). */
+ * starts zeroed: backprop_block clears it). */
 typedef struct bp_rows {
     const cnf_rk_tableau *tab;
     double h;
@@ -773,6 +766,10 @@ static void bp_rows_fn(void *ctx, size_t r0, size_t r1)
     memset(b->Ybi + m0, 0, len * sizeof(double));
 }
 
+/* Reverse one explicit RK step y_{n+1} = y_n + h Σ b_i k_i, k_i = g(τ + c_i h, Y_i),
+ * Y_i = y_n + h Σ_{j<i} a_ij k_j, with Y_1 = y_n and Y_2.. in ys (from the forward solve, see
+ * traj). lam: in ȳ_{n+1}, out ȳ_n (state layout). Scratch: kb (stages, dim), Ybi (dim). Each
+ * stage is evaluated right before its reverse pass, on one slot. */
 static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h,
                          const double *yn, const double *ys, double *lam, double *kb,
                          double *Ybi, double *gtheta, double *gT)
@@ -782,7 +779,7 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
     slot *sl = &c->slot;
     bp_rows b = {.tab = tab, .h = h, .i = (size_t)-1, .s_eff = s_eff, .S = S, .dim = dim,
                  .kb = kb, .Ybi = Ybi, .lam = lam};
-    split_rows(a, dim, bp_rows_fn, &b);
+    split_rows(a, dim, a->n, bp_rows_fn, &b);
     for (size_t i = s_eff; i-- > 0;) {
         const double tau_i = tau + tab->c[i] * h;
         int rc = aug_eval(a, sl, tau_i, i ? ys + (i - 1) * dim : yn, S, 1);
@@ -793,7 +790,7 @@ static int backprop_step(aug *a, const cnf_rk_tableau *tab, double tau, double h
         if (rc)
             return rc;
         b.i = i;
-        split_rows(a, dim, bp_rows_fn, &b);
+        split_rows(a, dim, a->n, bp_rows_fn, &b);
     }
     return CNF_OK;
 }

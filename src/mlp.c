@@ -291,58 +291,49 @@ void cnf_act_eval(cnf_act act, double z, double *s, double *ds, double *d2s)
         *d2s = d2;
 }
 
-/* The fused elementwise pass of one hidden layer over one primal row (o units):
+/* The fused elementwise pass of one hidden layer over n primal rows (o units):
  *     z = g ⊙ (y + b) + ct;  h, σ', σ'' = σ(z), σ'(z), σ''(z)
- * one function per activation so that each loop vectorizes. Neither y + b nor z is stored: the
- * reverse pass forms y + b (for the gate's gradient) from the GEMM's y, left in place. T: float
- * in mixed precision, where y is sgemm's row, h goes straight into the next layer's float input
- * and σ', σ'' are kept in float (tanh there has its own all-float pass, tanh_rows_f). */
-#define FUSED_ROW(NAME, ACT, T)                                                                  \
-    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
+ * one function per activation so that each loop vectorizes; D2 = NULL when no reverse pass
+ * follows (cnf_mlp_work_set_keep(w, 0)): then only h and σ' (for the tangents) are stored.
+ * Neither y + b nor z is stored: the reverse pass forms y + b (for the gate's gradient) from the
+ * GEMM's y, left in place. T: float in mixed precision, where y is sgemm's row, h goes straight
+ * into the next layer's float input and σ', σ'' are kept in float (tanh there has its own
+ * all-float pass, tanh_rows_f). */
+#define ACT_ROWS(NAME, ACT, T)                                                                   \
+    CNF_VECTOR_CLONES static void NAME(size_t n, size_t o, const double *restrict b,            \
                                        const double *restrict g, const double *restrict ct,      \
-                                       const T *restrict y, T *restrict h, T *restrict d1,       \
-                                       T *restrict d2)                                           \
+                                       const T *restrict Y, T *restrict H, T *restrict D1,       \
+                                       T *restrict D2)                                           \
     {                                                                                            \
-        for (size_t j = 0; j < o; j++) {                                                         \
-            double yj = (double)y[j] + b[j], zj = g[j] * yj + ct[j], hj, aj, bj;                \
-            ACT(zj, &hj, &aj, &bj);                                                              \
-            h[j] = (T)hj;                                                                        \
-            d1[j] = (T)aj;                                                                       \
-            d2[j] = (T)bj;                                                                       \
+        for (size_t i = 0; i < n; i++) {                                                         \
+            const T *y = Y + i * o;                                                              \
+            T *h = H + i * o, *d1 = D1 + i * o, *d2 = D2 ? D2 + i * o : NULL;                    \
+            if (d2) {                                                                            \
+                for (size_t j = 0; j < o; j++) {                                                 \
+                    double zj = g[j] * ((double)y[j] + b[j]) + ct[j], hj, aj, bj;                \
+                    ACT(zj, &hj, &aj, &bj);                                                      \
+                    h[j] = (T)hj;                                                                \
+                    d1[j] = (T)aj;                                                               \
+                    d2[j] = (T)bj;                                                               \
+                }                                                                                \
+            } else {                                                                             \
+                for (size_t j = 0; j < o; j++) {                                                 \
+                    double zj = g[j] * ((double)y[j] + b[j]) + ct[j], hj, aj, bj;                \
+                    ACT(zj, &hj, &aj, &bj);                                                      \
+                    h[j] = (T)hj;                                                                \
+                    d1[j] = (T)aj;                                                               \
+                }                                                                                \
+            }                                                                                    \
         }                                                                                        \
     }
-FUSED_ROW(row_tanh, act_tanh, double)
-FUSED_ROW(row_softplus, act_softplus, double)
-FUSED_ROW(row_elu, act_elu, double)
-FUSED_ROW(row_swish, act_swish, double)
-FUSED_ROW(rowf_softplus, act_softplus, float)
-FUSED_ROW(rowf_elu, act_elu, float)
-FUSED_ROW(rowf_swish, act_swish, float)
-#undef FUSED_ROW
-
-/* The same pass when no reverse pass follows (cnf_mlp_work_set_keep(w, 0)): only h and σ' (for
- * the tangents) are stored. TI/TO: float in mixed precision, where y comes straight from sgemm
- * and h goes straight to the next layer's float input (the same roundings as converting). */
-#define LEAN_ROW(NAME, ACT, T)                                                                   \
-    CNF_VECTOR_CLONES static void NAME(size_t o, const double *restrict b,                      \
-                                       const double *restrict g, const double *restrict ct,      \
-                                       const T *restrict y, T *restrict h, T *restrict d1)       \
-    {                                                                                            \
-        for (size_t j = 0; j < o; j++) {                                                         \
-            double zj = g[j] * ((double)y[j] + b[j]) + ct[j], hj, aj, bj;                        \
-            ACT(zj, &hj, &aj, &bj);                                                              \
-            h[j] = (T)hj;                                                                        \
-            d1[j] = (T)aj;                                                                       \
-        }                                                                                        \
-    }
-LEAN_ROW(lean_tanh, act_tanh, double)
-LEAN_ROW(lean_softplus, act_softplus, double)
-LEAN_ROW(lean_elu, act_elu, double)
-LEAN_ROW(lean_swish, act_swish, double)
-LEAN_ROW(leanf_softplus, act_softplus, float)
-LEAN_ROW(leanf_elu, act_elu, float)
-LEAN_ROW(leanf_swish, act_swish, float)
-#undef LEAN_ROW
+ACT_ROWS(rows_tanh, act_tanh, double)
+ACT_ROWS(rows_softplus, act_softplus, double)
+ACT_ROWS(rows_elu, act_elu, double)
+ACT_ROWS(rows_swish, act_swish, double)
+ACT_ROWS(rowsf_softplus, act_softplus, float)
+ACT_ROWS(rowsf_elu, act_elu, float)
+ACT_ROWS(rowsf_swish, act_swish, float)
+#undef ACT_ROWS
 
 /* tanh layers in mixed precision, all in float so that every vector op has 16 lanes:
  * z = g ⊙ (y + b) + c t with b, g, c t rounded to float (vf), h = tanh z, σ' = 1 − h² and, when
@@ -381,64 +372,28 @@ static void layer_vectors_f(size_t o, const double *b, const double *g, const do
     to_float(vf + 2 * o, ct, o);
 }
 
-/* The lean pass on float rows (mixed precision). */
-static void act_lean_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, const float *Y, float *H, float *ds, float *vf)
+/* The pass on float rows (mixed precision): Y from sgemm, kept for the reverse pass when d2s is
+ * not NULL; vf holds b, g, c t in float (run_forward) for tanh's all-float pass. */
+static void act_rows_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
+                       const double *ct, const float *Y, float *H, float *ds, float *d2s,
+                       const float *vf)
 {
-    if (act == CNF_ACT_TANH) { /* vf: b, g, c t in float (run_forward) */
-        tanh_rows_f(n, o, vf, Y, H, ds, NULL);
-        return;
-    }
-    void (*lean)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                 const float *restrict, float *restrict, float *restrict) =
-        act == CNF_ACT_SOFTPLUS ? leanf_softplus
-        : act == CNF_ACT_ELU      ? leanf_elu
-                                  : leanf_swish;
-    for (size_t i = 0; i < n; i++)
-        lean(o, b, g, ct, Y + i * o, H + i * o, ds + i * o);
+    if (act == CNF_ACT_TANH)
+        tanh_rows_f(n, o, vf, Y, H, ds, d2s);
+    else
+        (act == CNF_ACT_SOFTPLUS ? rowsf_softplus
+         : act == CNF_ACT_ELU    ? rowsf_elu
+                                 : rowsf_swish)(n, o, b, g, ct, Y, H, ds, d2s);
 }
 
-/* The keep pass on float rows (mixed precision): Yf from sgemm, kept for the reverse pass. */
-static void act_keep_f(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, const float *Yf, float *Hf, float *ds, float *d2s,
-                       float *vf)
-{
-    if (act == CNF_ACT_TANH) { /* vf: b, g, c t in float (run_forward) */
-        tanh_rows_f(n, o, vf, Yf, Hf, ds, d2s);
-        return;
-    }
-    void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                const float *restrict, float *restrict, float *restrict, float *restrict) =
-        act == CNF_ACT_SOFTPLUS ? rowf_softplus
-        : act == CNF_ACT_ELU      ? rowf_elu
-                                  : rowf_swish;
-    for (size_t i = 0; i < n; i++)
-        row(o, b, g, ct, Yf + i * o, Hf + i * o, ds + i * o, d2s + i * o);
-}
-
-/* d2s = NULL: the lean pass (h and σ' only). */
+/* The pass on double rows; d2s = NULL: the lean pass (h and σ' only). */
 static void act_primal(cnf_act act, size_t n, size_t o, const double *b, const double *g,
-                       const double *ct, double *Y, double *H, double *ds, double *d2s)
+                       const double *ct, const double *Y, double *H, double *ds, double *d2s)
 {
-    if (!d2s) {
-        void (*lean)(size_t, const double *restrict, const double *restrict,
-                     const double *restrict, const double *restrict, double *restrict,
-                     double *restrict) = act == CNF_ACT_TANH       ? lean_tanh
-                                         : act == CNF_ACT_SOFTPLUS ? lean_softplus
-                                         : act == CNF_ACT_ELU      ? lean_elu
-                                                                   : lean_swish;
-        for (size_t i = 0; i < n; i++)
-            lean(o, b, g, ct, Y + i * o, H + i * o, ds + i * o);
-        return;
-    }
-    void (*row)(size_t, const double *restrict, const double *restrict, const double *restrict,
-                const double *restrict, double *restrict, double *restrict, double *restrict) =
-        act == CNF_ACT_TANH       ? row_tanh
-        : act == CNF_ACT_SOFTPLUS ? row_softplus
-        : act == CNF_ACT_ELU      ? row_elu
-                                  : row_swish;
-    for (size_t i = 0; i < n; i++)
-        row(o, b, g, ct, Y + i * o, H + i * o, ds + i * o, d2s + i * o);
+    (act == CNF_ACT_TANH       ? rows_tanh
+     : act == CNF_ACT_SOFTPLUS ? rows_softplus
+     : act == CNF_ACT_ELU      ? rows_elu
+                               : rows_swish)(n, o, b, g, ct, Y, H, ds, d2s);
 }
 
 /* ---- construction --------------------------------------------------------------------------- */
@@ -595,9 +550,9 @@ void cnf_mlp_init(const cnf_mlp *m, double *theta, cnf_rng *rng)
  * pass that follows (a d = 64 training step 3-5% faster than one shared counter). Which thread
  * runs a chunk does not matter for the result, since chunk c uses work sub[c] (or, when nothing
  * is kept for a reverse pass, the buffers of the thread running it) and its own gradient slot.
- * Idle helpers spin
- * on the generation for a while (a CNF evaluates the field thousands of times per second, and a
- * futex wake-up costs as much as a small chunk), then sleep on a condition variable. */
+ * Idle helpers spin on the generation for a while (a CNF evaluates the field thousands of times
+ * per second, and a futex wake-up costs as much as a small chunk), then sleep on a condition
+ * variable. */
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -879,6 +834,27 @@ static void prep_weights(const cnf_mlp *m, const double *theta, cnf_mlp_work *w)
     }
 }
 
+/* Samples per cache block with k_max tangents per sample. */
+static size_t block_samples(size_t k_max)
+{
+    const size_t bs = BLOCK_ROWS / (1 + k_max);
+    return bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
+}
+
+/* Chunks of a call on n samples: cache blocks of at most bs samples, and at least one per
+ * thread when each gets MIN_CHUNK_ROWS; an even number (when more than one), so that two threads
+ * get equal shares (5 chunks on 2 threads ran 20% slower than 6). Depends on n, the block size
+ * (from the work's k_max) and the thread count only, and so do the bits. */
+static size_t chunk_count(size_t n, size_t bs, size_t threads)
+{
+    size_t c = (n + bs - 1) / bs;
+    if (threads > 1 && c < threads && n >= threads * MIN_CHUNK_ROWS)
+        c = threads;
+    if (c > 1 && c % 2)
+        c++;
+    return c ? c : 1;
+}
+
 int cnf_mlp_work_create(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size_t k_max)
 {
     return cnf_mlp_work_create_threads(out, m, n_max, k_max, 0);
@@ -896,18 +872,9 @@ int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, size_t n_m
     if (n_max == 0 || k_max > (size_t)-1 / 2 / n_max)
         return work_create1(out, m, n_max, k_max, 1); /* which names the error */
     /* Samples per cache block, and the most chunks a call can have (n_chunks). */
-    size_t bs = BLOCK_ROWS / (1 + k_max);
-    bs = bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
-    size_t n_sub = (n_max + bs - 1) / bs;
-    if (threads > 1 && n_max >= threads * MIN_CHUNK_ROWS && n_sub < threads)
-        n_sub = threads;
-    if (n_sub > 1 && n_sub % 2)
-        n_sub++;
+    const size_t bs = block_samples(k_max), n_sub = chunk_count(n_max, bs, threads);
     if (n_sub <= 1)
         return work_create1(out, m, n_max, k_max, 1);
-    if (k_max > (size_t)-1 / 2 / n_max)
-        return cnf_fail(CNF_EINVAL, "MLP workspace too large (%zu rows, %zu tangents)", n_max,
-                        k_max);
     cnf_mlp_work *w = calloc(1, sizeof *w);
     if (!w)
         return cnf_fail(CNF_ENOMEM, "allocating the MLP workspace");
@@ -1333,7 +1300,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
             const float *gf = w->Xf ? w->vf + o : NULL;
             if (keep && flt) {
                 float *hf = w->Xf[l + 1], *dsf = (float *)ds, *d2f = (float *)d2s;
-                act_keep_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, d2f, w->vf);
+                act_rows_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, d2f, w->vf);
                 if (unit0)
                     tangent_keep_unit_f(n, K, o, g, dsf, Y + n * o, Z + n * o, hf + n * o);
                 else
@@ -1343,7 +1310,7 @@ static int run_forward(const cnf_mlp *m, const double *theta, double t, const do
                 tangent_pass(n, K, o, g, ds, Y + n * o, H + n * o);
             } else if (lean_f) {
                 float *hf = w->Xf[l + 1], *dsf = (float *)ds;
-                act_lean_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, w->vf);
+                act_rows_f(m->cfg.act, n, o, b, g, ct, Yf, hf, dsf, NULL, w->vf);
                 if (unit0) {
                     float *gwf = w->vf + 3 * o; /* ż = g ⊙ W e_k in float */
                     for (size_t k = 0; k < K; k++) {
@@ -1412,7 +1379,9 @@ static void rows_part(void *arg, size_t c, size_t thread)
 {
     (void)thread;
     const struct rows_task *rt = arg;
-    rt->fn(rt->ctx, rt->n * c / rt->parts, rt->n * (c + 1) / rt->parts);
+    size_t i0, i1;
+    chunk_rows(rt->n, rt->parts, c, &i0, &i1);
+    rt->fn(rt->ctx, i0, i1);
 }
 
 void cnf_mlp_work_rows(cnf_mlp_work *w, size_t n, void (*fn)(void *ctx, size_t i0, size_t i1),
@@ -1427,26 +1396,14 @@ void cnf_mlp_work_rows(cnf_mlp_work *w, size_t n, void (*fn)(void *ctx, size_t i
     pool_run(w->pool, rows_part, &rt, parts);
 }
 
-/* Chunks of a call on n samples: cache blocks of at most bs samples, and at least one per
- * thread when each gets MIN_CHUNK_ROWS; an even number (when more than one), so that two threads
- * get equal shares (5 chunks on 2 threads ran 20% slower than 6). Depends on n, the block size
- * (from the work's k_max) and the thread count only, and so do the bits. */
 static size_t n_chunks(const cnf_mlp_work *w, size_t n)
 {
-    size_t c = (n + w->bs - 1) / w->bs;
-    if (w->threads > 1 && c < w->threads && n >= w->threads * MIN_CHUNK_ROWS)
-        c = w->threads;
-    if (c > 1 && c % 2)
-        c++;
-    return c ? c : 1;
+    return chunk_count(n, w->bs, w->threads);
 }
 
 size_t cnf_mlp_cache_chunks(size_t n, size_t K)
 {
-    size_t bs = BLOCK_ROWS / (1 + K);
-    bs = bs < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : bs;
-    size_t c = (n + bs - 1) / bs;
-    return c > 1 && c % 2 ? c + 1 : c ? c : 1;
+    return chunk_count(n, block_samples(K), 1);
 }
 
 static void forward_chunk(void *arg, size_t c, size_t thread)

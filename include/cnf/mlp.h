@@ -52,7 +52,7 @@ typedef enum {
     CNF_PRECISION_DOUBLE = 0, /* everything in double (the default; gradient checks use it) */
     CNF_PRECISION_MIXED = 1,  /* layer products in float32 (cblas_sgemm) from float copies of
                                * the layer inputs and weights; tanh layers and the tangents' ḣ
-                               * in float (1.3 float ulp; other activations are computed in
+                               * in float (2.5 float ulp; other activations are computed in
                                * double), σ', σ'' kept in float; the reverse pass's seeds,
                                * accumulations (∇θ is summed in double) and outputs in double */
 } cnf_precision;
