@@ -72,6 +72,22 @@ CNF_API double cnf_rng_normal(cnf_rng *rng);
 /* +1 or −1 with probability 1/2 each. */
 CNF_API double cnf_rng_rademacher(cnf_rng *rng);
 
+/* ---- Sizes ---------------------------------------------------------------------------------
+ * a·b, or SIZE_MAX when the product overflows. Saturating, so products chain
+ * (cnf_size_mul(cnf_size_mul(n, d), sizeof(double))) and a size that overflowed fails its
+ * allocation instead of wrapping round to a small buffer; cnf_size_ok tells it apart. Every size
+ * the library or the command line computes from user input goes through it. */
+static inline size_t cnf_size_mul(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+/* 1 when n doubles (8 bytes each) can be addressed: n is no saturated product and n·8 fits. */
+static inline int cnf_size_ok(size_t n_values)
+{
+    return n_values != SIZE_MAX && n_values <= SIZE_MAX / 8;
+}
+
 /* ---- Linear algebra -------------------------------------------------------------------------
  * C = alpha · op(A) · op(B) + beta · C, row-major (C is M×N, op(A) M×K, op(B) K×N); trans_a and
  * trans_b are 0 (op = identity) or 1 (op = transpose). The only call to BLAS in cnf. */
