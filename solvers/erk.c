@@ -7,7 +7,7 @@
 
 #include "internal.h"
 #include "stepper.h"
-#include "vmath.h"
+#include "core/vmath.h"
 
 typedef struct erk_state {
     size_t dim, stages;

@@ -74,12 +74,12 @@ int cnf_cvode_integrate(void *state, const cnf_stepper_type *T, cnf_sys *sys, do
                         double t1, double *y, const cnf_ode_options *opt,
                         cnf_ode_observer observer, void *observer_ctx, cnf_ode_stats *stats);
 
-/* Options with every 0 ("default") replaced by its value and checked against dim; driver.c. */
+/* Options with every 0 ("default") replaced by its value and checked against dim; options.c. */
 int cnf_ode_options_resolve(cnf_ode_options *out, const cnf_ode_options *opt,
                             const cnf_stepper_type *T, size_t dim, double t0, double t1);
 
 /* Error norm of err (dim) with weights 1 / (atol + rtol·max(|y_old|, |y_new|)) per opt's norm
- * and blocks; driver.c. */
+ * and blocks; options.c. */
 double cnf_ode_error_norm(const cnf_ode_options *opt, size_t dim, const double *err,
                           const double *y_old, const double *y_new);
 

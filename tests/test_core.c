@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cnf/core.h"
-#include "internal.h"
+#include "core/internal.h"
 
 Test(core, strerror_names_every_code)
 {

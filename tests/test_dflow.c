@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cnf/data.h"
+#include "cnf/toy.h"
 #include "cnf/dflow.h"
 #include "cnf/optim.h"
 

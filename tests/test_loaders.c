@@ -11,7 +11,7 @@
 
 #include "bad_corpus.h"
 #include "cnf.h"
-#include "cnf/dataset.h"
+#include "cnf/loaders.h"
 
 static char dir[256];
 

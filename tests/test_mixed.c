@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cnf/cflow.h"
-#include "cnf/data.h"
+#include "cnf/toy.h"
 #include "cnf/mlp.h"
 #include "rel_err.h"
 #include "cnf/train.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cnf/data.h"
+#include "cnf/toy.h"
 #include "cnf/plot.h"
 
 typedef struct {

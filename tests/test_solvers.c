@@ -1,7 +1,7 @@
 /* ODE solvers (issue 3): tableaus and order conditions, empirical convergence orders,
  * adaptive accuracy and cost, reverse-time round trips, the stiff Robertson problem, named
  * failures with the state left at the last accepted step, error norms, and the CVODES adjoint
- * against a closed form. The problems and their exact answers come from src/problems.c. */
+ * against a closed form. The problems and their exact answers come from solvers/problems.c. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>

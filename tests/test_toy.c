@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cnf/data.h"
+#include "cnf/toy.h"
 
 #define N 4000
 

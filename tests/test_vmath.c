@@ -1,11 +1,11 @@
-/* The vectorizable exp, tanh, sigmoid and expm1 of src/vmath.h against glibc, in units in the
+/* The vectorizable exp, tanh, sigmoid and expm1 of src/core/vmath.h against glibc, in units in the
  * last place of the libm value. Measured maxima (x86-64, glibc 2.36): tanh 2 ulp over [−30, 30]
  * and tiny arguments, exp 2 ulp over [−708, 708], expm1 2 ulp over [−50, 0], sigmoid 4 ulp
  * against 1/(1 + exp(−x)) (itself rounded twice). The bounds below leave one ulp of slack. */
 #include <criterion/criterion.h>
 #include <math.h>
 
-#include "vmath.h"
+#include "core/vmath.h"
 
 static double ulps(double a, double ref)
 {

@@ -23,8 +23,8 @@
  * rows, non-numeric fields, bad magic, wrong dtype/order/shape, truncated, trailing data,
  * corrupt gzip), CNF_ENONFINITE (NaN or Inf), CNF_ENOMEM. cnf_errmsg() names the file and where:
  * "digits.csv: line 12, field 3: 'x7' is not a number", "a.npy: header byte 23: ...". */
-#ifndef CNF_DATASET_H
-#define CNF_DATASET_H
+#ifndef CNF_LOADERS_H
+#define CNF_LOADERS_H
 
 #include "cnf/core.h"
 

@@ -69,26 +69,6 @@ CNF_API int cnf_pre_flow_create(cnf_flow **out, cnf_pre *p, cnf_flow *inner);
 CNF_API const cnf_pre *cnf_pre_flow_pre(const cnf_flow *f);
 CNF_API cnf_flow *cnf_pre_flow_inner(cnf_flow *f);
 
-/* ---- Early stopping (FFJORD's tabular schedule: stop when the validation NLL has not improved
- * for `patience` evaluations, keep the best parameters) ------------------------------------ */
-typedef struct cnf_early_stop {
-    cnf_flow *flow;   /* borrowed */
-    double *best;     /* (n_params) the best parameters seen */
-    double best_nll;  /* their validation NLL (+inf before the first update) */
-    size_t best_iter; /* the iteration they are from */
-    size_t patience;  /* 0: never stop, only keep the best */
-    size_t since;     /* evaluations since the last improvement */
-} cnf_early_stop;
-
-/* Start tracking f (copies its current parameters as the best so far). CNF_ENOMEM. */
-CNF_API int cnf_early_stop_init(cnf_early_stop *es, cnf_flow *f, size_t patience);
-/* Record a validation NLL at iteration iter: a new best (strictly lower, finite) is copied. Returns
- * 1 when patience evaluations in a row have not improved (time to stop), else 0. */
-CNF_API int cnf_early_stop_update(cnf_early_stop *es, size_t iter, double val_nll);
-/* Copy the best parameters back into the flow. */
-CNF_API void cnf_early_stop_restore(cnf_early_stop *es);
-CNF_API void cnf_early_stop_free(cnf_early_stop *es); /* frees the copy; NULL is fine */
-
 #ifdef __cplusplus
 }
 #endif

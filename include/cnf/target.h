@@ -17,7 +17,7 @@
 #ifndef CNF_TARGET_H
 #define CNF_TARGET_H
 
-#include "cnf/flow.h"
+#include "cnf/core.h"
 
 #ifdef __cplusplus
 extern "C" {

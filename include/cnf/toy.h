@@ -22,8 +22,8 @@
  * As in FFJORD, moons, circles, rings and pinwheel split a batch evenly between their parts
  * (stratified, then shuffled): a batch of n holds ⌊n/k⌋ or ⌈n/k⌉ points of each part. Every set
  * lies (up to its noise tails) inside FFJORD's plotting box [-4, 4]². */
-#ifndef CNF_DATA_H
-#define CNF_DATA_H
+#ifndef CNF_TOY_H
+#define CNF_TOY_H
 
 #include "cnf/core.h"
 
@@ -31,7 +31,7 @@
 extern "C" {
 #endif
 
-typedef struct cnf_toy_type cnf_toy_type; /* defined privately in src/toy.c */
+typedef struct cnf_toy_type cnf_toy_type; /* defined privately in src/data/toy.c */
 
 /* Lookup by name ("8gaussians", "checkerboard", "2spirals", "moons", "pinwheel", "circles",
  * "rings", "swissroll"); CNF_ENAME (the valid names in cnf_errmsg) if unknown, CNF_EINVAL if

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../problems.h"
+#include "problems.h"
 #include "cli.h"
 #include "cnf.h"
 

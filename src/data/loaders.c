@@ -1,4 +1,4 @@
-/* Data set loaders: CSV, NumPy .npy (v1–3), IDX, each optionally gzipped (see cnf/dataset.h).
+/* Data set loaders: CSV, NumPy .npy (v1–3), IDX, each optionally gzipped (see cnf/loaders.h).
  *
  * Every parser works on a memory buffer holding the whole (inflated) file, so every size a header
  * declares is checked against the bytes that are really there before anything is allocated; the
@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
-#include "cnf/dataset.h"
-#include "internal.h"
+#include "cnf/loaders.h"
+#include "core/internal.h"
 
 void cnf_data_clear(cnf_data *out)
 {

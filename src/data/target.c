@@ -3,9 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cnf/dataset.h"
+#include "cnf/loaders.h"
 #include "cnf/target.h"
-#include "internal.h"
+#include "core/internal.h"
 
 typedef struct target_type {
     const char *name;

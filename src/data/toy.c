@@ -1,12 +1,12 @@
 /* FFJORD's eight 2-D toy distributions (Grathwohl et al., "FFJORD", ICLR 2019, lib/toy_data.py),
- * written from their definitions; see cnf/data.h for the math. The sklearn-based sets follow
+ * written from their definitions; see cnf/toy.h for the math. The sklearn-based sets follow
  * sklearn's make_moons / make_circles / make_swiss_roll as a distribution. Each set is one
  * sampler function and one line in the table at the end. */
 #include <math.h>
 #include <string.h>
 
-#include "cnf/data.h"
-#include "internal.h"
+#include "cnf/toy.h"
+#include "core/internal.h"
 
 struct cnf_toy_type {
     const char *name;

@@ -5,7 +5,7 @@
 
 #include "cnf/cflow.h"
 #include "cnf/fm.h"
-#include "internal.h"
+#include "core/internal.h"
 
 int cnf_fm_variant_from_name(const char *name, cnf_fm_variant *out)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cnf/optim.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #define MAX_BUFFERS 2
 

@@ -5,7 +5,7 @@
 #include <time.h>
 
 #include "cnf/train.h"
-#include "internal.h"
+#include "core/internal.h"
 
 struct cnf_trainer {
     cnf_flow *flow;

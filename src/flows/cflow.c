@@ -18,8 +18,10 @@
 
 #include "cnf/cflow.h"
 #include "flow.h"
-#include "internal.h"
-#include "vmath.h"
+#include "core/internal.h"
+#include "core/vmath.h"
+#include "nn/internal.h"
+#include "solvers/internal.h"
 
 /* ---- names and defaults --------------------------------------------------------------------- */
 

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "dflow.h"
-#include "internal.h"
+#include "core/internal.h"
 
 typedef struct coupling coupling;
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "dflow.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* ---- scale and actnorm: y = exp(s) ⊙ x + b ----------------------------------------------------
  * θ = [s] (scale) or [b, s] (actnorm). logdet = Σ s for every row. */

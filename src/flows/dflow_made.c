@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "dflow.h"
-#include "internal.h"
+#include "core/internal.h"
 
 typedef struct made {
     dflow_net net;

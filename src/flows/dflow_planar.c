@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "dflow.h"
-#include "internal.h"
+#include "core/internal.h"
 
 static double softplus(double a) { return a > 0 ? a + log1p(exp(-a)) : log1p(exp(a)); }
 static double sigmoid(double a) { return a >= 0 ? 1.0 / (1.0 + exp(-a)) : exp(a) / (1.0 + exp(a)); }

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "flow.h"
-#include "internal.h"
+#include "core/internal.h"
 
 const char *cnf_flow_kind(const cnf_flow *f) { return f->type->kind; }
 size_t cnf_flow_dim(const cnf_flow *f) { return f->dim; }

@@ -5,6 +5,7 @@
 
 #include "cnf/flow.h"
 #include "cnf/safetensors.h"
+#include "format/meta.h"
 
 typedef struct cnf_flow_type {
     const char *kind;
@@ -21,25 +22,14 @@ typedef struct cnf_flow_type {
                     double *loss, double *grad, cnf_flow_stats *st);
     void (*free)(cnf_flow *f);
     /* Model files (cnf/model.h): write the architecture and settings as metadata and the
-     * parameters as named tensors. The matching loader is listed by kind in src/model.c. */
+     * parameters as named tensors. The matching loader is listed by kind in src/fit/model.c. */
     int (*describe)(const cnf_flow *f, cnf_st_writer *w);
 } cnf_flow_type;
 
-/* Metadata helpers for describe/load: numbers are written with %.17g and read back strictly;
- * a missing or malformed value is CNF_EFORMAT naming the key. */
-int cnf_meta_put_double(cnf_st_writer *w, const char *key, double v);
-int cnf_meta_put_size(cnf_st_writer *w, const char *key, size_t v);
-int cnf_meta_get_double(const cnf_st_file *f, const char *key, double *v);
-int cnf_meta_get_size(const cnf_st_file *f, const char *key, size_t *v);
-const char *cnf_meta_get_str(const cnf_st_file *f, const char *key); /* NULL + message if absent */
-/* Layer widths as "64-64-64" (FFJORD's notation): at most max of them, each ≥ 1. */
-int cnf_meta_put_widths(cnf_st_writer *w, const char *key, const size_t *v, size_t n);
-int cnf_meta_get_widths(const cnf_st_file *f, const char *key, size_t *v, size_t max, size_t *n);
-
-/* Loaders by kind (src/model.c lists them): rebuild a flow from a model file. */
+/* Loaders by kind (src/fit/model.c lists them): rebuild a flow from a model file. */
 int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out);
 int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out); /* every discrete kind */
-/* A file with "pre.*" metadata: wrap the loaded inner flow *inout in its preprocessing (src/pre.c);
+/* A file with "pre.*" metadata: wrap the loaded inner flow *inout in its preprocessing (pre.c);
  * on failure *inout is left as it was. */
 int cnf_pre_attach(const cnf_st_file *f, cnf_flow **inout);
 

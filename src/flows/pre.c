@@ -1,4 +1,4 @@
-/* The preprocessing wrapper flow (see cnf/pre.h) and early stopping.
+/* The preprocessing wrapper flow (see cnf/pre.h).
  *
  * Logit transform as in Dinh et al. (2017) §4.1 and FFJORD's lib/layers/elemwise.py: for
  * t = x / levels ∈ [0, 1], y = α + (1 − 2α) t and u = log y − log(1 − y), whose derivative is
@@ -11,7 +11,7 @@
 
 #include "cnf/pre.h"
 #include "flow.h"
-#include "internal.h"
+#include "core/internal.h"
 
 struct cnf_pre {
     size_t D, k0, k; /* input columns, kept columns, output dimension */
@@ -514,46 +514,4 @@ int cnf_pre_attach(const cnf_st_file *f, cnf_flow **inout)
     }
     *inout = w;
     return CNF_OK;
-}
-
-/* ---- early stopping -------------------------------------------------------------------------- */
-
-int cnf_early_stop_init(cnf_early_stop *es, cnf_flow *f, size_t patience)
-{
-    memset(es, 0, sizeof *es);
-    size_t np = cnf_flow_n_params(f);
-    es->best = cnf_calloc(np ? np : 1, sizeof(double));
-    if (!es->best)
-        return cnf_fail(CNF_ENOMEM, "a copy of %zu parameters", np);
-    memcpy(es->best, cnf_flow_params(f), np * sizeof(double));
-    es->flow = f;
-    es->best_nll = INFINITY;
-    es->patience = patience;
-    return CNF_OK;
-}
-
-int cnf_early_stop_update(cnf_early_stop *es, size_t iter, double val_nll)
-{
-    if (isfinite(val_nll) && val_nll < es->best_nll) {
-        es->best_nll = val_nll;
-        es->best_iter = iter;
-        es->since = 0;
-        memcpy(es->best, cnf_flow_params(es->flow), cnf_flow_n_params(es->flow) * sizeof(double));
-        return 0;
-    }
-    es->since++;
-    return es->patience && es->since >= es->patience;
-}
-
-void cnf_early_stop_restore(cnf_early_stop *es)
-{
-    memcpy(cnf_flow_params(es->flow), es->best, cnf_flow_n_params(es->flow) * sizeof(double));
-}
-
-void cnf_early_stop_free(cnf_early_stop *es)
-{
-    if (!es)
-        return;
-    free(es->best);
-    es->best = NULL;
 }

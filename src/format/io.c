@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "atomic.h"
+#include "core/atomic.h"
 #include "cnf/io.h"
-#include "internal.h"
+#include "core/internal.h"
 
 int cnf_write_csv(const char *path, const double *X, size_t n, size_t d)
 {

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "atomic.h"
+#include "core/atomic.h"
 #include "cnf/safetensors.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #define MAX_HEADER ((uint64_t)100000000) /* as the reference implementation */
 

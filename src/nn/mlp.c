@@ -22,7 +22,7 @@
 
 #include "cnf/mlp.h"
 #include "internal.h"
-#include "vmath.h"
+#include "core/vmath.h"
 
 enum { CNF_MLP_MAX_THREADS = 16 };
 /* Chunks smaller than this are not worth a thread's wake-up (a few µs). */

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "atomic.h"
+#include "core/atomic.h"
 #include "cnf/plot.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* viridis sampled at 16 equally spaced points (matplotlib's published map). */
 static const unsigned char viridis[16][3] = {

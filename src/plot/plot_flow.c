@@ -2,7 +2,7 @@
 #include <stdlib.h>
 
 #include "cnf/plot.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* Panel 0 is either a histogram of data or a target density on the grid. */
 static int three_panels(const char *path, cnf_flow *f, const double *data, size_t n_data,

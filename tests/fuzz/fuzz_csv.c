@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cnf/dataset.h"
+#include "cnf/loaders.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
