@@ -73,6 +73,10 @@ static const char *eval_help_text =
     "test rows of the training run's split (same seed and fractions). --scores FILE writes one\n"
     "log p per row, in row order (anomaly scores: low = unusual). --json prints {nll,\n"
     "nll_stderr, n, nfe, seconds[, bits_per_dim]} as the last line of stdout.\n\n"
+    "Reproducibility: with one BLAS kernel, a row's log p is the same bit for bit from run to\n"
+    "run and on any number of threads for the same batch layout (--batch and the rows batched\n"
+    "with it); across batch sizes or positions in a batch it agrees within a few ulp (GEMM\n"
+    "rounding: the matrix products may round a row at a tile edge differently).\n\n"
     "options:\n";
 
 /* The model's training option key (saved as user.KEY), or NULL. */
