@@ -45,6 +45,9 @@ static int data_points(const char *cmd, size_t n, double **X)
         fprintf(stderr, "cnf %s: --data: %s\n", cmd, cnf_errmsg());
         return 2;
     }
+    int u = cli_check_count(cmd, "-n", n, 2 * sizeof(double));
+    if (u)
+        return u;
     *X = malloc(n * 2 * sizeof(double));
     if (!*X) {
         fprintf(stderr, "cnf %s: out of memory for %zu points\n", cmd, n);
@@ -317,6 +320,10 @@ int cmd_sample(int argc, char **argv)
     if ((u = load("sample", &f)))
         return u;
     size_t d = cnf_flow_dim(f);
+    if ((u = cli_check_count("sample", "-n", uo.n, cnf_size_mul(d, sizeof(double))))) {
+        cnf_flow_free(f);
+        return u;
+    }
     double *X = malloc(uo.n * d * sizeof(double));
     cnf_rng r;
     cnf_rng_seed(&r, uo.seed);
