@@ -48,7 +48,7 @@ static int data_points(const char *cmd, size_t n, double **X)
     int u = cli_check_count(cmd, "-n", n, 2 * sizeof(double));
     if (u)
         return u;
-    *X = malloc(n * 2 * sizeof(double));
+    *X = malloc(cnf_size_mul(n, 2 * sizeof(double)));
     if (!*X) {
         fprintf(stderr, "cnf %s: out of memory for %zu points\n", cmd, n);
         return 1;
@@ -324,7 +324,7 @@ int cmd_sample(int argc, char **argv)
         cnf_flow_free(f);
         return u;
     }
-    double *X = malloc(uo.n * d * sizeof(double));
+    double *X = malloc(cnf_size_mul(uo.n, d * sizeof(double)));
     cnf_rng r;
     cnf_rng_seed(&r, uo.seed);
     int rc = X ? cnf_flow_sample(f, uo.n, &r, X, NULL, NULL) : CNF_ENOMEM;

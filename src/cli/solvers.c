@@ -146,7 +146,7 @@ static int model_setup(model_problem *mp, const char *path, const char *data, si
         return 1;
     }
     mp->n = n;
-    mp->X = malloc(n * 2 * sizeof(double));
+    mp->X = malloc(cnf_size_mul(n, 2 * sizeof(double)));
     mp->ref = malloc(n * sizeof(double));
     mp->lp = malloc(n * sizeof(double));
     if (!mp->X || !mp->ref || !mp->lp) {
