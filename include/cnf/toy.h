@@ -43,7 +43,8 @@ CNF_API const cnf_toy_type *cnf_toy_at(size_t i);
 CNF_API const char *cnf_toy_name(const cnf_toy_type *T);
 
 /* Draw n points of dataset T into X (n, 2), row-major. n = 0 is allowed (nothing is drawn).
- * CNF_EINVAL if T is NULL, or X is NULL with n > 0. X is the caller's; on failure it is untouched. */
+ * CNF_EINVAL if T is NULL, X is NULL with n > 0, or 2n values cannot be addressed. X is the
+ * caller's; on failure it is untouched. */
 CNF_API int cnf_toy_sample(const cnf_toy_type *T, size_t n, double *X, cnf_rng *rng);
 /* The same by name: CNF_ENAME if the name is unknown. */
 CNF_API int cnf_toy_sample_named(const char *name, size_t n, double *X, cnf_rng *rng);

@@ -154,7 +154,7 @@ static void use_solver(cnf_solve_config *sc, int rk4)
 /* Points for dimension d: 8gaussians for d = 2, standard normal otherwise. */
 static double *bench_points(size_t n, size_t d, cnf_rng *rng)
 {
-    double *X = cnf_calloc(n * d, sizeof(double));
+    double *X = cnf_calloc(cnf_size_mul(n, d), sizeof(double));
     if (!X)
         return NULL;
     if (d == 2)
@@ -310,7 +310,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     cnf_mlp_work *w = NULL;
     cnf_rng rng;
     cnf_rng_seed(&rng, 4);
-    const size_t rows = n * (1 + K), reps = b->repeats * (b->opt->quick ? 4 : 2);
+    const size_t rows = n * (1 + K), reps = cnf_size_mul(b->repeats, b->opt->quick ? 4 : 2);
     int rc = cnf_mlp_create(&m, &mc);
     if (rc == CNF_OK)
         rc = cnf_mlp_work_create_threads(&w, m, n, K, 1); /* one core, as the GEMMs below */
@@ -318,12 +318,13 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     if (rc == CNF_OK)
         cnf_mlp_work_set_keep(w, 0);
     double *theta = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(double));
-    double *X = bench_points(n, d, &rng), *U = cnf_calloc(K * n * d, sizeof(double));
-    double *F = cnf_calloc(n * d, sizeof(double)), *JU = cnf_calloc(K * n * d, sizeof(double));
-    double *A = cnf_calloc(rows * width, sizeof(double)), *C = cnf_calloc(rows * width, sizeof(double));
+    const size_t nd = cnf_size_mul(n, d), knd = cnf_size_mul(K, nd), rw = cnf_size_mul(rows, width);
+    double *X = bench_points(n, d, &rng), *U = cnf_calloc(knd, sizeof(double));
+    double *F = cnf_calloc(nd, sizeof(double)), *JU = cnf_calloc(knd, sizeof(double));
+    double *A = cnf_calloc(rw, sizeof(double)), *C = cnf_calloc(rw, sizeof(double));
     const int mixed = b->prec == CNF_PRECISION_MIXED;
-    float *Af = cnf_calloc(rows * width, sizeof(float));
-    float *Cf = cnf_calloc(rows * width, sizeof(float));
+    float *Af = cnf_calloc(rw, sizeof(float));
+    float *Cf = cnf_calloc(rw, sizeof(float));
     float *Wf = rc ? NULL : cnf_calloc(cnf_mlp_n_params(m), sizeof(float));
     if (rc == CNF_OK &&
         (!theta || !X || !U || !F || !JU || !A || !C || !Af || !Cf || !Wf))
@@ -344,7 +345,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     reset_peak();
     /* Timed: [0] the RHS, [1] its GEMMs over the whole batch, [2] the same in cache blocks;
      * wall clock in tw[k], the thread's CPU time in tcpu[k]. */
-    double *tbuf = cnf_calloc(6 * reps, sizeof(double)), *tw[3], *tcpu[3];
+    double *tbuf = cnf_calloc(cnf_size_mul(6, reps), sizeof(double)), *tw[3], *tcpu[3];
     const size_t nch = cnf_mlp_cache_chunks(n, K); /* the cache blocks of src/nn/mlp.c */
     if (rc == CNF_OK && !tbuf)
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
@@ -446,7 +447,8 @@ static int case_toy(bench_ctx *b, cnf_grad_mode grad)
     cnf_trainer *tr = NULL;
     toy_timer tt = {.cap = iters};
     tt.t = cnf_calloc(iters, sizeof(double));
-    int rc = tt.t ? cnf_cflow_create(&f, &cfg, &rng) : cnf_fail(CNF_ENOMEM, "toy timings");
+    int rc = tt.t ? cnf_cflow_create(&f, &cfg, &rng)
+                  : cnf_fail(CNF_ENOMEM, "toy timings of %zu iterations", iters);
     cnf_train_config tc = {.iters = iters, .batch = 100, .next_batch = toy_batch,
                            .progress = toy_progress, .progress_ctx = &tt};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
@@ -547,6 +549,10 @@ int cnf_bench_run(const cnf_bench_options *opt, cnf_bench_result **results, size
     if (rc)
         return rc;
     bench_ctx b = {.opt = opt, .repeats = opt->repeats ? opt->repeats : (opt->quick ? 2 : 5)};
+    /* A timing is kept per repeat (the GEMM case: 4 per repeat) and per toy iteration. */
+    if (!cnf_size_ok(cnf_size_mul(b.repeats, 4)) || !cnf_size_ok(opt->toy_iters))
+        return cnf_fail(CNF_ENOMEM, "bench: timings of %zu repeats and %zu toy iterations cannot "
+                        "be stored", b.repeats, opt->toy_iters);
     const unsigned precisions = opt->precisions ? opt->precisions : 1u;
     for (unsigned p = 0; !rc && p < 2; p++)
         if (precisions & (1u << p)) {

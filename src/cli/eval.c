@@ -45,7 +45,10 @@ static int data_points(const char *cmd, size_t n, double **X)
         fprintf(stderr, "cnf %s: --data: %s\n", cmd, cnf_errmsg());
         return 2;
     }
-    *X = malloc(n * 2 * sizeof(double));
+    int u = cli_check_count(cmd, "-n", n, 2 * sizeof(double));
+    if (u)
+        return u;
+    *X = malloc(cnf_size_mul(n, 2 * sizeof(double)));
     if (!*X) {
         fprintf(stderr, "cnf %s: out of memory for %zu points\n", cmd, n);
         return 1;
@@ -73,6 +76,10 @@ static const char *eval_help_text =
     "test rows of the training run's split (same seed and fractions). --scores FILE writes one\n"
     "log p per row, in row order (anomaly scores: low = unusual). --json prints {nll,\n"
     "nll_stderr, n, nfe, seconds[, bits_per_dim]} as the last line of stdout.\n\n"
+    "Reproducibility: with one BLAS kernel, a row's log p is the same bit for bit from run to\n"
+    "run and on any number of threads for the same batch layout (--batch and the rows batched\n"
+    "with it); across batch sizes or positions in a batch it agrees within a few ulp (GEMM\n"
+    "rounding: the matrix products may round a row at a tile edge differently).\n\n"
     "options:\n";
 
 /* The model's training option key (saved as user.KEY), or NULL. */
@@ -313,7 +320,11 @@ int cmd_sample(int argc, char **argv)
     if ((u = load("sample", &f)))
         return u;
     size_t d = cnf_flow_dim(f);
-    double *X = malloc(uo.n * d * sizeof(double));
+    if ((u = cli_check_count("sample", "-n", uo.n, cnf_size_mul(d, sizeof(double))))) {
+        cnf_flow_free(f);
+        return u;
+    }
+    double *X = malloc(cnf_size_mul(uo.n, d * sizeof(double)));
     cnf_rng r;
     cnf_rng_seed(&r, uo.seed);
     int rc = X ? cnf_flow_sample(f, uo.n, &r, X, NULL, NULL) : CNF_ENOMEM;

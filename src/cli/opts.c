@@ -4,6 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include "cnf/core.h"
 
 #include "opts.h"
 
@@ -143,6 +146,24 @@ int cli_opts_parse(const char *cmd, const cli_opt *opts, size_t n, int argc, cha
             return 2;
         if (n_given < sizeof given / sizeof *given)
             given[n_given++] = o;
+    }
+    return 0;
+}
+
+int cli_check_count(const char *cmd, const char *opt, size_t n, size_t each)
+{
+    size_t bytes = cnf_size_mul(n, each);
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t mem = pages > 0 && page > 0 ? cnf_size_mul((size_t)pages, (size_t)page) : SIZE_MAX;
+    if (bytes == SIZE_MAX) {
+        fprintf(stderr, "cnf %s: %s %zu is too large: %zu x %zu bytes cannot be addressed\n", cmd,
+                opt, n, n, each);
+        return 2;
+    }
+    if (bytes > mem) {
+        fprintf(stderr, "cnf %s: %s %zu is too large: it needs %.3g GB, more than this machine's "
+                "%.3g GB of memory\n", cmd, opt, n, (double)bytes / 1e9, (double)mem / 1e9);
+        return 2;
     }
     return 0;
 }

@@ -29,5 +29,10 @@ const char *cli_opt_format(const cli_opt *o, char *buf, size_t len);
 void cli_opts_help(FILE *out, const cli_opt *opts, size_t n);
 /* Was this option given on the command line? (index into opts, set by cli_opts_parse) */
 int cli_opt_given(const cli_opt *opts, const cli_opt *o);
+/* n items of `each` bytes for option opt (a count the user gave): 0 when they fit in this
+ * machine's memory, else 2 after a message naming the option and the size. Call it before any
+ * allocation sized by the count: a product that wraps (n · each past SIZE_MAX) would otherwise
+ * give a small buffer, and a size the kernel grants lazily would be killed when touched. */
+int cli_check_count(const char *cmd, const char *opt, size_t n, size_t each);
 
 #endif

@@ -10,6 +10,7 @@
 #include "problems.h"
 #include "cli.h"
 #include "cnf.h"
+#include "opts.h"
 
 #define CMD "solvers"
 
@@ -132,6 +133,9 @@ static int model_setup(model_problem *mp, const char *path, const char *data, si
         fprintf(stderr, "cnf solvers: --data: %s\n", cnf_errmsg());
         return 2;
     }
+    int u = cli_check_count(CMD, "-n", n, 4 * sizeof(double)); /* X (n, 2), ref and lp */
+    if (u)
+        return u;
     int rc = cnf_model_load(path, &mp->flow, NULL);
     if (rc) {
         cli_error(CMD, rc, "loading --model");
@@ -142,7 +146,7 @@ static int model_setup(model_problem *mp, const char *path, const char *data, si
         return 1;
     }
     mp->n = n;
-    mp->X = malloc(n * 2 * sizeof(double));
+    mp->X = malloc(cnf_size_mul(n, 2 * sizeof(double)));
     mp->ref = malloc(n * sizeof(double));
     mp->lp = malloc(n * sizeof(double));
     if (!mp->X || !mp->ref || !mp->lp) {

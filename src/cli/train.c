@@ -492,6 +492,11 @@ int cmd_train(int argc, char **argv)
         status = 2;
         goto done;
     }
+    if ((u = cli_check_count(CMD, "--test-n", to.test_n, 2 * sizeof(double))) ||
+        (u = cli_check_count(CMD, "--batch", to.batch, 2 * sizeof(double)))) {
+        status = u;
+        goto done;
+    }
     cnf_rng init;
     cnf_rng_seed(&init, to.seed);
     if (R.file && (u = file_setup(&init))) {

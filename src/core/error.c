@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -41,11 +42,36 @@ int cnf_fail(int code, const char *fmt, ...)
     return code;
 }
 
+/* The machine's physical memory in bytes (SIZE_MAX when unknown). */
+static size_t physical_bytes(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? cnf_size_mul((size_t)pages, (size_t)page) : SIZE_MAX;
+}
+
+/* n·size bytes (at least 1), or 0 when they cannot be had: n·size overflows, or is more than the
+ * machine's physical memory. Such a block would either fail in malloc anyway or, with the kernel
+ * overcommitting, be granted and then kill the process when touched (and a sanitizer's allocator
+ * aborts on it), so it is refused here, before malloc sees it. */
+static size_t alloc_bytes(size_t n, size_t size)
+{
+    size_t bytes = cnf_size_mul(n ? n : 1, size ? size : 1);
+    if (bytes == SIZE_MAX || (bytes > ((size_t)1 << 30) && bytes > physical_bytes()))
+        return 0;
+    return bytes;
+}
+
 void *cnf_calloc(size_t n, size_t size)
 {
-    if (size && n > (size_t)-1 / size)
+    if (!alloc_bytes(n, size))
         return NULL;
     return calloc(n ? n : 1, size ? size : 1);
+}
+
+void *cnf_realloc(void *p, size_t n, size_t size)
+{
+    size_t bytes = alloc_bytes(n, size);
+    return bytes ? realloc(p, bytes) : NULL;
 }
 
 double cnf_wall_seconds(void)

@@ -11,8 +11,11 @@ int cnf_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* Monotonic wall-clock time in seconds (an arbitrary origin): for durations. */
 double cnf_wall_seconds(void);
 
-/* calloc that fails on n·size overflow; NULL on failure (the caller reports CNF_ENOMEM). */
+/* calloc and realloc of n·size bytes that fail (NULL; the caller reports CNF_ENOMEM) when n·size
+ * overflows or exceeds the machine's physical memory, without asking malloc for it. realloc
+ * leaves p as it was on failure. */
 void *cnf_calloc(size_t n, size_t size);
+void *cnf_realloc(void *p, size_t n, size_t size);
 
 /* OpenBLAS to one thread, once per process, unless OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or
  * OMP_NUM_THREADS is set (src/core/gemm.c says why). Called when an MLP workspace is made. */

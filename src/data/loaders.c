@@ -109,7 +109,7 @@ static int vec_push(vec *a, double x, const char *name)
 {
     if (a->n == a->cap) {
         size_t nc = a->cap ? 2 * a->cap : 256;
-        double *t = nc < a->cap ? NULL : realloc(a->v, nc * sizeof(double));
+        double *t = nc < a->cap ? NULL : cnf_realloc(a->v, nc, sizeof(double));
         if (!t)
             return cnf_fail(CNF_ENOMEM, "%s: %zu values", name, nc);
         a->v = t;
@@ -215,7 +215,7 @@ static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *ou
         size_t empty;
         size_t k = split(s, l, delim, f, fmax, &empty);
         if (k > fmax) { /* room for this many fields, then split again */
-            field *t = realloc(f, k * sizeof *f);
+            field *t = cnf_realloc(f, k, sizeof *f);
             if (!t) {
                 rc = cnf_fail(CNF_ENOMEM, "%s: line %zu: %zu fields", name, line, k);
                 break;
@@ -691,7 +691,7 @@ int cnf_data_select(cnf_data *data, const size_t *cols, size_t k)
         if (cols[j] >= data->d)
             return cnf_fail(CNF_EINVAL, "column %zu does not exist (the data have %zu columns, "
                             "numbered from 0)", cols[j], data->d);
-    double *Y = cnf_calloc(data->n * k, sizeof(double));
+    double *Y = cnf_calloc(cnf_size_mul(data->n, k), sizeof(double));
     if (!Y)
         return cnf_fail(CNF_ENOMEM, "%zu x %zu values", data->n, k);
     int integer = 1;

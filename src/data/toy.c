@@ -194,6 +194,8 @@ int cnf_toy_sample(const cnf_toy_type *T, size_t n, double *X, cnf_rng *rng)
 {
     if (!T || (n > 0 && (!X || !rng)))
         return cnf_fail(CNF_EINVAL, "cnf_toy_sample: dataset, X and rng must not be NULL");
+    if (!cnf_size_ok(cnf_size_mul(n, 2))) /* X cannot hold them: 2n would wrap */
+        return cnf_fail(CNF_EINVAL, "cnf_toy_sample: %zu points cannot be addressed", n);
     if (n > 0)
         T->sample(n, X, rng);
     return CNF_OK;

@@ -175,12 +175,12 @@ static int slot_alloc(cflow *c, slot *s, size_t n, size_t K)
     int rc = c->ops.work_create(c->field_ctx, n, K, &s->work);
     if (rc)
         return rc;
-    s->F = cnf_calloc(n * d, sizeof(double));
-    s->JU = cnf_calloc(K * n * d, sizeof(double));
+    s->F = cnf_calloc(cnf_size_mul(n, d), sizeof(double));
+    s->JU = cnf_calloc(cnf_size_mul(cnf_size_mul(K, n), d), sizeof(double));
     s->D = cnf_calloc(n, sizeof(double));
     s->Fh = cnf_calloc(n, sizeof(double));
-    s->R = cnf_calloc(n * d, sizeof(double));
-    s->S = cnf_calloc(K * n * d, sizeof(double));
+    s->R = cnf_calloc(cnf_size_mul(n, d), sizeof(double));
+    s->S = cnf_calloc(cnf_size_mul(cnf_size_mul(K, n), d), sizeof(double));
     s->phi = cnf_calloc(n, sizeof(double));
     if (!s->F || !s->JU || !s->D || !s->Fh || !s->R || !s->S || !s->phi)
         return cnf_fail(CNF_ENOMEM, "allocating CNF scratch for %zu samples", n);
@@ -690,7 +690,7 @@ static int cflow_map(cflow *c, int dir, const double *in, size_t n, double *out,
     const size_t d = c->cfg.dim, S = d + 3;
     int rc;
     double *U = eval_probes(c, c->cfg.eval_trace, n, &rc);
-    double *y = cnf_calloc(n * S, sizeof(double));
+    double *y = cnf_calloc(cnf_size_mul(n, S), sizeof(double));
     if (!y || rc) {
         free(U);
         free(y);
@@ -1060,8 +1060,8 @@ static int rkl_terminal(objective *o, cflow *c, const double *y0, const double *
                         double *lam, double *loss, cnf_flow_stats *st)
 {
     const size_t d = c->cfg.dim, S = d + 3;
-    double *X = cnf_calloc(n * d, sizeof(double)), *lq = cnf_calloc(n, sizeof(double));
-    double *gq = cnf_calloc(n * d, sizeof(double));
+    double *X = cnf_calloc(cnf_size_mul(n, d), sizeof(double)), *lq = cnf_calloc(n, sizeof(double));
+    double *gq = cnf_calloc(cnf_size_mul(n, d), sizeof(double));
     int rc = (!X || !lq || !gq) ? cnf_fail(CNF_ENOMEM, "allocating the target's values") : 0;
     for (size_t i = 0; !rc && i < n; i++)
         memcpy(X + i * d, y1 + i * S, d * sizeof(double));
@@ -1142,14 +1142,14 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
     cnf_cvodes_adj **adj = cnf_calloc(B, sizeof *adj);
     y = cnf_calloc(dim, sizeof(double));
     y0 = cnf_calloc(dim, sizeof(double));
-    y_end = cnf_calloc(B * dim, sizeof(double));
+    y_end = cnf_calloc(cnf_size_mul(B, dim), sizeof(double));
     lam = cnf_calloc(dim, sizeof(double));
     if (!ag || !adj || !y || !y0 || !y_end || !lam) {
         rc = cnf_fail(CNF_ENOMEM, "allocating the CNF state for %zu samples", n);
         goto done;
     }
     if (cfg->trace != CNF_TRACE_EXACT) {
-        U = cnf_calloc(B * K * n * d, sizeof(double));
+        U = cnf_calloc(cnf_size_mul(cnf_size_mul(cnf_size_mul(B, K), n), d), sizeof(double));
         if (!U) {
             rc = cnf_fail(CNF_ENOMEM, "allocating %zu probes", B * K * n * d);
             goto done;
@@ -1261,7 +1261,7 @@ static int cflow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq,
                           double *loss, double *grad, cnf_flow_stats *st)
 {
     const size_t d = f->dim;
-    double *Z = cnf_calloc(n * d, sizeof(double));
+    double *Z = cnf_calloc(cnf_size_mul(n, d), sizeof(double));
     if (!Z)
         return cnf_fail(CNF_ENOMEM, "allocating %zu base points", n);
     for (size_t i = 0; i < n * d; i++)
@@ -1339,7 +1339,8 @@ static int create(cnf_flow **out, const cnf_cflow_config *cfg, cnf_mlp *mlp,
     c->P = ops->n_params;
     c->base.type = &cflow_type;
     c->base.dim = cfg->dim;
-    c->base.n_params = cfg->blocks * c->P + (cfg->train_T ? 1 : 0);
+    c->base.n_params = cnf_size_mul(cfg->blocks, c->P); /* saturated: fails below */
+    c->base.n_params += c->base.n_params < SIZE_MAX && cfg->train_T ? 1 : 0;
     c->base.theta = cnf_calloc(c->base.n_params, sizeof(double));
     if (mlp) {
         c->hidden = cnf_calloc(cfg->n_hidden, sizeof(size_t));
@@ -1349,7 +1350,8 @@ static int create(cnf_flow **out, const cnf_cflow_config *cfg, cnf_mlp *mlp,
     }
     if (!c->base.theta || (mlp && !c->hidden)) {
         cflow_free(&c->base);
-        return cnf_fail(CNF_ENOMEM, "allocating the CNF parameters");
+        return cnf_fail(CNF_ENOMEM, "allocating the CNF parameters (%zu blocks of %zu)",
+                        cfg->blocks, ops->n_params);
     }
     if (cfg->train_T)
         c->base.theta[c->base.n_params - 1] = sqrt(cfg->T);

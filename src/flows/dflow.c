@@ -153,8 +153,8 @@ int cnf_dflow_layer_backward(cnf_dflow_layer *l, const double *theta, const doub
         return CNF_OK;
     const size_t d = l->dim;
     double *gl = GL ? NULL : cnf_calloc(n, sizeof(double));
-    double *gy = GY ? NULL : cnf_calloc(n * d, sizeof(double));
-    double *gx = GX ? NULL : cnf_calloc(n * d, sizeof(double));
+    double *gy = GY ? NULL : cnf_calloc(cnf_size_mul(n, d), sizeof(double));
+    double *gx = GX ? NULL : cnf_calloc(cnf_size_mul(n, d), sizeof(double));
     double *gt = gtheta || !l->n_params ? NULL : cnf_calloc(l->n_params, sizeof(double));
     int rc;
     if ((!GL && !gl) || (!GY && !gy) || (!GX && !gx) || (!gtheta && l->n_params && !gt))
@@ -298,7 +298,7 @@ static int dflow_nll_grad(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, 
     const size_t d = f->dim, nd = n * d, L = s->L;
     const int want = grad || gx;
     /* acts: the input of every layer and the output z; ld: Σ logdet per row. */
-    double *acts = cnf_calloc((L + 1) * nd, sizeof(double));
+    double *acts = cnf_calloc(cnf_size_mul(L + 1, nd), sizeof(double));
     double *ld = cnf_calloc(n, sizeof(double));
     double *gy = want ? cnf_calloc(2 * nd + n, sizeof(double)) : NULL;
     double *gth = want && !grad ? cnf_calloc(f->n_params, sizeof(double)) : NULL;
@@ -410,9 +410,11 @@ static int dflow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq,
 {
     dflow *s = (dflow *)f;
     const size_t d = f->dim, nd = n * d, L = s->L;
-    double *Z = cnf_calloc(nd, sizeof(double)), *acts = cnf_calloc((L + 1) * nd, sizeof(double));
+    double *Z = cnf_calloc(nd, sizeof(double));
+    double *acts = cnf_calloc(cnf_size_mul(L + 1, nd), sizeof(double));
     double *ld = cnf_calloc(n, sizeof(double)), *lq = cnf_calloc(n, sizeof(double));
-    double *gq = cnf_calloc(nd, sizeof(double)), *J = cnf_calloc(n * d * d, sizeof(double));
+    double *gq = cnf_calloc(nd, sizeof(double));
+    double *J = cnf_calloc(cnf_size_mul(nd, d), sizeof(double));
     double *buf = cnf_calloc(3 * nd + n, sizeof(double));
     double *scratch = cnf_calloc(f->n_params ? f->n_params : 1, sizeof(double));
     int rc = (!Z || !acts || !ld || !lq || !gq || !J || !buf || !scratch)
@@ -640,7 +642,8 @@ int cnf_dflow_create(cnf_flow **out, const cnf_dflow_config *cfg, cnf_rng *rng)
     size_t per_step = 0;
     while (per_step < 3 && k->step[per_step])
         per_step++;
-    size_t cap = cfg->layers * (per_step + 2) + 1;
+    size_t cap = cnf_size_mul(cfg->layers, per_step + 2); /* saturated: fails below */
+    cap += cap < SIZE_MAX;
     dflow *s = calloc(1, sizeof *s);
     if (!s)
         return cnf_fail(CNF_ENOMEM, "allocating a %s flow", cfg->kind);
@@ -652,7 +655,7 @@ int cnf_dflow_create(cnf_flow **out, const cnf_dflow_config *cfg, cnf_rng *rng)
     s->off = cnf_calloc(cap, sizeof *s->off);
     s->hidden = cnf_calloc(cfg->n_hidden + 1, sizeof *s->hidden);
     if (!s->layer || !s->off || !s->hidden)
-        rc = cnf_fail(CNF_ENOMEM, "allocating %zu layers", cap);
+        rc = cnf_fail(CNF_ENOMEM, "%s: allocating %zu flow steps", cfg->kind, cfg->layers);
     else if (cfg->n_hidden && !cfg->hidden)
         rc = cnf_fail(CNF_EINVAL, "%s: %zu hidden layers but no widths", cfg->kind,
                       cfg->n_hidden);

@@ -23,10 +23,22 @@ static int check_rows(const cnf_flow *f, const double *X, size_t n)
 {
     if (!X && n)
         return cnf_fail(CNF_EINVAL, "data pointer is NULL");
+    if (!cnf_size_ok(cnf_size_mul(n, f->dim)))
+        return cnf_fail(CNF_EINVAL, "%zu rows of dimension %zu cannot be addressed", n, f->dim);
     for (size_t i = 0; i < n * f->dim; i++)
         if (!isfinite(X[i]))
             return cnf_fail(CNF_ENONFINITE, "data row %zu, column %zu is %g", i / f->dim,
                             i % f->dim, X[i]);
+    return CNF_OK;
+}
+
+/* n samples the flow draws itself: n·dim values must be addressable (so the implementations'
+ * small multiples of n·dim cannot wrap), else CNF_ENOMEM naming n. */
+static int check_count(const cnf_flow *f, size_t n)
+{
+    if (!cnf_size_ok(cnf_size_mul(n, f->dim)))
+        return cnf_fail(CNF_ENOMEM, "%zu samples of dimension %zu are more than memory can hold",
+                        n, f->dim);
     return CNF_OK;
 }
 
@@ -69,7 +81,7 @@ int cnf_flow_decode(cnf_flow *f, const double *Z, size_t n, double *X, double *l
 
 int cnf_flow_log_prob(cnf_flow *f, const double *X, size_t n, double *logp, cnf_flow_stats *st)
 {
-    double *Z = cnf_calloc(n * f->dim, sizeof(double));
+    double *Z = cnf_calloc(cnf_size_mul(n, f->dim), sizeof(double));
     if (!Z)
         return cnf_fail(CNF_ENOMEM, "allocating %zu base points", n);
     int rc = map(f, 1, X, n, Z, logp, st);
@@ -90,12 +102,15 @@ int cnf_flow_sample(cnf_flow *f, size_t n, cnf_rng *rng, double *X, double *logp
     clear(st);
     if (!rng)
         return cnf_fail(CNF_EINVAL, "sampling needs a random generator");
-    double *Z = cnf_calloc(n * f->dim, sizeof(double));
+    int rc = check_count(f, n);
+    if (rc)
+        return rc;
+    double *Z = cnf_calloc(cnf_size_mul(n, f->dim), sizeof(double));
     if (!Z)
         return cnf_fail(CNF_ENOMEM, "allocating %zu base points", n);
     for (size_t i = 0; i < n * f->dim; i++)
         Z[i] = cnf_rng_normal(rng);
-    int rc = map(f, 0, Z, n, X, logp, st);
+    rc = map(f, 0, Z, n, X, logp, st);
     for (size_t i = 0; rc == CNF_OK && logp && i < n; i++)
         logp[i] += cnf_std_normal_logpdf(Z + i * f->dim, f->dim);
     free(Z);
@@ -139,6 +154,9 @@ int cnf_flow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, voi
     if (!f->type->rkl_grad)
         return cnf_fail(CNF_EUNSUPPORTED, "flow kind '%s' has no reverse-KL gradient",
                         f->type->kind);
+    int rc = check_count(f, n);
+    if (rc)
+        return rc;
     if (grad)
         memset(grad, 0, f->n_params * sizeof *grad);
     return f->type->rkl_grad(f, n, rng, logq, ctx, loss, grad, st);
@@ -149,9 +167,13 @@ int cnf_flow_importance(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, v
 {
     if (n == 0 || !rng || !logq)
         return cnf_fail(CNF_EINVAL, "importance sampling needs samples, a generator and a target");
-    double *X = cnf_calloc(n * f->dim, sizeof(double)), *lp = cnf_calloc(n, sizeof(double));
+    int rc = check_count(f, n);
+    if (rc)
+        return rc;
+    double *X = cnf_calloc(cnf_size_mul(n, f->dim), sizeof(double));
+    double *lp = cnf_calloc(n, sizeof(double));
     double *lq = cnf_calloc(n, sizeof(double));
-    int rc = (!X || !lp || !lq) ? cnf_fail(CNF_ENOMEM, "allocating %zu samples", n) : CNF_OK;
+    rc = (!X || !lp || !lq) ? cnf_fail(CNF_ENOMEM, "allocating %zu samples", n) : CNF_OK;
     if (!rc)
         rc = cnf_flow_sample(f, n, rng, X, lp, NULL);
     if (!rc && (rc = logq(ctx, X, n, lq, NULL)) != 0)

@@ -60,7 +60,7 @@ static cnf_pre *pre_alloc(size_t D, size_t k0, size_t k, int pca)
     p->fill = cnf_calloc(D, sizeof(double));
     p->mean = cnf_calloc(k0, sizeof(double));
     p->std = cnf_calloc(k0, sizeof(double));
-    p->W = pca ? cnf_calloc(k0 * k, sizeof(double)) : NULL;
+    p->W = pca ? cnf_calloc(cnf_size_mul(k0, k), sizeof(double)) : NULL;
     if (!p->keep || !p->fill || !p->mean || !p->std || (pca && !p->W)) {
         cnf_pre_free(p);
         return NULL;
@@ -227,7 +227,7 @@ int cnf_pre_fit(cnf_pre **out, const cnf_pre_config *c, const double *X, size_t 
     /* Steps 1-2 with identity standardisation, then the moments of each column. */
     for (size_t j = 0; j < k0; j++)
         p->std[j] = 1.0;
-    double *S = cnf_calloc(n * k0, sizeof(double));
+    double *S = cnf_calloc(cnf_size_mul(n, k0), sizeof(double));
     int rc = S ? CNF_OK : cnf_fail(CNF_ENOMEM, "%zu x %zu values", n, k0);
     double ld;
     for (size_t i = 0; i < n && !rc; i++)
@@ -248,7 +248,7 @@ int cnf_pre_fit(cnf_pre **out, const cnf_pre_config *c, const double *X, size_t 
         }
     }
     if (!rc && c->pca) {
-        double *C = cnf_calloc(k0 * k0, sizeof(double));
+        double *C = cnf_calloc(cnf_size_mul(k0, k0), sizeof(double));
         if (!C) {
             rc = cnf_fail(CNF_ENOMEM, "%zu x %zu covariance", k0, k0);
         } else {
@@ -288,7 +288,8 @@ static int pre_encode(cnf_flow *f, const double *X, size_t n, double *Z, double 
 {
     pre_flow *q = (pre_flow *)f;
     size_t k = q->p->k, D = f->dim;
-    double *Y = cnf_calloc(n * k, sizeof(double)), *Zi = cnf_calloc(n * k, sizeof(double));
+    double *Y = cnf_calloc(cnf_size_mul(n, k), sizeof(double));
+    double *Zi = cnf_calloc(cnf_size_mul(n, k), sizeof(double));
     double *ld = cnf_calloc(n, sizeof(double));
     int rc = Y && Zi && ld ? CNF_OK : cnf_fail(CNF_ENOMEM, "%zu x %zu values", n, k);
     if (!rc) rc = cnf_pre_apply(q->p, X, n, Y, ld);
@@ -309,7 +310,8 @@ static int pre_decode(cnf_flow *f, const double *Z, size_t n, double *X, double 
 {
     pre_flow *q = (pre_flow *)f;
     size_t k = q->p->k, D = f->dim;
-    double *Zi = cnf_calloc(n * k, sizeof(double)), *Y = cnf_calloc(n * k, sizeof(double));
+    double *Zi = cnf_calloc(cnf_size_mul(n, k), sizeof(double));
+    double *Y = cnf_calloc(cnf_size_mul(n, k), sizeof(double));
     double *ld = cnf_calloc(n, sizeof(double));
     int rc = Y && Zi && ld ? CNF_OK : cnf_fail(CNF_ENOMEM, "%zu x %zu values", n, k);
     for (size_t i = 0; !rc && i < n; i++)
@@ -336,7 +338,7 @@ static int pre_nll_grad(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, do
     if (gx)
         return cnf_fail(CNF_EUNSUPPORTED, "the preprocessing flow gives no gradient w.r.t. data");
     size_t k = q->p->k;
-    double *Y = cnf_calloc(n * k, sizeof(double)), *ld = cnf_calloc(n, sizeof(double));
+    double *Y = cnf_calloc(cnf_size_mul(n, k), sizeof(double)), *ld = cnf_calloc(n, sizeof(double));
     int rc = Y && ld ? CNF_OK : cnf_fail(CNF_ENOMEM, "%zu x %zu values", n, k);
     if (!rc) rc = cnf_pre_apply(q->p, X, n, Y, ld);
     if (!rc) rc = cnf_flow_nll_grad(q->inner, Y, n, rng, loss, grad, st);

@@ -127,7 +127,7 @@ static int grow(void **arr, size_t n, size_t *cap, size_t sz)
     if (n < *cap)
         return 0;
     size_t nc = *cap ? 2 * *cap : 8;
-    void *p = realloc(*arr, nc * sz);
+    void *p = cnf_realloc(*arr, nc, sz);
     if (!p)
         return -1;
     *arr = p;

@@ -426,6 +426,19 @@ int cnf_mlp_create(cnf_mlp **out, const cnf_mlp_config *cfg)
         return cnf_fail(CNF_EINVAL, "invalid time-conditioning value %d", (int)cfg->time);
     if ((unsigned)cfg->precision > CNF_PRECISION_MIXED)
         return cnf_fail(CNF_EINVAL, "invalid precision value %d", (int)cfg->precision);
+    /* The parameter count, saturated: a layer has out·in weights and at most 4 vectors of out
+     * (b, c, wg, bg). Checked before anything is sized by it, so no width or offset can wrap. */
+    size_t count = cfg->n_hidden + 1 > cfg->n_hidden ? 0 : SIZE_MAX, prev = cfg->d_in;
+    for (size_t l = 0; l <= cfg->n_hidden && count != SIZE_MAX; l++) {
+        size_t o = l < cfg->n_hidden ? cfg->hidden[l] : cfg->d_out;
+        size_t per = cnf_size_mul(o, prev < SIZE_MAX - 4 ? prev + 4 : SIZE_MAX);
+        count = per < SIZE_MAX - count ? count + per : SIZE_MAX;
+        prev = o;
+    }
+    if (!cnf_size_ok(count))
+        return cnf_fail(CNF_EINVAL, "MLP widths (input %zu, %zu hidden layers, output %zu) give "
+                        "more parameters than can be addressed", cfg->d_in, cfg->n_hidden,
+                        cfg->d_out);
 
     cnf_mlp *m = calloc(1, sizeof *m);
     if (!m)
@@ -434,7 +447,7 @@ int cnf_mlp_create(cnf_mlp **out, const cnf_mlp_config *cfg)
     m->L = cfg->n_hidden + 1;
     m->hidden = cnf_calloc(cfg->n_hidden, sizeof *m->hidden);
     m->layer = cnf_calloc(m->L, sizeof *m->layer);
-    m->blocks = cnf_calloc(5 * m->L, sizeof *m->blocks);
+    m->blocks = cnf_calloc(cnf_size_mul(5, m->L), sizeof *m->blocks);
     if (!m->hidden || !m->layer || !m->blocks) {
         cnf_mlp_free(m);
         return cnf_fail(CNF_ENOMEM, "allocating the MLP");
@@ -955,7 +968,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
         w->buf_a = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_b = cnf_calloc(rows, m->max_width * sizeof(double));
         w->buf_c = mixed ? NULL : cnf_calloc(rows, m->max_width * sizeof(double));
-        w->gamma = cnf_calloc(4 * m->max_width, sizeof(double));
+        w->gamma = cnf_calloc(cnf_size_mul(4, m->max_width), sizeof(double));
         ok = (mixed || (w->X0 && w->buf_c)) && w->buf_a && w->buf_b && w->gamma;
     }
     if (ok && m->cfg.precision == CNF_PRECISION_MIXED) {
@@ -967,7 +980,7 @@ static int work_create1(cnf_mlp_work **out, const cnf_mlp *m, size_t n_max, size
             w->af = cnf_calloc(rows, m->max_width * sizeof(float));
             w->cf = cnf_calloc(rows, m->max_width * sizeof(float));
             w->gwf = cnf_calloc(m->max_width, m->max_width * sizeof(float));
-            w->vf = cnf_calloc(4 * m->max_width, sizeof(float));
+            w->vf = cnf_calloc(cnf_size_mul(4, m->max_width), sizeof(float));
             ok = w->af && w->cf && w->gwf && w->vf;
         }
     }
@@ -987,7 +1000,7 @@ static int record_shape(cnf_mlp_work *w, const cnf_mlp *m)
 {
     w->prec = m->cfg.precision;
     w->n_params = m->n_params;
-    if (!(w->io = cnf_calloc(2 * m->L, sizeof(size_t))))
+    if (!(w->io = cnf_calloc(cnf_size_mul(2, m->L), sizeof(size_t))))
         return 0;
     for (size_t l = 0; l < m->L; l++) {
         w->io[2 * l] = m->layer[l].in;

@@ -112,9 +112,9 @@ static int render(const cnf_plot_panel *p, const cnf_plot_settings *s, double *I
     double top = 0.0;
     if (p->kind == CNF_PANEL_HIST) {
         size_t B = p->bins ? p->bins : 100;
-        double *h = cnf_calloc(B * B, sizeof *h);
+        double *h = cnf_calloc(cnf_size_mul(B, B), sizeof *h);
         if (!h)
-            return cnf_fail(CNF_ENOMEM, "histogram of %zu bins", B * B);
+            return cnf_fail(CNF_ENOMEM, "histogram of %zu x %zu bins", B, B);
         for (size_t i = 0; i < p->n; i++) {
             long bx = cell(p->points[2 * i], s->xmin, s->xmax, B);
             long by = cell(p->points[2 * i + 1], s->ymin, s->ymax, B);
@@ -236,7 +236,7 @@ int cnf_plot_write_png(const char *path, const cnf_plot_panel *panels, size_t n_
     const size_t P = s->panel_px, G = s->gap_px, W = n_panels * P + (n_panels - 1) * G, H = P;
     unsigned char *img = malloc(W * H * 3);
     png_bytep *rows = cnf_calloc(H, sizeof *rows);
-    double *I = cnf_calloc(P * P, sizeof *I);
+    double *I = cnf_calloc(cnf_size_mul(P, P), sizeof *I);
     if (!img || !rows || !I) {
         rc = cnf_fail(CNF_ENOMEM, "%s: %zu x %zu image", path, W, H);
         goto done;

@@ -19,10 +19,10 @@ static int three_panels(const char *path, cnf_flow *f, const double *data, size_
         cnf_plot_settings_default(&def);
         s = &def;
     }
-    double *G = cnf_calloc(grid * grid * 2, sizeof(double));
-    double *lp = cnf_calloc(grid * grid, sizeof(double));
-    double *lq = logq ? cnf_calloc(grid * grid, sizeof(double)) : NULL;
-    double *S = cnf_calloc(n_samples * 2, sizeof(double));
+    double *G = cnf_calloc(cnf_size_mul(cnf_size_mul(grid, grid), 2), sizeof(double));
+    double *lp = cnf_calloc(cnf_size_mul(grid, grid), sizeof(double));
+    double *lq = logq ? cnf_calloc(cnf_size_mul(grid, grid), sizeof(double)) : NULL;
+    double *S = cnf_calloc(cnf_size_mul(n_samples, 2), sizeof(double));
     int rc = (!G || !lp || !S || (logq && !lq))
                  ? cnf_fail(CNF_ENOMEM, "allocating the picture's points") : CNF_OK;
     if (!rc) rc = cnf_plot_grid(s, grid, grid, G);
