@@ -240,7 +240,7 @@ static int stop_unhealthy(cnf_trainer *t, int rc, size_t iter, const char *what)
         snprintf(kept, sizeof kept, "the parameters are those the run started from");
     else
         snprintf(kept, sizeof kept, "kept the parameters of iteration %zu (%s)", t->good.iter,
-                 t->good.validated ? "its validation was finite" : "the last healthy step");
+                 t->good.validated ? "its validation was finite" : "the last with a healthy loss and gradient");
     const char *hint =
         diverged ? "try a smaller learning rate, gradient clipping, or regularization "
                    "(kinetic / Jacobian)"
@@ -252,7 +252,7 @@ static int stop_unhealthy(cnf_trainer *t, int rc, size_t iter, const char *what)
                  ? " (the parameters had run away from the last good ones)"
                  : "",
              kept, hint);
-    return cnf_fail(diverged && !is_solver_code(rc) ? CNF_EDIVERGED : rc, "%s", t->reason);
+    return cnf_fail(diverged ? CNF_EDIVERGED : rc, "%s", t->reason);
 }
 
 /* A failure of the loss, gradient or validation call: solver failures and non-finite values go

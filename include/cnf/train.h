@@ -91,10 +91,10 @@ typedef struct cnf_train_config {
      *     RMS(θ_new − θ_old) > guard_step · max(RMS(θ_old), 1)   (guard_step 1),
      * which no healthy step does (Adam's first step has RMS ≤ lr) and which a runaway learning
      * rate does at once, before the next ODE solve stalls on the blown-up field. A solver failure
-     * (CNF_EMAX_STEPS, CNF_ESTEP_UNDERFLOW, CNF_ESOLVER, CNF_ERHS) ends the run with that code;
-     * it counts as divergence (status CNF_TRAIN_DIVERGED) when the state went non-finite or the
-     * parameters have moved by more than that scale since the last good ones, else as
-     * CNF_TRAIN_SOLVER_FAILED. Either way the trainer goes back to the last good state: the
+     * (CNF_EMAX_STEPS, CNF_ESTEP_UNDERFLOW, CNF_ESOLVER, CNF_ERHS, CNF_ENONFINITE) counts as
+     * divergence (CNF_EDIVERGED, status CNF_TRAIN_DIVERGED) when the state went non-finite or
+     * the parameters have moved by more than that scale since the last good ones; otherwise the
+     * run ends with the solver's code and status CNF_TRAIN_SOLVER_FAILED. Either way the trainer goes back to the last good state: the
      * parameters (with optimizer buffers, generator, iteration count and average) of the last
      * validation that gave a finite figure in this run, or, before any, of the last iteration
      * whose loss and gradient were healthy — so a checkpoint saved then resumes from there.
