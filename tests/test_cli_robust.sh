@@ -111,8 +111,10 @@ cmp -s "$tmp/two.safetensors" "$tmp/m.orig" \
 no_temp_files
 
 # 3. --save-every: a run killed outright (SIGKILL, nothing to catch) leaves its last checkpoint.
-rm -f "$tmp/ck.safetensors"
-"$cnf" train $long --save-every 3 --out "$tmp/ck.safetensors" > "$tmp/ck" 2>&1 &
+# It is done in a directory of its own: a SIGKILL during a write can leave the writer's
+# temporary file (never a partial checkpoint), which no process can clean up.
+mkdir "$tmp/k"
+"$cnf" train $long --save-every 3 --out "$tmp/k/ck.safetensors" > "$tmp/ck" 2>&1 &
 pid=$!
 pids="$pids $pid"
 i=0
@@ -121,9 +123,9 @@ until grep -q '^iter 7/' "$tmp/ck" 2>/dev/null; do
 done
 kill -9 "$pid"
 wait_for "$pid"
-it=$(meta "$tmp/ck.safetensors" train.iter)
+it=$(meta "$tmp/k/ck.safetensors" train.iter)
 [ "$it" -ge 6 ] && [ $((it % 3)) -eq 0 ] || fail "--save-every checkpoint at iteration $it"
-"$cnf" eval --model "$tmp/ck.safetensors" --data moons -n 100 > /dev/null || fail "checkpoint"
+"$cnf" eval --model "$tmp/k/ck.safetensors" --data moons -n 100 > /dev/null || fail "checkpoint"
 expect 2 "--save-every" "$cnf" train --data moons --iters 5 --save-every 2
 
 # 4. --resume applies the run-time options it is given and says so: RK4 with 3 steps is 12
