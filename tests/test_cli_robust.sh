@@ -128,6 +128,12 @@ it=$(meta "$tmp/k/ck.safetensors" train.iter)
 "$cnf" eval --model "$tmp/k/ck.safetensors" --data moons -n 100 > /dev/null || fail "checkpoint"
 expect 2 "--save-every" "$cnf" train --data moons --iters 5 --save-every 2
 
+# --max-seconds ends a run as planned: exit 0, status "time_limit", validated at the stop.
+"$cnf" train --data moons --iters 100000000 $small --max-seconds 0.3 --json > "$tmp/tl" \
+  || fail "--max-seconds exit status"
+[ "$(json_field "$tmp/tl" status)" = time_limit ] || fail "time limit: $(tail -1 "$tmp/tl")"
+[ "$(json_field "$tmp/tl" test_nll)" != None ] || fail "no validation at the time limit"
+
 # 4. --resume applies the run-time options it is given and says so: RK4 with 3 steps is 12
 # field evaluations per solve (the base model trained with 4 steps: 16).
 "$cnf" train --resume "$tmp/m.safetensors" --iters 12 --solver rk4 --steps 3 --json \

@@ -113,9 +113,9 @@ static void help(FILE *out)
                  "--objective flow-matching trains the same CNF field without ODE solves (the\n"
                  "test NLL is still exact, from the solver); its path is defined on the unit\n"
                  "interval, so T is fixed (T = 1 unless --T is given; --train-T is refused).\n"
-                 "--objective reverse-kl fits the flow\n"
-                 "to an unnormalized --target by minimising KL(p || q/Z), reporting the ELBO and\n"
-                 "an importance-sampling estimate of log Z with its effective sample size.\n"
+                 "--objective reverse-kl fits the flow to an unnormalized --target by minimising\n"
+                 "KL(p || q/Z), reporting the ELBO and an importance-sampling estimate of log Z\n"
+                 "with its effective sample size.\n"
                  "\noptions:\n");
     cli_opts_help(out, table, n_table);
     fprintf(out, "\nProgress: a live line on a terminal (stderr), log lines on stdout otherwise.\n"
@@ -500,7 +500,7 @@ static int apply_runtime(void)
     printf("resuming %s: %s%s%s\n", to.resume, *applied ? "applied " : "",
            *applied ? applied : "the saved settings", *applied ? "; the rest as saved" : "");
     if (*ignored)
-        printf("(a discrete flow solves no ODE: %s have no effect)\n", ignored);
+        printf("(a discrete flow solves no ODE: %s has no effect)\n", ignored);
     return 0;
 }
 
