@@ -356,3 +356,219 @@ Test(model, mixed_precision_survives_save_and_load)
     cnf_flow_free(g);
     unlink(path);
 }
+
+/* ---- the numerical-health guard, the stop callback ------------------------------------------- */
+
+/* 8gaussians batches, and NaN rows from iteration `bad_from` on (0 = never). */
+typedef struct {
+    size_t calls, bad_from;
+} poison_ctx;
+
+static int poisoned_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    poison_ctx *c = ctx;
+    int rc = cnf_toy_sample_named("8gaussians", n, X, rng);
+    if (++c->calls >= c->bad_from && c->bad_from)
+        X[0] = NAN;
+    return rc;
+}
+
+static double val_X[64 * 2];
+
+static cnf_train_config guarded_config(size_t iters, poison_ctx *pc)
+{
+    cnf_train_config tc = train_config(iters);
+    tc.next_batch = poisoned_batch;
+    tc.batch_ctx = pc;
+    cnf_rng r;
+    cnf_rng_seed(&r, 77);
+    cnf_toy_sample_named("8gaussians", 64, val_X, &r);
+    tc.val_every = 5;
+    tc.val_X = val_X;
+    tc.val_n = 64;
+    return tc;
+}
+
+Test(guard, nan_loss_stops_as_diverged_and_keeps_the_last_validated_state)
+{
+    /* Reference: 5 clean iterations (one validation). */
+    cnf_flow *ref = small_cnf(CNF_TRACE_EXACT, 21), *f = small_cnf(CNF_TRACE_EXACT, 21);
+    poison_ctx clean = {0, 0}, bad = {0, 8};
+    cnf_train_config tr = guarded_config(5, &clean), tb = guarded_config(20, &bad);
+    cnf_trainer *a, *b;
+    cr_assert_eq(cnf_trainer_create(&a, ref, &tr, 4), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(a), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_trainer_create(&b, f, &tb, 4), CNF_OK);
+    int rc = cnf_trainer_run(b);
+    cr_assert_eq(rc, CNF_EDIVERGED, "%s", cnf_strerror(rc));
+    cr_assert_eq(cnf_trainer_status(b), CNF_TRAIN_DIVERGED);
+    cr_assert_str_eq(cnf_train_status_name(cnf_trainer_status(b)), "diverged");
+    cr_assert(strstr(cnf_trainer_stop_reason(b), "iteration 8") &&
+                  strstr(cnf_trainer_stop_reason(b), "iteration 5"),
+              "%s", cnf_trainer_stop_reason(b));
+    cr_assert(strstr(cnf_errmsg(), "learning rate"), "%s", cnf_errmsg());
+    /* Back at iteration 5 exactly: parameters, optimizer and generator as after the clean run,
+     * so a checkpoint saved now resumes from there. */
+    cr_assert_eq(cnf_trainer_iter(b), 5);
+    size_t P = cnf_flow_n_params(f);
+    cr_assert(memcmp(cnf_flow_params(f), cnf_flow_params(ref), P * sizeof(double)) == 0);
+    cr_assert(memcmp(cnf_trainer_rng(b), cnf_trainer_rng(a), sizeof(cnf_rng)) == 0);
+    cr_assert_eq(cnf_optim_steps(cnf_trainer_optim(b)), cnf_optim_steps(cnf_trainer_optim(a)));
+    for (size_t i = 0; i < cnf_optim_n_buffers(cnf_trainer_optim(a)); i++)
+        cr_assert(memcmp(cnf_optim_buffer(cnf_trainer_optim(a), i, NULL),
+                         cnf_optim_buffer(cnf_trainer_optim(b), i, NULL),
+                         P * sizeof(double)) == 0, "optimizer buffer %zu", i);
+    /* The checkpoint says why it stopped. */
+    const char *path = tmp_path("diverged.safetensors");
+    cr_assert_eq(cnf_model_save(path, f, b, NULL), CNF_OK, "%s", cnf_errmsg());
+    cnf_flow *g;
+    cnf_st_file *file;
+    cr_assert_eq(cnf_model_load(path, &g, &file), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_str_eq(cnf_st_meta(file, "train.status"), "diverged");
+    cr_assert(strstr(cnf_st_meta(file, "train.stop_reason"), "iteration 8"));
+    cnf_st_free(file);
+    cnf_flow_free(g);
+    unlink(path);
+    cnf_trainer_free(a);
+    cnf_trainer_free(b);
+    cnf_flow_free(ref);
+    cnf_flow_free(f);
+}
+
+Test(guard, runaway_step_stops_before_the_next_solve_with_the_parameters_unchanged)
+{
+    cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 22);
+    size_t P = cnf_flow_n_params(f);
+    double *theta0 = malloc(P * sizeof(double));
+    memcpy(theta0, cnf_flow_params(f), P * sizeof(double));
+    cnf_train_config tc = train_config(10);
+    tc.optim.lr = 100; /* Adam's first step moves every parameter by 100 */
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_EDIVERGED, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_trainer_status(t), CNF_TRAIN_DIVERGED);
+    cr_assert_eq(cnf_trainer_iter(t), 0);
+    cr_assert(memcmp(cnf_flow_params(f), theta0, P * sizeof(double)) == 0);
+    cr_assert(strstr(cnf_trainer_stop_reason(t), "iteration 1"), "%s",
+              cnf_trainer_stop_reason(t));
+    cnf_trainer_free(t);
+    /* The same learning rate with the step check off is not stopped at iteration 1. */
+    tc.guard_step = -1;
+    tc.iters = 1;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_trainer_iter(t), 1);
+    cnf_trainer_free(t);
+    /* An exploding gradient, by a guard set below the healthy gradient norm. */
+    memcpy(cnf_flow_params(f), theta0, P * sizeof(double));
+    tc = train_config(3);
+    tc.guard_grad = 1e-12;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_EDIVERGED);
+    cr_assert(strstr(cnf_trainer_stop_reason(t), "gradient norm"), "%s",
+              cnf_trainer_stop_reason(t));
+    cr_assert(memcmp(cnf_flow_params(f), theta0, P * sizeof(double)) == 0);
+    cnf_trainer_free(t);
+    free(theta0);
+    cnf_flow_free(f);
+    cr_assert_str_eq(cnf_strerror(CNF_EDIVERGED), "CNF_EDIVERGED: training diverged");
+}
+
+Test(guard, solver_failure_on_sane_parameters_is_solver_failed)
+{
+    cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 23);
+    cnf_cflow_config *s = cnf_cflow_settings(f);
+    s->train.stepper = cnf_stepper_dopri5;
+    s->train.opt.rtol = s->train.opt.atol = 1e-10;
+    s->train.opt.max_steps = 2;
+    cnf_train_config tc = train_config(5);
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    int rc = cnf_trainer_run(t);
+    cr_assert_eq(rc, CNF_EMAX_STEPS, "%s", cnf_strerror(rc));
+    cr_assert_eq(cnf_trainer_status(t), CNF_TRAIN_SOLVER_FAILED);
+    cr_assert(strstr(cnf_trainer_stop_reason(t), "solver failed at iteration 1") &&
+                  strstr(cnf_trainer_stop_reason(t), "tolerances"),
+              "%s", cnf_trainer_stop_reason(t));
+    cnf_trainer_free(t);
+    cnf_flow_free(f);
+}
+
+static int stop_after_3(void *ctx)
+{
+    return ++*(int *)ctx > 3;
+}
+
+Test(guard, stop_callback_ends_the_run_after_the_iteration_in_progress)
+{
+    cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 24);
+    int polls = 0;
+    cnf_train_config tc = train_config(50);
+    tc.stop = stop_after_3;
+    tc.stop_ctx = &polls;
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_trainer_status(t), CNF_TRAIN_INTERRUPTED);
+    cr_assert_eq(cnf_trainer_iter(t), 3);
+    cr_assert_str_eq(cnf_train_status_name(CNF_TRAIN_INTERRUPTED), "interrupted");
+    cnf_trainer_free(t);
+    /* A normal end says ok, and a time limit says so. */
+    tc.stop = NULL;
+    tc.iters = 2;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK);
+    cr_assert_eq(cnf_trainer_status(t), CNF_TRAIN_OK);
+    cr_assert_str_eq(cnf_trainer_stop_reason(t), "");
+    cnf_trainer_free(t);
+    tc.iters = 1000000;
+    tc.max_seconds = 1e-9;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK);
+    cr_assert_eq(cnf_trainer_status(t), CNF_TRAIN_TIME_LIMIT);
+    cr_assert_str_eq(cnf_train_status_name(CNF_TRAIN_TIME_LIMIT), "time_limit");
+    cnf_trainer_free(t);
+    cnf_flow_free(f);
+}
+
+Test(guard, flow_matching_refuses_a_trained_end_time)
+{
+    cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 25); /* train_T = 1 */
+    cnf_train_config tc = train_config(5);
+    tc.flow_matching = 1;
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_EINVAL);
+    cr_assert(strstr(cnf_errmsg(), "fixed"), "%s", cnf_errmsg());
+    double X[8 * 2], loss, *g = malloc(cnf_flow_n_params(f) * sizeof(double));
+    cnf_rng r;
+    cnf_rng_seed(&r, 1);
+    cnf_toy_sample_named("moons", 8, X, &r);
+    cr_assert_eq(cnf_fm_loss_grad(f, X, 8, CNF_FM_ICFM, 0.0, &r, &loss, g), CNF_EINVAL);
+    free(g);
+    cnf_flow_free(f);
+}
+
+Test(guard, checkpoint_of_an_averaging_run_holds_the_average)
+{
+    cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 26);
+    cnf_train_config tc = train_config(6);
+    tc.ema_decay = 0.9;
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK);
+    size_t P = cnf_flow_n_params(f);
+    const double *avg = cnf_trainer_average(t);
+    cr_assert_not_null(avg);
+    /* Put a different iterate into the flow, as mid-run: the file still holds θ̄. */
+    cnf_flow_params(f)[0] += 1.0;
+    const char *path = tmp_path("ema.safetensors");
+    cr_assert_eq(cnf_model_save(path, f, t, NULL), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_flow_params(f)[0], avg[0] + 1.0, "the flow's parameters are put back");
+    cnf_flow *g;
+    cr_assert_eq(cnf_model_load(path, &g, NULL), CNF_OK, "%s", cnf_errmsg());
+    cr_assert(memcmp(cnf_flow_params(g), avg, P * sizeof(double)) == 0);
+    unlink(path);
+    cnf_flow_free(g);
+    cnf_trainer_free(t);
+    cnf_flow_free(f);
+}

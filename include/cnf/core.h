@@ -37,6 +37,7 @@ enum {
     CNF_ERHS = -10,           /* the right-hand side returned a fatal (negative) code */
     CNF_ESOLVER = -11,        /* the ODE solver failed for another reason (see cnf_errmsg) */
     CNF_EUNSUPPORTED = -12,   /* the combination of options is not supported */
+    CNF_EDIVERGED = -13,      /* training diverged (loss, gradient or step exploded) */
 };
 
 /* The name of a return code, e.g. "CNF_EDIM: dimensions do not match". Never NULL. */

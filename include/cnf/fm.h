@@ -9,9 +9,10 @@
  * τ = (k + u_k)/G with u_k ~ U(0, 1), so each τ is uniform, the estimate has lower variance, and
  * each group is one batched evaluation of the field.
  * I-CFM pairs x₀ and x₁ independently; OT-CFM pairs them within the minibatch by an exact
- * optimal assignment for the squared distance (Hungarian algorithm, O(n³)). Only the first
- * block's MLP is trained (the flow must have one block); T is held fixed (a trained-T parameter
- * gets gradient 0). */
+ * optimal assignment for the squared distance (Hungarian algorithm, O(n³)). The flow must have
+ * one block and a fixed end time (train_T = 0, CNF_EINVAL otherwise): the path is defined on
+ * τ ∈ [0, 1], so T only rescales time and the loss gives it no gradient — a trained T would
+ * drift under weight decay alone and blow u = (x₁ − x₀)/T up. T = 1 is the usual choice. */
 #ifndef CNF_FM_H
 #define CNF_FM_H
 
@@ -31,7 +32,7 @@ CNF_API const char *cnf_fm_variant_name(cnf_fm_variant v);
 
 /* The flow-matching loss on a batch X (n, d) of data and its gradient (n_params, overwritten;
  * NULL for the loss only). Base points, times and noise are drawn from rng. f must be a CNF with
- * one block (CNF_EINVAL otherwise). */
+ * one block and a fixed T (CNF_EINVAL otherwise). */
 CNF_API int cnf_fm_loss_grad(cnf_flow *f, const double *X, size_t n, cnf_fm_variant variant,
                              double sigma, cnf_rng *rng, double *loss, double *grad);
 

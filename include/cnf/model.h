@@ -20,7 +20,9 @@
 extern "C" {
 #endif
 
-/* Save f to path; with a trainer t also its iteration, generator and optimizer state. extra is
+/* Save f to path; with a trainer t also its iteration, generator and optimizer state, how its
+ * last run ended ("train.status": ok, diverged, …, and "train.stop_reason" when it stopped
+ * early), and, for a run with ema_decay, the average θ̄ as the parameters. extra is
  * NULL or a NULL-terminated list of key, value, key, value, … strings stored as metadata under
  * "user.<key>" (the CLI records its data set and options there). */
 CNF_API int cnf_model_save(const char *path, const cnf_flow *f, cnf_trainer *t,

@@ -39,6 +39,23 @@ typedef struct cnf_train_progress {
 /* Called after every iteration; a non-zero return stops training (cnf_trainer_run returns it). */
 typedef int (*cnf_progress_fn)(const cnf_train_progress *p, void *ctx);
 
+/* Polled before every iteration; non-zero asks the run to end there (see cnf_train_config.stop). */
+typedef int (*cnf_stop_fn)(void *ctx);
+
+/* How the last cnf_trainer_run ended (cnf_trainer_status). */
+typedef enum cnf_train_status {
+    CNF_TRAIN_OK = 0,        /* "ok": every iteration done (or no run yet) */
+    CNF_TRAIN_DIVERGED,      /* "diverged": the health guard stopped it (CNF_EDIVERGED, or a
+                                solver failure on parameters that had run away) */
+    CNF_TRAIN_SOLVER_FAILED, /* "solver_failed": the ODE solver failed (its CNF_E* code) */
+    CNF_TRAIN_INTERRUPTED,   /* "interrupted": the stop callback asked (return CNF_OK) */
+    CNF_TRAIN_TIME_LIMIT,    /* "time_limit": max_seconds reached (return CNF_OK) */
+    CNF_TRAIN_STOPPED,       /* "stopped": the progress callback returned non-zero */
+    CNF_TRAIN_ERROR,         /* "error": another failure (data callback, memory, ...) */
+} cnf_train_status;
+
+CNF_API const char *cnf_train_status_name(cnf_train_status s);
+
 typedef struct cnf_train_config {
     size_t iters;            /* total iterations to reach */
     size_t batch;            /* batch size ≥ 1 */
@@ -61,6 +78,28 @@ typedef struct cnf_train_config {
     cnf_fm_variant fm_variant;
     double fm_sigma;
     double max_seconds;      /* stop after this much wall time (0 = no limit) */
+    /* Stop request (optional), polled before every iteration: when it returns non-zero the run
+     * ends after the iteration in progress with CNF_OK and status CNF_TRAIN_INTERRUPTED, without
+     * a further validation. Meant for a flag an application's signal handler sets: the library
+     * installs no signal handlers. */
+    cnf_stop_fn stop;
+    void *stop_ctx;
+    /* Numerical-health guard. Each threshold: 0 = the default given, negative = check off.
+     * Training stops with CNF_EDIVERGED when the loss or the gradient is not finite, when
+     *     |loss| > guard_loss (1e10)   or   ‖g‖ > guard_grad (1e10, before clipping),
+     * or when one optimizer step moves the parameters by more than their own scale,
+     *     RMS(θ_new − θ_old) > guard_step · max(RMS(θ_old), 1)   (guard_step 1),
+     * which no healthy step does (Adam's first step has RMS ≤ lr) and which a runaway learning
+     * rate does at once, before the next ODE solve stalls on the blown-up field. A solver failure
+     * (CNF_EMAX_STEPS, CNF_ESTEP_UNDERFLOW, CNF_ESOLVER, CNF_ERHS, CNF_ENONFINITE) counts as
+     * divergence (CNF_EDIVERGED, status CNF_TRAIN_DIVERGED) when the state went non-finite or
+     * the parameters have moved by more than that scale since the last good ones; otherwise the
+     * run ends with the solver's code and status CNF_TRAIN_SOLVER_FAILED. Either way the trainer goes back to the last good state: the
+     * parameters (with optimizer buffers, generator, iteration count and average) of the last
+     * validation that gave a finite figure in this run, or, before any, of the last iteration
+     * whose loss and gradient were healthy — so a checkpoint saved then resumes from there.
+     * cnf_trainer_stop_reason says what happened, at which iteration, and what to try. */
+    double guard_loss, guard_grad, guard_step;
     /* Parameter averaging (0 = off; else a decay β in (0, 1), e.g. 0.999): after every step
      *     θ̄ ← β_k θ̄ + (1 − β_k) θ,   β_k = min(β, (1 + k)/(10 + k)),  k = steps of this trainer
      * before this one, an exponential moving average of the iterates (Polyak & Juditsky 1992 for
@@ -87,9 +126,21 @@ CNF_API void cnf_trainer_free(cnf_trainer *t);
 
 /* Train until cfg->iters iterations are done (from wherever the trainer stands), or until
  * max_seconds have passed (the last iteration then reports has_val with a validation, if val_every
- * is set). On an error other than a stop from the progress callback, the parameters hold the last
- * successful step (not the average of ema_decay), and the iteration count says where. */
+ * is set), or the stop callback asks. cnf_trainer_status says which. On a divergence or solver
+ * failure the trainer is back at its last good state (see the guard above; with ema_decay the
+ * flow holds that state's average). On another error the parameters hold the last successful
+ * step (not the average of ema_decay), and the iteration count says where. */
 CNF_API int cnf_trainer_run(cnf_trainer *t);
+
+/* How the last run ended, and in words why it stopped early ("" after CNF_TRAIN_OK): what
+ * happened at which iteration, which parameters were kept, what to try. Valid until the next
+ * cnf_trainer_run. */
+CNF_API cnf_train_status cnf_trainer_status(const cnf_trainer *t);
+CNF_API const char *cnf_trainer_stop_reason(const cnf_trainer *t);
+
+/* The parameter average θ̄ of ema_decay (n_params), or NULL when there is none (no ema_decay, or
+ * no step taken yet). A checkpoint (cnf_model_save) stores it in place of the iterate. */
+CNF_API const double *cnf_trainer_average(const cnf_trainer *t);
 
 /* The state a checkpoint saves and restores. */
 CNF_API size_t cnf_trainer_iter(const cnf_trainer *t);

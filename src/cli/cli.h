@@ -32,6 +32,10 @@ int cli_parse_doubles(const char *cmd, const char *opt, const char *arg, double 
 int cli_parse_sizes(const char *cmd, const char *opt, const char *arg, size_t **out, size_t *n);
 int cli_parse_names(const char *cmd, const char *opt, const char *arg, char ***out, size_t *n);
 void cli_free_list(char **items);
+/* An output file given as option opt: 0 if path can be written (its directory exists and is
+ * writable, path is not a directory), else 2 after a message naming it. Creates and truncates
+ * nothing: call it before any work so a bad path is found at once. NULL path: 0. */
+int cli_check_output_path(const char *cmd, const char *opt, const char *path);
 /* If argv[*i] is option name, as "--name VALUE" (advancing *i) or "--name=VALUE": 1 with *value
  * (NULL when the value is missing); otherwise 0. */
 int cli_option_value(int argc, char **argv, int *i, const char *name, const char **value);

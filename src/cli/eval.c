@@ -227,6 +227,8 @@ int cmd_eval(int argc, char **argv)
     int u, status;
     if ((u = parse("eval", table, n_table, eval_help_text, argc, argv, &status)))
         return status;
+    if ((u = cli_check_output_path("eval", "--scores", uo.scores)))
+        return u;
     if (uo.n == 0) {
         fprintf(stderr, "cnf eval: -n must be positive\n");
         return 2;
@@ -308,6 +310,8 @@ int cmd_sample(int argc, char **argv)
     int u, status;
     if ((u = parse("sample", table, n_table, text, argc, argv, &status)))
         return status;
+    if ((u = cli_check_output_path("sample", "--out", uo.out)))
+        return u;
     if (!uo.out || !(ends_with(uo.out, ".csv") || ends_with(uo.out, ".npy"))) {
         fprintf(stderr, "cnf sample: --out FILE.csv or FILE.npy is required\n");
         return 2;
@@ -355,6 +359,8 @@ int cmd_plot(int argc, char **argv)
     int u, status;
     if ((u = parse("plot", table, n_table, text, argc, argv, &status)))
         return status;
+    if ((u = cli_check_output_path("plot", "--out", uo.out)))
+        return u;
     if (!uo.out) {
         fprintf(stderr, "cnf plot: --out FILE.png is required\n");
         return 2;

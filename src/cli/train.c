@@ -1,6 +1,7 @@
 /* `cnf train`: learn a density from samples by maximum likelihood (FFJORD's train_toy.py), or
  * by flow matching; or fit a flow to an unnormalized target density by reverse KL. */
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,7 +16,7 @@
 
 typedef struct train_opts {
     const char *data;
-    size_t iters, batch, test_batch, test_n, val_every, log_every, plot_every;
+    size_t iters, batch, test_batch, test_n, val_every, log_every, plot_every, save_every;
     double lr, weight_decay, clip;
     uint64_t seed;
     const char *out, *plot, *resume;
@@ -27,12 +28,12 @@ typedef struct train_opts {
 static flow_opts fo;
 static data_opts dop;
 static train_opts to;
-static cli_opt table[FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT];
-static size_t n_table;
+static cli_opt table[FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT];
+static size_t n_table, n_flow_opts; /* the first n_flow_opts entries are flow_opts' */
 
 static void build_table(void)
 {
-    n_table = flow_opts_table(&fo, table);
+    n_table = n_flow_opts = flow_opts_table(&fo, table);
     const cli_opt mine[] = {
         {"--data", OPT_STR, &to.data, "NAME",
          "training data: 8gaussians, checkerboard, 2spirals, moons, pinwheel, circles, rings, "
@@ -57,17 +58,24 @@ static void build_table(void)
          "write FFJORD's figure at the end: data, model density, model samples", 0},
         {"--plot-every", OPT_SIZE, &to.plot_every, "N", "also write --plot every N iterations",
          0},
+        {"--save-every", OPT_SIZE, &to.save_every, "N",
+         "also save --out (atomically, with the training state) every N iterations", 0},
         {"--resume", OPT_STR, &to.resume, "FILE",
-         "continue from a model saved with --out: its settings are used unless given here "
-         "(bit-identical to an uninterrupted run, except with --ema: the average restarts)", 0},
+         "continue from a model saved with --out: its settings are used unless given here; "
+         "run-time options given (solver, tolerances, steps, trace, grad, precision, "
+         "regularizers, lr, batch, ...) apply, architecture options must match the file; "
+         "--iters is the total to reach (bit-identical to an uninterrupted run, except with "
+         "--ema: the average restarts)", 0},
         {"--json", OPT_FLAG, &to.json, NULL,
-         "print a JSON object as the last line of stdout: iters, seconds, train_loss, test_nll, "
-         "test_nll_stderr, nfe_forward, nfe_backward (means per iteration); with reverse-kl: "
-         "elbo, log_z_estimate, ess_fraction, seconds, log_z_true (where known)",
+         "print a JSON object as the last line of stdout, whatever the outcome: status (ok, "
+         "diverged, solver_failed, interrupted, time_limit, error), iters, seconds, train_loss, "
+         "test_nll, test_nll_stderr, nfe_forward, nfe_backward (means per iteration); with "
+         "reverse-kl: elbo, log_z_estimate, ess_fraction, seconds, log_z_true (where known)",
          0},
         {"--objective", OPT_STR, &to.objective, "NAME",
          "ml (maximum likelihood on --data), flow-matching (conditional flow matching on --data, "
-         "cnf with one block; exact NLL reported), or reverse-kl (fit --target, no data)",
+         "cnf with one block and a fixed T, by default T = 1; exact NLL reported), or "
+         "reverse-kl (fit --target, no data)",
          1},
         {"--target", OPT_STR, &to.target, "NAME",
          "reverse-kl target: banana, funnel (d=10), ring, mixture, twomoons", 1},
@@ -103,14 +111,26 @@ static void help(FILE *out)
                  "Adam lr 1e-3, weight decay 1e-5, batch 100). --model realnvp (etc.) trains a\n"
                  "discrete flow instead, with --layers steps of --hidden conditioner networks.\n"
                  "--objective flow-matching trains the same CNF field without ODE solves (the\n"
-                 "test NLL is still exact, from the solver); --objective reverse-kl fits the flow\n"
-                 "to an unnormalized --target by minimising KL(p || q/Z), reporting the ELBO and\n"
-                 "an importance-sampling estimate of log Z with its effective sample size.\n"
+                 "test NLL is still exact, from the solver); its path is defined on the unit\n"
+                 "interval, so T is fixed (T = 1 unless --T is given; --train-T is refused).\n"
+                 "--objective reverse-kl fits the flow to an unnormalized --target by minimising\n"
+                 "KL(p || q/Z), reporting the ELBO and an importance-sampling estimate of log Z\n"
+                 "with its effective sample size.\n"
                  "\noptions:\n");
     cli_opts_help(out, table, n_table);
     fprintf(out, "\nProgress: a live line on a terminal (stderr), log lines on stdout otherwise.\n"
                  "Test NLL is the mean -log p in nats over the held-out points, +- its standard\n"
-                 "error. Exit status: 0 ok, 1 failure (message on stderr), 2 bad options.\n");
+                 "error.\n\n"
+                 "A health guard stops a run whose loss or gradient turns non-finite or explodes,\n"
+                 "whose optimizer step runs away (e.g. far too large --lr), or whose ODE solver\n"
+                 "fails: the message says what happened where and what to try, and --out gets\n"
+                 "the last parameters that validated (or the last healthy ones), its metadata\n"
+                 "train.status and train.stop_reason saying why. SIGINT or SIGTERM (Ctrl-C)\n"
+                 "finishes the current iteration, saves --out and prints the summary; a second\n"
+                 "one exits at once. Every model file is written atomically: a failure leaves\n"
+                 "the previous file intact. Output paths are checked before any work.\n"
+                 "Exit status: 0 ok (or --max-seconds reached), 1 failure (message on stderr),\n"
+                 "2 bad options, 130 interrupted.\n");
 }
 
 typedef struct run {
@@ -128,9 +148,74 @@ typedef struct run {
     data_split split;
     data_batch db;
     cnf_early_stop es;
+    int save_failed; /* a --save-every checkpoint could not be written */
 } run;
 
 static run R;
+
+/* SIGINT / SIGTERM. The first asks the trainer (through its stop callback) to end after the
+ * iteration in progress; the run is then saved and summarised. A second one exits at once. Model
+ * and picture writes block both signals for their duration, so a second signal that arrives
+ * meanwhile takes effect right after the file is complete: the atomic writer never leaves its
+ * temporary file behind. The handler only counts (the one file-scope flag a handler needs). */
+static volatile sig_atomic_t n_signals;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (n_signals++)
+        _exit(130);
+}
+
+static int stop_requested(void *ctx)
+{
+    (void)ctx;
+    return n_signals > 0;
+}
+
+static struct sigaction old_int, old_term;
+
+static void signals_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sa.sa_flags = SA_RESTART;
+    n_signals = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+}
+
+static void signals_restore(void)
+{
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+}
+
+static void signals_block(sigset_t *old)
+{
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    sigaddset(&s, SIGTERM);
+    sigprocmask(SIG_BLOCK, &s, old);
+}
+
+static const char **saved_pairs(char store[][64]);
+
+/* Save --out (model, training state, options) with the signals held off. */
+static int save_out(void)
+{
+    char store[FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT][64];
+    sigset_t old;
+    signals_block(&old);
+    int rc = cnf_model_save(to.out, R.flow, R.trainer, saved_pairs(store));
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
 
 static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
 {
@@ -145,8 +230,11 @@ static int write_plot(const char *path)
     cnf_rng r;
     cnf_rng_seed(&r, to.seed ^ 0x5eed0f0f);
     int rc = cnf_toy_sample(R.data, 20000, D, &r);
+    sigset_t old;
+    signals_block(&old);
     if (!rc)
         rc = cnf_plot_flow(path, R.flow, D, 20000, 100, 20000, &r, NULL);
+    sigprocmask(SIG_SETMASK, &old, NULL);
     free(D);
     return rc;
 }
@@ -191,6 +279,16 @@ static int progress(const cnf_train_progress *p, void *ctx)
         int rc = write_plot(to.plot);
         if (rc)
             return rc;
+    }
+    if (to.out && to.save_every && p->iter % to.save_every == 0 && p->iter != p->iters) {
+        int rc = save_out();
+        if (rc) {
+            if (R.tty)
+                fputc('\n', stderr);
+            cli_error(CMD, rc, "saving the --save-every checkpoint");
+            R.save_failed = 1;
+            return 1;
+        }
     }
     if (stop) {
         R.stopped = 1;
@@ -282,10 +380,134 @@ static int apply_saved(const cnf_st_file *file)
     return 0;
 }
 
+static cli_opt *find_opt(const char *name)
+{
+    for (size_t i = 0; i < n_table; i++)
+        if (!strcmp(table[i].name, name))
+            return &table[i];
+    return NULL;
+}
+
+/* The options that make the model what it is (its parameters' shapes and meaning, and the
+ * preprocessing stored with it): --resume refuses a value other than the file's. */
+static int is_architecture(const char *name)
+{
+    static const char *const names[] = {
+        "--model", "--hidden", "--act", "--time", "--blocks", "--T", "--train-T", "--layers",
+        "--bins", "--bound", "--batchnorm", "--standardize", "--drop-constant", "--dequantize",
+        "--alpha", "--pca"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(name, names[i]))
+            return 1;
+    return 0;
+}
+
+/* --resume: 2 after a message naming every architecture option given with another value than
+ * the file's. */
+static int check_architecture(const cnf_st_file *file)
+{
+    char bad[1024] = "";
+    for (size_t i = 0; i < n_table; i++) {
+        if (!table[i].saved || !is_architecture(table[i].name) || !cli_opt_given(table, &table[i]))
+            continue;
+        char key[64], buf[64];
+        snprintf(key, sizeof key, "user.%s", table[i].name + 2);
+        const char *was = cnf_st_meta(file, key), *now = cli_opt_format(&table[i], buf, sizeof buf);
+        if (!was || !now || !strcmp(was, now))
+            continue;
+        size_t len = strlen(bad);
+        snprintf(bad + len, sizeof bad - len, "%s%s %s (the model has %s)", len ? ", " : "",
+                 table[i].name, now, was);
+    }
+    if (!*bad)
+        return 0;
+    fprintf(stderr, "cnf %s: --resume %s: the architecture cannot change when resuming: %s; "
+            "leave these options out, or train a new model\n", CMD, to.resume, bad);
+    return 2;
+}
+
+/* --resume: the checkpoint's iteration must be below --iters (the total to reach). */
+static int check_iterations(const cnf_st_file *file)
+{
+    const char *v = cnf_st_meta(file, "train.iter");
+    unsigned long long done = v ? strtoull(v, NULL, 10) : 0;
+    if (!v || (unsigned long long)to.iters > done)
+        return 0;
+    fprintf(stderr, "cnf %s: --resume %s is at iteration %llu already: --iters %zu is the total "
+            "to reach, give more than %llu\n", CMD, to.resume, done, to.iters, done);
+    return 2;
+}
+
+/* --resume: put the run-time options (the saved ones, overridden by those given) into the loaded
+ * flow, and say which were given. 0, 1 or 2 after a message. */
+static int apply_runtime(void)
+{
+    char applied[1024] = "", ignored[512] = "";
+    cnf_flow *inner = cnf_pre_flow_inner(R.flow) ? cnf_pre_flow_inner(R.flow) : R.flow;
+    cnf_cflow_config *s = cnf_cflow_settings(inner);
+    for (size_t i = 0; i < n_table; i++) {
+        if (!table[i].saved || is_architecture(table[i].name) || !cli_opt_given(table, &table[i]))
+            continue;
+        char buf[64];
+        const char *v = cli_opt_format(&table[i], buf, sizeof buf);
+        if (table[i].kind == OPT_DOUBLE)
+            snprintf(buf, sizeof buf, "%g", *(double *)table[i].ptr);
+        char *list = !s && i < n_flow_opts ? ignored : applied;
+        size_t cap = list == ignored ? sizeof ignored : sizeof applied, len = strlen(list);
+        snprintf(list + len, cap - len, "%s%s %s", len ? ", " : "", table[i].name, v ? v : "");
+    }
+    if (s) {
+        cnf_cflow_config cfg;
+        size_t *hidden;
+        int u = flow_opts_config(CMD, &fo, s->dim, &cfg, &hidden);
+        free(hidden);
+        if (u)
+            return u;
+        if (cfg.probes == 0 || !(cfg.reg_kinetic >= 0) || !(cfg.reg_jacobian >= 0)) {
+            fprintf(stderr, "cnf %s: --probes must be >= 1 and the regularizer weights >= 0\n",
+                    CMD);
+            return 2;
+        }
+        s->trace = cfg.trace;
+        s->probes = cfg.probes;
+        s->reg_kinetic = cfg.reg_kinetic;
+        s->reg_jacobian = cfg.reg_jacobian;
+        s->grad = cfg.grad;
+        s->train = cfg.train;
+        s->eval = cfg.eval;
+        if (cfg.precision != s->precision) { /* fixed when the MLP is built: build it anew */
+            if (inner != R.flow) {
+                fprintf(stderr, "cnf %s: --precision cannot change when resuming a model with "
+                        "preprocessing (data files)\n", CMD);
+                return 2;
+            }
+            cnf_cflow_config nc = *s;
+            nc.precision = cfg.precision;
+            cnf_rng r;
+            cnf_rng_seed(&r, 0);
+            cnf_flow *nf;
+            int rc = cnf_cflow_create(&nf, &nc, &r);
+            if (rc) {
+                cli_error(CMD, rc, "rebuilding the model for --precision");
+                return 1;
+            }
+            memcpy(cnf_flow_params(nf), cnf_flow_params(R.flow),
+                   cnf_flow_n_params(nf) * sizeof(double));
+            cnf_flow_free(R.flow);
+            R.flow = nf;
+        }
+    }
+    printf("resuming %s: %s%s%s\n", to.resume, *applied ? "applied " : "",
+           *applied ? applied : "the saved settings", *applied ? "; the rest as saved" : "");
+    if (*ignored)
+        printf("(a discrete flow solves no ODE: %s has no effect)\n", ignored);
+    return 0;
+}
+
 /* The saved options as metadata pairs: "key", "value", …, NULL. Strings point into store. */
 static const char **saved_pairs(char store[][64])
 {
-    static const char *pairs[2 * (FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT) + 1];
+    static const char *pairs[2 * (FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT) + 1];
     size_t k = 0;
     for (size_t i = 0; i < n_table; i++) {
         if (!table[i].saved)
@@ -298,6 +520,99 @@ static const char **saved_pairs(char store[][64])
     }
     pairs[k] = NULL;
     return pairs;
+}
+
+/* ---- how a run ended ------------------------------------------------------------------------ */
+
+typedef struct outcome {
+    cnf_train_status st;
+    char reason[1200]; /* why it stopped early ("" if it did not) */
+} outcome;
+
+/* After cnf_trainer_run returned rc: the status, with a message on stderr for a failure. */
+static void outcome_of_run(outcome *o, int rc)
+{
+    o->st = cnf_trainer_status(R.trainer);
+    snprintf(o->reason, sizeof o->reason, "%s", cnf_trainer_stop_reason(R.trainer));
+    if (o->st == CNF_TRAIN_STOPPED && R.stopped && !R.save_failed) { /* early stopping */
+        o->st = CNF_TRAIN_OK;
+        o->reason[0] = '\0';
+    } else if (o->st == CNF_TRAIN_STOPPED) { /* a --plot-every or --save-every write failed */
+        o->st = CNF_TRAIN_ERROR;
+        snprintf(o->reason, sizeof o->reason, "a file written during training failed at "
+                 "iteration %zu", cnf_trainer_iter(R.trainer));
+        return; /* the message is on stderr already */
+    }
+    if (o->st == CNF_TRAIN_OK && n_signals) { /* the signal came after the last iteration */
+        o->st = CNF_TRAIN_INTERRUPTED;
+        snprintf(o->reason, sizeof o->reason, "interrupted after iteration %zu",
+                 cnf_trainer_iter(R.trainer));
+    }
+    if (rc && rc != 1) {
+        if (R.tty)
+            fputc('\n', stderr);
+        cli_error(CMD, rc, "training stopped");
+    } else if (o->st == CNF_TRAIN_INTERRUPTED) {
+        if (R.tty)
+            fputc('\n', stderr);
+        fprintf(stderr, "cnf %s: %s (signal): finishing\n", CMD, o->reason);
+    }
+}
+
+/* A later step (final evaluation, saving, the picture) failed. */
+static void outcome_fail(outcome *o, int rc, const char *what)
+{
+    cli_error(CMD, rc, what);
+    if (o->st == CNF_TRAIN_OK || o->st == CNF_TRAIN_TIME_LIMIT) {
+        o->st = CNF_TRAIN_ERROR;
+        snprintf(o->reason, sizeof o->reason, "%s: %s", what, cnf_errmsg());
+    }
+}
+
+static int outcome_good(const outcome *o)
+{
+    return o->st == CNF_TRAIN_OK || o->st == CNF_TRAIN_TIME_LIMIT;
+}
+
+/* Save --out after the run: always when it ended well or the guard stopped it (the last good
+ * parameters, for inspection or --resume), and after an interruption or another failure only if
+ * this run got anywhere, so that an earlier file is not replaced by the same or an untrained
+ * model. */
+static void outcome_save(outcome *o)
+{
+    if (!to.out)
+        return;
+    const int guard = o->st == CNF_TRAIN_DIVERGED || o->st == CNF_TRAIN_SOLVER_FAILED;
+    if (!outcome_good(o) && !guard && cnf_trainer_iter(R.trainer) == R.first_iter) {
+        printf("nothing trained in this run: %s left as it was\n", to.out);
+        return;
+    }
+    int rc = save_out();
+    if (rc) {
+        outcome_fail(o, rc, "saving --out");
+        return;
+    }
+    if (outcome_good(o))
+        printf("saved %s\n", to.out);
+    else
+        printf("saved %s at iteration %zu (%s: stopped early, see its train.stop_reason)\n",
+               to.out, cnf_trainer_iter(R.trainer), cnf_train_status_name(o->st));
+}
+
+/* The exit status: 0 ok or time limit, 130 interrupted, 1 otherwise. */
+static int outcome_exit(const outcome *o)
+{
+    return outcome_good(o) ? 0 : o->st == CNF_TRAIN_INTERRUPTED ? 130 : 1;
+}
+
+static void json_status(const outcome *o)
+{
+    printf("{\"status\":");
+    cli_json_string(stdout, cnf_train_status_name(o->st));
+    if (o->reason[0]) {
+        printf(",\"stop_reason\":");
+        cli_json_string(stdout, o->reason);
+    }
 }
 
 /* --objective reverse-kl: fit the flow to --target; no data. */
@@ -331,7 +646,7 @@ static int run_reverse_kl(cnf_st_file *file)
                            .val_every = to.val_every ? to.val_every : to.iters,
                            .val_n = to.test_n, .target = cnf_target_logq,
                            .target_ctx = R.target, .progress = progress,
-                           .max_seconds = to.max_seconds};
+                           .max_seconds = to.max_seconds, .stop = stop_requested};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = to.lr;
     tc.optim.weight_decay = to.weight_decay;
@@ -353,41 +668,40 @@ static int run_reverse_kl(cnf_st_file *file)
     R.start = cli_now();
     rc = cnf_trainer_run(R.trainer);
     double seconds = cli_now() - R.start, log_z = NAN, ess = NAN, elbo = NAN;
+    outcome o;
+    outcome_of_run(&o, rc);
     cnf_rng r;
     cnf_rng_seed(&r, to.seed ^ 0x15a3b1eULL);
-    if (!rc)
-        rc = cnf_flow_importance(R.flow, to.test_n, &r, cnf_target_logq, R.target, &log_z,
-                                 &ess, &elbo);
-    if (rc) {
-        cli_error(CMD, rc, "training stopped");
-        return 1;
-    }
+    if (outcome_good(&o) &&
+        (rc = cnf_flow_importance(R.flow, to.test_n, &r, cnf_target_logq, R.target, &log_z,
+                                  &ess, &elbo)))
+        outcome_fail(&o, rc, "estimating log Z at the end");
     double truth = cnf_target_log_z(R.target);
-    if (to.out) {
-        char store[FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT][64];
-        if ((rc = cnf_model_save(to.out, R.flow, R.trainer, saved_pairs(store)))) {
-            cli_error(CMD, rc, "saving --out");
-            return 1;
-        }
-        printf("saved %s\n", to.out);
-    }
-    if (to.plot) {
-        if ((rc = cnf_plot_target(to.plot, R.flow, cnf_target_logq, R.target, 100, 20000, &r,
-                                  NULL))) {
-            cli_error(CMD, rc, "writing --plot");
-            return 1;
-        }
-        printf("wrote %s\n", to.plot);
+    outcome_save(&o);
+    if (to.plot && outcome_good(&o)) {
+        sigset_t old;
+        signals_block(&old);
+        rc = cnf_plot_target(to.plot, R.flow, cnf_target_logq, R.target, 100, 20000, &r, NULL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        if (rc)
+            outcome_fail(&o, rc, "writing --plot");
+        else
+            printf("wrote %s\n", to.plot);
     }
     char true_z[48] = "unknown";
     if (!isnan(truth))
         snprintf(true_z, sizeof true_z, "%.4f", truth);
-    printf("done: %zu iterations in %.1f s; over %zu samples: ELBO %.4f, log Z by importance "
-           "sampling %.4f (true %s), ESS %.1f%%\n",
-           cnf_trainer_iter(R.trainer), seconds, to.test_n, elbo, log_z, true_z, 100 * ess);
+    if (outcome_good(&o))
+        printf("done: %zu iterations in %.1f s; over %zu samples: ELBO %.4f, log Z by "
+               "importance sampling %.4f (true %s), ESS %.1f%%\n",
+               cnf_trainer_iter(R.trainer), seconds, to.test_n, elbo, log_z, true_z, 100 * ess);
+    else
+        printf("stopped (%s) at iteration %zu after %.1f s\n", cnf_train_status_name(o.st),
+               cnf_trainer_iter(R.trainer), seconds);
     if (to.json) {
         size_t n = R.n_logged ? R.n_logged : 1;
-        printf("{\"objective\":\"reverse-kl\",\"target\":");
+        json_status(&o);
+        printf(",\"objective\":\"reverse-kl\",\"target\":");
         cli_json_string(stdout, tname);
         printf(",\"iters\":%zu,\"seconds\":", cnf_trainer_iter(R.trainer));
         cli_json_number(stdout, seconds);
@@ -407,7 +721,7 @@ static int run_reverse_kl(cnf_st_file *file)
         cli_json_number(stdout, R.nfe_b / n);
         printf(",\"seed\":%llu}\n", (unsigned long long)to.seed);
     }
-    return 0;
+    return outcome_exit(&o);
 }
 
 int cmd_train(int argc, char **argv)
@@ -430,19 +744,30 @@ int cmd_train(int argc, char **argv)
     int u = cli_opts_parse(CMD, table, n_table, argc, argv, help);
     if (u)
         return u == 1 ? 0 : 2;
+    /* Output paths first: a bad one must not cost a training run. */
+    if ((u = cli_check_output_path(CMD, "--out", to.out)) ||
+        (u = cli_check_output_path(CMD, "--plot", to.plot)))
+        return u;
+    if (to.save_every && !to.out) {
+        fprintf(stderr, "cnf %s: --save-every needs --out FILE\n", CMD);
+        return 2;
+    }
 
     memset(&R, 0, sizeof R);
     cnf_st_file *file = NULL;
     int status = 1, rc;
     double *test = NULL;
+    signals_install();
     if (to.resume) {
         rc = cnf_model_load(to.resume, &R.flow, &file);
         if (rc) {
             cli_error(CMD, rc, "loading --resume");
+            signals_restore();
             return 1;
         }
-        if (apply_saved(file)) {
-            status = 2;
+        if ((u = check_architecture(file)) || (u = check_iterations(file)) ||
+            (u = apply_saved(file))) {
+            status = u;
             goto done;
         }
     }
@@ -457,6 +782,33 @@ int cmd_train(int argc, char **argv)
     if (flow_matching && (cnf_fm_variant_from_name(to.fm_variant, &fmv) || !(to.fm_sigma >= 0))) {
         fprintf(stderr, "cnf %s: --fm-variant icfm|otcfm and --fm-sigma >= 0\n", CMD);
         status = 2;
+        goto done;
+    }
+    /* Flow matching's path lives on the unit interval: T is fixed, 1 unless --T is given. */
+    const cli_opt *train_T = find_opt("--train-T"), *T_opt = find_opt("--T");
+    if (flow_matching && cli_opt_given(table, train_T) && fo.train_T) {
+        fprintf(stderr, "cnf %s: --objective flow-matching holds the end time fixed (T = 1, or "
+                "--T): --train-T is not available with it\n", CMD);
+        status = 2;
+        goto done;
+    }
+    if (flow_matching && !to.resume) {
+        if (!cli_opt_given(table, train_T))
+            fo.train_T = 0;
+        if (!cli_opt_given(table, T_opt))
+            fo.T = 1.0;
+    }
+    if (flow_matching && to.resume) {
+        cnf_flow *inner = cnf_pre_flow_inner(R.flow) ? cnf_pre_flow_inner(R.flow) : R.flow;
+        if (cnf_cflow_settings(inner) && cnf_cflow_settings(inner)->train_T) {
+            fprintf(stderr, "cnf %s: --resume %s trains its end time T; flow matching needs a "
+                    "model with a fixed T\n", CMD, to.resume);
+            status = 2;
+            goto done;
+        }
+    }
+    if (to.resume && (u = apply_runtime())) {
+        status = u;
         goto done;
     }
     if (!strcmp(to.objective, "reverse-kl")) {
@@ -525,7 +877,7 @@ int cmd_train(int argc, char **argv)
                            .next_batch = toy_batch, .batch_ctx = (void *)data,
                            .progress = progress, .flow_matching = flow_matching,
                            .fm_variant = fmv, .fm_sigma = to.fm_sigma,
-                           .max_seconds = to.max_seconds};
+                           .max_seconds = to.max_seconds, .stop = stop_requested};
     if (R.file) { /* validate on the validation rows (the test rows if there are none) */
         tc.val_X = R.split.n_val ? R.split.val : R.split.test;
         tc.val_n = R.split.n_val ? R.split.n_val : R.split.n_test;
@@ -563,22 +915,24 @@ int cmd_train(int argc, char **argv)
     R.start = cli_now();
     rc = cnf_trainer_run(R.trainer);
     double seconds = cli_now() - R.start;
-    if (rc == 1 && R.stopped)
-        rc = CNF_OK;
-    if (!rc && R.es.best && R.es.best_nll < INFINITY) {
+    outcome o;
+    outcome_of_run(&o, rc);
+    if (outcome_good(&o) && R.es.best && R.es.best_nll < INFINITY) {
         cnf_early_stop_restore(&R.es); /* keep the best parameters, as FFJORD's tabular runs */
         printf("kept the parameters of iteration %zu (validation NLL %.4f)\n", R.es.best_iter,
                R.es.best_nll);
     }
     double bpd = NAN;
-    if (!rc && R.file && R.split.n_test) {
+    if (outcome_good(&o) && R.file && R.split.n_test) {
         rc = cnf_flow_eval_nll(R.flow, R.split.test, R.split.n_test, to.test_batch,
                                &R.last_val, &R.last_val_se, NULL);
         R.has_val = rc == CNF_OK;
         const cnf_pre *p = cnf_pre_flow_pre(R.flow);
         if (!rc && p && cnf_pre_levels(p) > 0)
             bpd = R.last_val / ((double)cnf_pre_dim(p) * log(2.0));
-        if (!rc)
+        if (rc)
+            outcome_fail(&o, rc, "evaluating the test rows");
+        else
             printf("test NLL %.4f +- %.4f nats over %zu rows (%s)", R.last_val, R.last_val_se,
                    R.split.n_test, cnf_pre_is_projection(p) ? "in PCA space" : "in data space");
         if (!rc && isfinite(bpd))
@@ -586,35 +940,26 @@ int cmd_train(int argc, char **argv)
         if (!rc)
             printf("\n");
     }
-    if (rc) {
-        if (R.tty)
-            fputc('\n', stderr);
-        cli_error(CMD, rc, "training stopped");
-        fprintf(stderr, "cnf %s: stopped at iteration %zu\n", CMD, cnf_trainer_iter(R.trainer));
-        goto done;
-    }
-    if (to.out) {
-        char store[FLOW_OPTS_MAX + 24 + DATA_OPTS_COUNT][64];
-        if ((rc = cnf_model_save(to.out, R.flow, R.trainer, saved_pairs(store)))) {
-            cli_error(CMD, rc, "saving --out");
-            goto done;
-        }
-        printf("saved %s\n", to.out);
-    }
-    if (to.plot) {
-        if ((rc = write_plot(to.plot))) {
-            cli_error(CMD, rc, "writing --plot");
-            goto done;
-        }
-        printf("wrote %s\n", to.plot);
+    outcome_save(&o);
+    if (to.plot && outcome_good(&o)) {
+        if ((rc = write_plot(to.plot)))
+            outcome_fail(&o, rc, "writing --plot");
+        else
+            printf("wrote %s\n", to.plot);
     }
     size_t n = R.n_logged ? R.n_logged : 1;
-    printf("done: %zu iterations in %.1f s, test NLL %.4f +- %.4f nats, NFE per iteration "
-           "%.1f forward, %.1f backward\n",
-           cnf_trainer_iter(R.trainer), seconds, R.last_val, R.last_val_se, R.nfe_f / n,
-           R.nfe_b / n);
+    char nll[96] = "no validation yet";
+    if (R.has_val)
+        snprintf(nll, sizeof nll, "test NLL %.4f +- %.4f nats", R.last_val, R.last_val_se);
+    if (outcome_good(&o))
+        printf("done: ");
+    else
+        printf("stopped (%s): ", cnf_train_status_name(o.st));
+    printf("%zu iterations in %.1f s, %s, NFE per iteration %.1f forward, %.1f backward\n",
+           cnf_trainer_iter(R.trainer), seconds, nll, R.nfe_f / n, R.nfe_b / n);
     if (to.json) {
-        printf("{\"data\":");
+        json_status(&o);
+        printf(",\"data\":");
         cli_json_string(stdout, to.data);
         printf(",\"model\":");
         cli_json_string(stdout, cnf_flow_kind(cnf_pre_flow_inner(R.flow) ? cnf_pre_flow_inner(R.flow)
@@ -640,8 +985,10 @@ int cmd_train(int argc, char **argv)
         }
         printf(",\"seed\":%llu}\n", (unsigned long long)to.seed);
     }
-    status = 0;
+    status = outcome_exit(&o);
 done:
+    fflush(stdout);
+    signals_restore();
     cnf_trainer_free(R.trainer);
     cnf_flow_free(R.flow);
     cnf_st_free(file);

@@ -4,9 +4,50 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
+
+int cli_check_output_path(const char *cmd, const char *opt, const char *path)
+{
+    if (!path)
+        return 0;
+    if (!*path) {
+        fprintf(stderr, "cnf %s: %s: empty file name\n", cmd, opt);
+        return 2;
+    }
+    struct stat st;
+    if (path[strlen(path) - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode))) {
+        fprintf(stderr, "cnf %s: %s %s: is a directory, not a file name\n", cmd, opt, path);
+        return 2;
+    }
+    /* The file is written as a temporary file in the same directory, then renamed over the
+     * target: what matters is that the directory exists and can be written. */
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
+    char *dir = malloc(len + 1);
+    if (!dir) {
+        fprintf(stderr, "cnf %s: out of memory checking %s\n", cmd, opt);
+        return 2;
+    }
+    memcpy(dir, slash ? path : ".", len);
+    dir[len] = '\0';
+    int bad = 0;
+    const char *why = NULL;
+    if (stat(dir, &st) != 0)
+        bad = 1, why = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+        bad = 1, why = "not a directory";
+    else if (access(dir, W_OK | X_OK) != 0)
+        bad = 1, why = strerror(errno);
+    if (bad)
+        fprintf(stderr, "cnf %s: %s %s: cannot write into directory '%s': %s\n", cmd, opt, path,
+                dir, why);
+    free(dir);
+    return bad ? 2 : 0;
+}
 
 void cli_json_string(FILE *out, const char *s)
 {

@@ -25,6 +25,7 @@ const char *cnf_strerror(int code)
     case CNF_ERHS: return "CNF_ERHS: right-hand side failed";
     case CNF_ESOLVER: return "CNF_ESOLVER: ODE solver failure";
     case CNF_EUNSUPPORTED: return "CNF_EUNSUPPORTED: unsupported combination";
+    case CNF_EDIVERGED: return "CNF_EDIVERGED: training diverged";
     default: return "unknown cnf error code";
     }
 }

@@ -88,6 +88,9 @@ int cnf_fm_loss_grad(cnf_flow *f, const double *X, size_t n, cnf_fm_variant vari
     if (cfg->blocks != 1)
         return cnf_fail(CNF_EINVAL, "flow matching needs a CNF with one block, not %zu",
                         cfg->blocks);
+    if (cfg->train_T)
+        return cnf_fail(CNF_EINVAL, "flow matching holds the end time T fixed: create the flow "
+                        "with train_T = 0 (T = 1 is the usual choice)");
     if (!(sigma >= 0) || n == 0 || !rng)
         return cnf_fail(CNF_EINVAL, "flow matching needs data, a generator and sigma >= 0");
     const size_t d = cfg->dim;

@@ -26,6 +26,11 @@ static int put_trainer(cnf_st_writer *w, cnf_trainer *t)
     int rc = cnf_meta_put_size(w, "train.iter", cnf_trainer_iter(t));
     if (!rc) rc = cnf_st_writer_meta(w, "train.rng", rng);
     if (!rc) rc = cnf_st_writer_meta(w, "optim.method", cnf_optim_method_name(c->optim.method));
+    /* How the run that wrote it ended: "ok" or why it stopped early (cnf/train.h). */
+    if (!rc) rc = cnf_st_writer_meta(w, "train.status",
+                                     cnf_train_status_name(cnf_trainer_status(t)));
+    if (!rc && *cnf_trainer_stop_reason(t))
+        rc = cnf_st_writer_meta(w, "train.stop_reason", cnf_trainer_stop_reason(t));
     if (!rc) rc = cnf_meta_put_size(w, "optim.steps", (size_t)cnf_optim_steps(o));
     size_t n = cnf_optim_n_params(o);
     for (size_t i = 0; !rc && i < cnf_optim_n_buffers(o); i++) {
@@ -48,13 +53,25 @@ int cnf_model_save(const char *path, const cnf_flow *f, cnf_trainer *t, const ch
     if (!rc) rc = cnf_st_writer_meta(w, "kind", f->type->kind);
     if (!rc) rc = cnf_meta_put_size(w, "dim", f->dim);
     if (!rc) rc = cnf_meta_put_size(w, "n_params", f->n_params);
-    if (!rc) rc = f->type->describe(f, w);
-    if (!rc && t) {
-        if (cnf_trainer_flow(t) != f)
-            rc = cnf_fail(CNF_EINVAL, "the trainer trains another flow");
-        else
-            rc = put_trainer(w, t);
+    if (!rc && t && cnf_trainer_flow(t) != f)
+        rc = cnf_fail(CNF_EINVAL, "the trainer trains another flow");
+    /* A run with parameter averaging is saved with its average θ̄ (what it validates and ends
+     * with), wherever the flow's parameters stand mid-run. */
+    const double *avg = !rc && t ? cnf_trainer_average(t) : NULL;
+    double *theta = avg ? cnf_flow_params(cnf_trainer_flow(t)) : NULL, *keep = NULL;
+    if (avg && !(keep = cnf_calloc(f->n_params, sizeof(double))))
+        rc = cnf_fail(CNF_ENOMEM, "saving: a copy of %zu parameters", f->n_params);
+    if (keep) {
+        memcpy(keep, theta, f->n_params * sizeof(double));
+        memcpy(theta, avg, f->n_params * sizeof(double));
     }
+    if (!rc) rc = f->type->describe(f, w);
+    if (keep) {
+        memcpy(theta, keep, f->n_params * sizeof(double));
+        free(keep);
+    }
+    if (!rc && t)
+        rc = put_trainer(w, t);
     for (size_t i = 0; !rc && extra && extra[i]; i += 2) {
         if (!extra[i + 1]) {
             rc = cnf_fail(CNF_EINVAL, "metadata key '%s' has no value", extra[i]);

@@ -1,9 +1,11 @@
 /* The training loop and batched evaluation (see cnf/train.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cnf/cflow.h"
 #include "cnf/train.h"
 #include "core/internal.h"
 
@@ -18,7 +20,33 @@ struct cnf_trainer {
      * (n_params each), and the number of averaging steps taken. */
     double *avg, *raw;
     size_t ema_steps;
+    /* The health guard: the parameters before this step (n_params), and the last good state
+     * (see cnf/train.h): parameters, optimizer buffers (n_buffers × n_params), the average. */
+    double *prev;
+    struct snapshot {
+        int valid, validated;
+        double *theta, *buf, *avg;
+        uint64_t steps;
+        cnf_rng rng;
+        size_t iter, ema_steps;
+    } good;
+    cnf_train_status status;
+    char reason[1024];
 };
+
+const char *cnf_train_status_name(cnf_train_status s)
+{
+    switch (s) {
+    case CNF_TRAIN_OK: return "ok";
+    case CNF_TRAIN_DIVERGED: return "diverged";
+    case CNF_TRAIN_SOLVER_FAILED: return "solver_failed";
+    case CNF_TRAIN_INTERRUPTED: return "interrupted";
+    case CNF_TRAIN_TIME_LIMIT: return "time_limit";
+    case CNF_TRAIN_STOPPED: return "stopped";
+    case CNF_TRAIN_ERROR: return "error";
+    }
+    return "unknown";
+}
 
 int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *cfg,
                        uint64_t seed)
@@ -43,6 +71,11 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
                         cfg->clip_norm, cfg->max_seconds);
     if (!(cfg->ema_decay >= 0.0 && cfg->ema_decay < 1.0))
         return cnf_fail(CNF_EINVAL, "EMA decay %g is not in [0, 1)", cfg->ema_decay);
+    if (isnan(cfg->guard_loss) || isnan(cfg->guard_grad) || isnan(cfg->guard_step))
+        return cnf_fail(CNF_EINVAL, "a guard threshold is NaN");
+    if (cfg->flow_matching && cnf_cflow_settings(f) && cnf_cflow_settings(f)->train_T)
+        return cnf_fail(CNF_EINVAL, "flow matching holds the end time T fixed, but this flow "
+                        "trains T (create it with train_T = 0; T = 1 is the usual choice)");
     cnf_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return cnf_fail(CNF_ENOMEM, "allocating the trainer");
@@ -54,13 +87,19 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
         free(t);
         return rc;
     }
-    t->X = cnf_calloc(cfg->batch * cnf_flow_dim(f), sizeof(double));
-    t->grad = cnf_calloc(cnf_flow_n_params(f), sizeof(double));
+    const size_t P = cnf_flow_n_params(f), nb = cnf_optim_n_buffers(t->optim);
+    t->X = cnf_calloc(cnf_size_mul(cfg->batch, cnf_flow_dim(f)), sizeof(double));
+    t->grad = cnf_calloc(P, sizeof(double));
+    t->prev = cnf_calloc(P, sizeof(double));
+    t->good.theta = cnf_calloc(P, sizeof(double));
+    t->good.buf = nb ? cnf_calloc(cnf_size_mul(nb, P), sizeof(double)) : NULL;
     if (cfg->ema_decay > 0) {
-        t->avg = cnf_calloc(cnf_flow_n_params(f), sizeof(double));
-        t->raw = cnf_calloc(cnf_flow_n_params(f), sizeof(double));
+        t->avg = cnf_calloc(P, sizeof(double));
+        t->raw = cnf_calloc(P, sizeof(double));
+        t->good.avg = cnf_calloc(P, sizeof(double));
     }
-    if (!t->X || !t->grad || (cfg->ema_decay > 0 && (!t->avg || !t->raw))) {
+    if (!t->X || !t->grad || !t->prev || !t->good.theta || (nb && !t->good.buf) ||
+        (cfg->ema_decay > 0 && (!t->avg || !t->raw || !t->good.avg))) {
         cnf_trainer_free(t);
         return cnf_fail(CNF_ENOMEM, "allocating a batch of %zu", cfg->batch);
     }
@@ -77,7 +116,18 @@ void cnf_trainer_free(cnf_trainer *t)
     free(t->grad);
     free(t->avg);
     free(t->raw);
+    free(t->prev);
+    free(t->good.theta);
+    free(t->good.buf);
+    free(t->good.avg);
     free(t);
+}
+
+cnf_train_status cnf_trainer_status(const cnf_trainer *t) { return t->status; }
+const char *cnf_trainer_stop_reason(const cnf_trainer *t) { return t->reason; }
+const double *cnf_trainer_average(const cnf_trainer *t)
+{
+    return t->avg && t->ema_steps ? t->avg : NULL;
 }
 
 size_t cnf_trainer_iter(const cnf_trainer *t) { return t->iter; }
@@ -99,6 +149,127 @@ static void use_iterate(cnf_trainer *t, double *theta, size_t P)
     memcpy(theta, t->raw, P * sizeof(double));
 }
 
+/* ---- the health guard ---------------------------------------------------------------------- */
+
+/* A threshold of the guard: 0 → its default, negative → off (INFINITY). */
+static double guard(double v, double dflt) { return v == 0 ? dflt : v < 0 ? INFINITY : v; }
+
+/* Root mean square of a (n), and of a − b. */
+static double rms(const double *a, size_t n)
+{
+    double amax = 0, ss = 0;
+    for (size_t i = 0; i < n; i++)
+        amax = fmax(amax, fabs(a[i]));
+    for (size_t i = 0; amax > 0 && i < n; i++)
+        ss += (a[i] / amax) * (a[i] / amax);
+    return n ? amax * sqrt(ss / (double)n) : 0.0;
+}
+
+static double rms_diff(const double *a, const double *b, size_t n)
+{
+    double ss = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (a[i] - b[i]) * (a[i] - b[i]);
+    return n ? sqrt(ss / (double)n) : 0.0;
+}
+
+/* The state of iteration `iter` (θ the iterate, rng as it stood before that iteration's draws)
+ * becomes the last good one. */
+static void snapshot_take(cnf_trainer *t, const double *theta, const cnf_rng *rng, size_t iter)
+{
+    const size_t P = cnf_flow_n_params(t->flow);
+    memcpy(t->good.theta, theta, P * sizeof(double));
+    for (size_t i = 0; i < cnf_optim_n_buffers(t->optim); i++)
+        memcpy(t->good.buf + i * P, cnf_optim_buffer(t->optim, i, NULL), P * sizeof(double));
+    t->good.steps = cnf_optim_steps(t->optim);
+    t->good.rng = *rng;
+    t->good.iter = iter;
+    if (t->avg) {
+        memcpy(t->good.avg, t->avg, P * sizeof(double));
+        t->good.ema_steps = t->ema_steps;
+    }
+    t->good.valid = 1;
+}
+
+/* Back to the last good state (the flow gets its iterate, or its average with ema_decay). */
+static void snapshot_restore(cnf_trainer *t)
+{
+    const size_t P = cnf_flow_n_params(t->flow);
+    double *theta = cnf_flow_params(t->flow);
+    if (!t->good.valid)
+        return;
+    memcpy(theta, t->good.theta, P * sizeof(double));
+    for (size_t i = 0; i < cnf_optim_n_buffers(t->optim); i++)
+        memcpy(cnf_optim_buffer(t->optim, i, NULL), t->good.buf + i * P, P * sizeof(double));
+    cnf_optim_set_steps(t->optim, t->good.steps);
+    t->rng = t->good.rng;
+    t->iter = t->good.iter;
+    if (t->avg) {
+        memcpy(t->avg, t->good.avg, P * sizeof(double));
+        t->ema_steps = t->good.ema_steps;
+        if (t->ema_steps)
+            memcpy(theta, t->avg, P * sizeof(double));
+    }
+}
+
+static int is_solver_code(int rc)
+{
+    return rc == CNF_EMAX_STEPS || rc == CNF_ESTEP_UNDERFLOW || rc == CNF_ESOLVER ||
+           rc == CNF_ERHS || rc == CNF_ENONFINITE;
+}
+
+/* End the run on a health failure at iteration `iter`: classify it, go back to the last good
+ * state, and set status, reason and the error detail. what is the failure in words. */
+static int stop_unhealthy(cnf_trainer *t, int rc, size_t iter, const char *what)
+{
+    const size_t P = cnf_flow_n_params(t->flow);
+    const double *theta = cnf_flow_params(t->flow);
+    double drift = 0, scale = 1;
+    if (t->good.valid && rc != CNF_EDIVERGED) {
+        /* How far the parameters the solver failed on (the iterate: the flow holds it outside
+         * validation) are from the last good ones. */
+        drift = rms_diff(theta, t->good.theta, P);
+        scale = fmax(rms(t->good.theta, P), 1.0);
+    }
+    const double gs = guard(t->cfg.guard_step, 1.0);
+    const int diverged = rc == CNF_EDIVERGED || rc == CNF_ENONFINITE || drift > gs * scale;
+    t->status = diverged ? CNF_TRAIN_DIVERGED : CNF_TRAIN_SOLVER_FAILED;
+    snapshot_restore(t);
+    char kept[160];
+    if (!t->good.valid)
+        snprintf(kept, sizeof kept, "the parameters are those the run started from");
+    else
+        snprintf(kept, sizeof kept, "kept the parameters of iteration %zu (%s)", t->good.iter,
+                 t->good.validated ? "its validation was finite" : "the last with a healthy loss and gradient");
+    const char *hint =
+        diverged ? "try a smaller learning rate, gradient clipping, or regularization "
+                   "(kinetic / Jacobian)"
+                 : "try looser or tighter tolerances, more solver steps, a fixed-step or stiff "
+                   "solver, or regularization (kinetic / Jacobian) to keep the dynamics tame";
+    snprintf(t->reason, sizeof t->reason, "%s at iteration %zu: %s%s; %s; %s",
+             diverged ? "diverged" : "solver failed", iter, what,
+             diverged && rc != CNF_EDIVERGED && drift > gs * scale
+                 ? " (the parameters had run away from the last good ones)"
+                 : "",
+             kept, hint);
+    return cnf_fail(diverged ? CNF_EDIVERGED : rc, "%s", t->reason);
+}
+
+/* A failure of the loss, gradient or validation call: solver failures and non-finite values go
+ * through the guard, anything else ends the run as an error. */
+static int stop_failed(cnf_trainer *t, int rc, size_t iter, const char *during)
+{
+    if (!is_solver_code(rc)) {
+        t->status = CNF_TRAIN_ERROR;
+        snprintf(t->reason, sizeof t->reason, "%s at iteration %zu: %s", during, iter,
+                 cnf_errmsg());
+        return rc;
+    }
+    char what[1200];
+    snprintf(what, sizeof what, "%s: %s: %s", during, cnf_strerror(rc), cnf_errmsg());
+    return stop_unhealthy(t, rc, iter, what);
+}
+
 int cnf_trainer_run(cnf_trainer *t)
 {
     const cnf_train_config *c = &t->cfg;
@@ -106,10 +277,26 @@ int cnf_trainer_run(cnf_trainer *t)
     double *theta = cnf_flow_params(t->flow);
     const double start = cnf_wall_seconds();
     const int ema = t->avg != NULL;
+    const double g_loss = guard(c->guard_loss, 1e10), g_grad = guard(c->guard_grad, 1e10),
+                 g_step = guard(c->guard_step, 1.0);
+    t->status = CNF_TRAIN_OK;
+    t->reason[0] = '\0';
+    t->good.valid = t->good.validated = 0;
     while (t->iter < c->iters) {
+        if (c->stop && c->stop(c->stop_ctx)) {
+            t->status = CNF_TRAIN_INTERRUPTED;
+            snprintf(t->reason, sizeof t->reason, "interrupted after iteration %zu", t->iter);
+            break;
+        }
         int rc = CNF_OK;
-        if (!c->target && (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0)
-            return rc < 0 ? rc : cnf_fail(CNF_EINVAL, "data callback stopped with %d", rc);
+        const cnf_rng rng0 = t->rng;
+        if (!c->target && (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0) {
+            t->status = CNF_TRAIN_ERROR;
+            rc = rc < 0 ? rc : cnf_fail(CNF_EINVAL, "data callback stopped with %d", rc);
+            snprintf(t->reason, sizeof t->reason, "data at iteration %zu: %s", t->iter + 1,
+                     cnf_errmsg());
+            return rc;
+        }
         cnf_train_progress p = {.iter = t->iter + 1, .iters = c->iters};
         cnf_flow_stats st;
         if (c->target) {
@@ -123,19 +310,42 @@ int cnf_trainer_run(cnf_trainer *t)
         } else
             rc = cnf_flow_nll_grad(t->flow, t->X, c->batch, &t->rng, &p.loss, t->grad, &st);
         if (rc)
-            return rc;
-        if (!isfinite(p.loss))
-            return cnf_fail(CNF_ENONFINITE, "loss is %g at iteration %zu", p.loss, p.iter);
-        rc = cnf_optim_clip_norm(t->grad, P, c->clip_norm > 0 ? c->clip_norm : INFINITY,
-                                 &p.grad_norm);
-        if (rc)
+            return stop_failed(t, rc, p.iter, "computing the loss and gradient");
+        char what[200];
+        if (!isfinite(p.loss) || fabs(p.loss) > g_loss) {
+            snprintf(what, sizeof what, "the loss is %g%s", p.loss,
+                     isfinite(p.loss) ? " (beyond the guard's limit)" : "");
+            return stop_unhealthy(t, CNF_EDIVERGED, p.iter, what);
+        }
+        cnf_optim_clip_norm(t->grad, P, INFINITY, &p.grad_norm);
+        if (!isfinite(p.grad_norm) || p.grad_norm > g_grad) {
+            snprintf(what, sizeof what, "the gradient norm is %g%s", p.grad_norm,
+                     isfinite(p.grad_norm) ? " (beyond the guard's limit)" : "");
+            return stop_unhealthy(t, CNF_EDIVERGED, p.iter, what);
+        }
+        if (c->clip_norm > 0 && (rc = cnf_optim_clip_norm(t->grad, P, c->clip_norm, NULL)))
             return cnf_fail(rc, "gradient at iteration %zu: %s", p.iter, cnf_errmsg());
+        /* θ gave a healthy loss and gradient: until a validation vouches for later parameters,
+         * this is the state to come back to. */
+        if (!t->good.validated)
+            snapshot_take(t, theta, &rng0, t->iter);
         p.lr = cnf_optim_lr(t->optim);
         if (ema && t->ema_steps == 0) /* θ̄ starts from the parameters before the first step */
             memcpy(t->avg, theta, P * sizeof(double));
+        memcpy(t->prev, theta, P * sizeof(double));
         rc = cnf_optim_step(t->optim, theta, t->grad);
-        if (rc)
+        if (rc) {
+            t->status = CNF_TRAIN_ERROR;
+            snprintf(t->reason, sizeof t->reason, "optimizer step at iteration %zu: %s", p.iter,
+                     cnf_errmsg());
             return rc;
+        }
+        const double moved = rms_diff(theta, t->prev, P), scale = fmax(rms(t->prev, P), 1.0);
+        if (!(moved <= g_step * scale)) {
+            snprintf(what, sizeof what, "one optimizer step moved the parameters by RMS %g, "
+                     "more than their scale %g", moved, scale);
+            return stop_unhealthy(t, CNF_EDIVERGED, p.iter, what);
+        }
         t->iter++;
         if (ema) {
             const double k = (double)t->ema_steps++, b = fmin(c->ema_decay, (1 + k) / (10 + k));
@@ -159,11 +369,20 @@ int cnf_trainer_run(cnf_trainer *t)
                                                  &p.elbo)
                            : cnf_flow_eval_nll(t->flow, c->val_X, c->val_n, c->val_batch,
                                                &p.val_nll, &p.val_nll_stderr, NULL);
-            if (rc) {
-                if (ema)
-                    use_iterate(t, theta, P);
-                return rc;
+            const double figure = c->target ? p.log_z : p.val_nll;
+            if (ema)
+                use_iterate(t, theta, P);
+            if (rc)
+                return stop_failed(t, rc, t->iter, "validating");
+            if (!isfinite(figure) || fabs(figure) > g_loss) {
+                snprintf(what, sizeof what, "the validation %s is %g",
+                         c->target ? "log Z estimate" : "NLL", figure);
+                return stop_unhealthy(t, CNF_EDIVERGED, t->iter, what);
             }
+            snapshot_take(t, theta, &t->rng, t->iter);
+            t->good.validated = 1;
+            if (ema)
+                use_average(t, theta, P);
             p.has_val = 1;
         }
         p.seconds = cnf_wall_seconds() - start;
@@ -172,10 +391,19 @@ int cnf_trainer_run(cnf_trainer *t)
         if (c->progress && (rc = c->progress(&p, c->progress_ctx)) != 0) {
             if (ema) /* a stop ends the run: the flow gets θ̄ */
                 memcpy(theta, t->avg, P * sizeof(double));
+            t->status = CNF_TRAIN_STOPPED;
+            snprintf(t->reason, sizeof t->reason, "stopped by the progress callback after "
+                     "iteration %zu", t->iter);
             return rc;
         }
-        if (out_of_time)
+        if (out_of_time) {
+            t->status = CNF_TRAIN_TIME_LIMIT;
+            snprintf(t->reason, sizeof t->reason, "time limit of %g s reached after iteration "
+                     "%zu", c->max_seconds, t->iter);
+            if (ema && p.has_val)
+                use_iterate(t, theta, P);
             break;
+        }
         if (ema && p.has_val)
             use_iterate(t, theta, P);
     }
