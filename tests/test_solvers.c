@@ -624,13 +624,29 @@ static int lin_gq(double t, const double *y, const double *lam, double *out, voi
     return 0;
 }
 
+/* The exact J·v of f and of g, for cvode-bdf. */
+static int lin_jvp(double t, const double *y, const double *v, double *Jv, void *ctx)
+{
+    Jv[0] = ((decay *)ctx)->a * v[0];
+    return 0;
+}
+
+static int lin_gj(double t, const double *y, const double *lam, const double *v, double *Jv,
+                  void *ctx)
+{
+    Jv[0] = -((decay *)ctx)->a * v[0];
+    return 0;
+}
+
 Test(solvers, cvodes_adjoint_closed_form)
 {
     const cnf_stepper_type *types[2] = {cnf_stepper_cvode_adams, cnf_stepper_cvode_bdf};
     const double y0 = 1.3, T = 1.5;
     const double as[2] = {-0.7, 0.4};
-    for (size_t m = 0; m < 2; m++)
+    /* m = 2: cvode-bdf with the exact J·v forward and backward. */
+    for (size_t m = 0; m < 3; m++)
         for (size_t k = 0; k < 2; k++) {
+            const int exact = m == 2;
             decay d = {as[k]};
             cnf_cvodes_adj *adj;
             cnf_ode_options opt;
@@ -638,21 +654,28 @@ Test(solvers, cvodes_adjoint_closed_form)
             double y = y0, lam, q;
             cnf_ode_options_default(&opt);
             opt.rtol = opt.atol = 1e-10;
-            cr_assert_eq(cnf_cvodes_adj_create(&adj, types[m], 1, 1, 1, 20), CNF_OK, "%s",
+            opt.jvp = exact ? lin_jvp : NULL;
+            const cnf_stepper_type *Tm = types[exact ? 1 : m];
+            cr_assert_eq(cnf_cvodes_adj_create(&adj, Tm, 1, 1, 1, 20), CNF_OK, "%s",
                          cnf_errmsg());
             cr_assert_eq(cnf_cvodes_adj_forward(adj, lin_f, &d, 0, T, &y, &opt, &fst), 0, "%s",
                          cnf_errmsg());
             cr_assert(fabs(y - y0 * exp(d.a * T)) < 1e-8);
             lam = y; /* ∂L/∂y(T) */
-            cr_assert_eq(cnf_cvodes_adj_backward(adj, lin_g, lin_gq, &d, &lam, &q, &opt, &bst),
+            cr_assert_eq(cnf_cvodes_adj_backward(adj, lin_g, lin_gq, exact ? lin_gj : NULL, &d,
+                                                 &lam, &q, &opt, &bst),
                          0, "%s", cnf_errmsg());
             double e2 = exp(2 * d.a * T);
             cr_assert(fabs(lam - y0 * e2) <= 1e-7 * y0 * e2, "%s a=%g: dL/dy0 %.12g vs %.12g",
-                      cnf_stepper_name(types[m]), d.a, lam, y0 * e2);
+                      cnf_stepper_name(Tm), d.a, lam, y0 * e2);
             cr_assert(fabs(q - T * y0 * y0 * e2) <= 1e-7 * T * y0 * y0 * e2,
-                      "%s a=%g: dL/da %.12g vs %.12g", cnf_stepper_name(types[m]), d.a, q,
+                      "%s a=%g: dL/da %.12g vs %.12g", cnf_stepper_name(Tm), d.a, q,
                       T * y0 * y0 * e2);
             cr_assert(fst.nfe > 0 && bst.nfe > 0 && bst.accepted > 0);
+            /* The J·v callbacks are used exactly when given. */
+            cr_assert(exact ? fst.njvp > 0 && bst.njvp > 0 : fst.njvp == 0 && bst.njvp == 0,
+                      "%s: njvp forward %zu, backward %zu", cnf_stepper_name(Tm), fst.njvp,
+                      bst.njvp);
             cnf_cvodes_adj_free(adj);
         }
     cnf_cvodes_adj *adj;
