@@ -28,6 +28,7 @@
  * problem (CVodeCreateB/InitB) with the same method and its own fixed-point or SPGMR solver
  * (without one CVODE's default Newton fails with CV_NLS_INIT_FAIL), and the parameter
  * quadrature CVodeQuadInitB under error control with the backward tolerances. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -377,6 +378,12 @@ int cnf_cvodes_adj_create(cnf_cvodes_adj **out, const cnf_stepper_type *T, size_
     if (!dim || !dim_b || !steps_per_checkpoint)
         return cnf_fail(CNF_EINVAL, "adjoint: dim = %zu, dim_b = %zu and steps_per_checkpoint ="
                         " %zu must be >= 1", dim, dim_b, steps_per_checkpoint);
+    /* N_Vector lengths are sunindextype and SUNDIALS multiplies them by 8 unchecked. */
+    if (!cnf_size_ok(dim) || !cnf_size_ok(dim_b) || !cnf_size_ok(dim_q) ||
+        steps_per_checkpoint > LONG_MAX)
+        return cnf_fail(CNF_ENOMEM, "adjoint: dim %zu, dim_b %zu, dim_q %zu or "
+                        "steps_per_checkpoint %zu too large", dim, dim_b, dim_q,
+                        steps_per_checkpoint);
     cnf_cvodes_adj *a = cnf_calloc(1, sizeof *a);
     if (!a)
         return cnf_fail(CNF_ENOMEM, "adjoint object");

@@ -1198,6 +1198,9 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
                         "method, not %s (use --grad adjoint)", cnf_stepper_name(cfg->train.stepper));
     if (want_grad && cfg->grad == CNF_GRAD_BACKSOLVE && use_cvodes)
         return cnf_fail(CNF_EUNSUPPORTED, "backsolve is offered with the built-in methods only");
+    /* Every buffer below holds at most B·n·S·(K + 1) values (states per block, probes). */
+    if (!cnf_size_ok(cnf_size_mul(cnf_size_mul(n, S), cnf_size_mul(B, K + 1))))
+        return cnf_fail(CNF_ENOMEM, "%zu samples of dimension %zu are too many to address", n, d);
 
     int rc = ensure_slot(c, n, K);
     if (rc)
