@@ -21,7 +21,8 @@
  * (SUNLinSolSetScalingVectors, which requires them positive) and a zero weight breaks it: the
  * Newton iteration fails to converge and CVODE rejects the step. With the regularizer
  * integrals of a CNF uncontrolled this made cvode-bdf reject a third of its steps; a weight of
- * 1e-6 keeps those components out of the error test in practice and the Krylov solver sound.
+ * 1e-6 (of the weight at |y_i| ≥ 1) keeps those components out of the error test in practice
+ * and the Krylov solver sound.
  *
  * Checkpointed adjoint: CVodeAdjInit(nd, CV_HERMITE) (CV_POLYNOMIAL crashed in CVodeB with few
  * steps per checkpoint, and was no more accurate where it ran), CVodeF forward, then a backward
@@ -146,14 +147,15 @@ static int weight_fn(N_Vector y, N_Vector ewt, void *data)
     double *w = N_VGetArrayPointer(ewt);
     size_t B = s->opt.block, C = s->opt.block_ctrl;
     for (size_t i = 0; i < s->dim; i++) {
-        double sc = s->opt.atol + s->opt.rtol * fabs(yv[i]);
         if (i % B >= C) {
             /* Uncontrolled: 0, or for the Krylov solver 1e-6 of the weight (header comment),
-             * taken at |y_i| = 1 when atol = 0 and y_i = 0 (E and N start there). */
-            w[i] = s->p.ls ? 1e-6 * s->wscale / (sc > 0 ? sc : s->opt.atol + s->opt.rtol) : 0.0;
+             * taken with |y_i| ≥ 1 so that it stays finite when atol = 0 (E and N start at 0). */
+            w[i] = s->p.ls ? 1e-6 * s->wscale /
+                                 (s->opt.atol + s->opt.rtol * fmax(fabs(yv[i]), 1.0))
+                           : 0.0;
             continue;
         }
-        w[i] = s->wscale / sc;
+        w[i] = s->wscale / (s->opt.atol + s->opt.rtol * fabs(yv[i]));
         if (!isfinite(w[i]))
             return -1;
     }

@@ -72,10 +72,10 @@ typedef enum {
  * never shrink the step. CVODES measures with weights 1/(atol + rtol·|y_i|) at the step start
  * and a whole-vector RMS: CNF_NORM_RMS is reproduced exactly, CNF_NORM_MAX_BLOCK is bounded from
  * above by sqrt(Σ_blocks rms²) (never looser, at most sqrt(#blocks) tighter). cvode-bdf gives
- * the uncontrolled components 1e-6 times their weight instead of 0, because its Krylov solver
- * scales by the weights and needs them positive (with zero weights it diverges and rejects
- * most steps): they count in its error test only if their error exceeds 1e6 times the
- * tolerance. */
+ * the uncontrolled components 1e-6 times their weight (taken at |y_i| ≥ 1) instead of 0, because
+ * its Krylov solver scales by the weights and needs them positive (with zero weights its Newton
+ * iteration fails and it rejects many steps): they count in its error test only if their error
+ * exceeds about 1e6 times the tolerance. */
 typedef struct cnf_ode_options {
     size_t steps;      /* fixed-step methods: number of equal steps over [t0, t1] (≥ 1) */
     double rtol, atol; /* adaptive methods (≥ 0, not both 0) */
