@@ -66,7 +66,7 @@ expect_usage_error "needs a value" --problem
 expect_usage_error "one positive number" --atol 1e-9,1e-8
 
 # --model: a tiny trained flow; cvode-bdf (with the flow's J·v) solves it, and a point count that
-# cannot be allocated exits 1 with a message instead of crashing.
+# cannot be addressed exits 2 with a message instead of crashing.
 "$cnf" train --data 8gaussians --iters 2 --hidden 4 --batch 16 --test-n 16 \
   --out "$tmp/m.safetensors" > /dev/null || fail "training the tiny model"
 "$cnf" solvers --model "$tmp/m.safetensors" --data 8gaussians -n 20 --methods cvode-bdf,dopri5 \
@@ -77,6 +77,6 @@ set +e
   > "$tmp/out" 2> "$tmp/err"
 rc=$?
 set -e
-[ "$rc" -eq 1 ] || fail "huge -n exited $rc, not 1"
-grep -q "out of memory for -n" "$tmp/err" || fail "huge -n: $(cat "$tmp/err")"
+[ "$rc" -eq 2 ] || fail "huge -n exited $rc, not 2"
+grep -q "too many points to address" "$tmp/err" || fail "huge -n: $(cat "$tmp/err")"
 echo "cnf solvers CLI ok"

@@ -143,6 +143,10 @@ static int model_setup(model_problem *mp, const char *path, const char *data, si
         fprintf(stderr, "cnf solvers: --model must be a 2-D continuous flow (kind cnf)\n");
         return 1;
     }
+    if (!cnf_size_ok(cnf_size_mul(n, 2))) {
+        fprintf(stderr, "cnf solvers: -n %zu: too many points to address\n", n);
+        return 2;
+    }
     mp->n = n;
     mp->X = malloc(cnf_size_mul(n, 2 * sizeof(double)));
     mp->ref = malloc(cnf_size_mul(n, sizeof(double)));
