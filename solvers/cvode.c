@@ -4,7 +4,8 @@
  *   cvode-adams  variable-order Adams–Moulton (orders 1–12) with SUNNonlinSol_FixedPoint
  *                (functional iteration: non-stiff problems, no Jacobian);
  *   cvode-bdf    variable-order BDF (orders 1–5) with Newton iteration and matrix-free
- *                SUNLinSol_SPGMR, J·v by CVODE's difference quotient (stiff problems).
+ *                SUNLinSol_SPGMR, J·v from the caller's opt->jvp (CVodeSetJacTimes) when given,
+ *                else by CVODE's difference quotient (stiff problems).
  * Every object holds its own SUNContext; no globals. CVODE's messages go to a handler that keeps
  * the last one for cnf_errmsg, never to stderr. RHS calls are counted in the wrapper callback:
  * CVodeGetNumRhsEvals leaves out the difference-quotient J·v calls and the forward re-runs the
@@ -12,16 +13,23 @@
  *
  * Error norm. CVODE measures errors with a weighted RMS over the whole vector; the weights come
  * from our own function (CVodeWFtolerances): 1/(atol + rtol|y_i|) on controlled components, 0 on
- * the rest, times a constant so that CNF_NORM_RMS is exact (the RMS over controlled components
- * only) and CNF_NORM_MAX_BLOCK is approximated from above by sqrt(Σ_b rms_b²) ≥ max_b rms_b —
- * never looser than the max over blocks, at most sqrt(#blocks) tighter. CVODE's weights use
- * |y_i| at the start of the step rather than max(|y_old|, |y_new|).
+ * the rest (cvode-bdf: 1e-6 times that, see below), times a constant so that CNF_NORM_RMS is
+ * exact (the RMS over controlled components only) and CNF_NORM_MAX_BLOCK is approximated from
+ * above by sqrt(Σ_b rms_b²) ≥ max_b rms_b — never looser than the max over blocks, at most
+ * sqrt(#blocks) tighter. CVODE's weights use |y_i| at the start of the step rather than
+ * max(|y_old|, |y_new|). CVODE's Krylov solver scales the Newton system by the same weights
+ * (SUNLinSolSetScalingVectors, which requires them positive) and a zero weight breaks it: the
+ * Newton iteration fails to converge and CVODE rejects the step. With the regularizer
+ * integrals of a CNF uncontrolled this made cvode-bdf reject a third of its steps; a weight of
+ * 1e-6 (of the weight at |y_i| ≥ 1) keeps those components out of the error test in practice
+ * and the Krylov solver sound.
  *
  * Checkpointed adjoint: CVodeAdjInit(nd, CV_HERMITE) (CV_POLYNOMIAL crashed in CVodeB with few
- * steps per checkpoint), CVodeF forward, then a backward problem (CVodeCreateB/InitB) with the
- * same method and its own fixed-point or SPGMR solver (without one CVODE's default Newton fails
- * with CV_NLS_INIT_FAIL), and the parameter quadrature CVodeQuadInitB, excluded from error
- * control. */
+ * steps per checkpoint, and was no more accurate where it ran), CVodeF forward, then a backward
+ * problem (CVodeCreateB/InitB) with the same method and its own fixed-point or SPGMR solver
+ * (without one CVODE's default Newton fails with CV_NLS_INIT_FAIL), and the parameter
+ * quadrature CVodeQuadInitB under error control with the backward tolerances. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +85,7 @@ typedef struct cv_state {
     cnf_sys sys;                /* the system and the RHS counter */
     cnf_ode_options opt;        /* resolved options of the current solve (weight function) */
     double wscale;              /* weight scale emulating the norm (see the header comment) */
+    size_t njvp;                /* calls of opt.jvp */
     int nonfinite;              /* the RHS produced a non-finite value */
     int rhs_rc;                 /* last non-zero RHS return */
     int rhs_fatal;              /* last negative RHS return */
@@ -108,6 +117,29 @@ static int rhs_wrap(sunrealtype t, N_Vector y, N_Vector dy, void *data)
     return rc;
 }
 
+/* Jv = J(t, y) v through the caller's opt.jvp (cvode-bdf's Newton–Krylov iteration). */
+static int jtimes_wrap(N_Vector v, N_Vector Jv, sunrealtype t, N_Vector y, N_Vector fy,
+                       void *data, N_Vector tmp)
+{
+    (void)fy;
+    (void)tmp;
+    cv_state *s = data;
+    double *out = N_VGetArrayPointer(Jv);
+    s->njvp++;
+    int rc = s->opt.jvp(t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), out, s->sys.ctx);
+    if (rc)
+        s->rhs_rc = rc;
+    if (rc < 0)
+        s->rhs_fatal = rc;
+    if (!rc)
+        for (size_t i = 0; i < s->dim; i++)
+            if (!isfinite(out[i])) {
+                s->nonfinite = 1;
+                break;
+            }
+    return rc;
+}
+
 static int weight_fn(N_Vector y, N_Vector ewt, void *data)
 {
     cv_state *s = data;
@@ -116,7 +148,11 @@ static int weight_fn(N_Vector y, N_Vector ewt, void *data)
     size_t B = s->opt.block, C = s->opt.block_ctrl;
     for (size_t i = 0; i < s->dim; i++) {
         if (i % B >= C) {
-            w[i] = 0.0;
+            /* Uncontrolled: 0, or for the Krylov solver 1e-6 of the weight (header comment),
+             * taken with |y_i| ≥ 1 so that it stays finite when atol = 0 (E and N start at 0). */
+            w[i] = s->p.ls ? 1e-6 * s->wscale /
+                                 (s->opt.atol + s->opt.rtol * fmax(fabs(yv[i]), 1.0))
+                           : 0.0;
             continue;
         }
         w[i] = s->wscale / (s->opt.atol + s->opt.rtol * fabs(yv[i]));
@@ -203,6 +239,7 @@ static int cv_begin(cv_state *s, cnf_sys *sys, double t0, double t1, const doubl
     s->sys = *sys;
     s->opt = *opt;
     s->nonfinite = 0;
+    s->njvp = 0;
     s->rhs_rc = s->rhs_fatal = 0;
     s->msg[0] = 0;
     size_t nb = s->dim / opt->block, n_ctrl = nb * opt->block_ctrl;
@@ -235,6 +272,9 @@ static int cv_begin(cv_state *s, cnf_sys *sys, double t0, double t1, const doubl
         (flag = CVodeSetMaxNumSteps(s->mem, (long)opt->max_steps)) ||
         (flag = CVodeSetStopTime(s->mem, t1)))
         return cv_error(s, flag, "setting options", t0);
+    /* The caller's J·v, or (NULL) CVODE's difference quotients again after an earlier solve. */
+    if (s->p.ls && (flag = CVodeSetJacTimes(s->mem, NULL, opt->jvp ? jtimes_wrap : NULL)))
+        return cv_error(s, flag, "CVodeSetJacTimes", t0);
     return CNF_OK;
 }
 
@@ -297,6 +337,7 @@ int cnf_cvode_integrate(void *state, const cnf_stepper_type *T, cnf_sys *sys, do
             break;
     }
     sys->nfe = s->sys.nfe;
+    st->njvp = s->njvp;
     return rc;
 }
 
@@ -323,8 +364,9 @@ struct cnf_cvodes_adj {
     int which, have_forward, have_b;
     double t0, t1;
     cnf_ode_rhs_b g, gq;
+    cnf_ode_jvp_b gj;
     void *ctx_b;
-    size_t nfe_b;
+    size_t nfe_b, njvp_b;
     int rc_b, nonfinite_b;
 };
 
@@ -338,6 +380,12 @@ int cnf_cvodes_adj_create(cnf_cvodes_adj **out, const cnf_stepper_type *T, size_
     if (!dim || !dim_b || !steps_per_checkpoint)
         return cnf_fail(CNF_EINVAL, "adjoint: dim = %zu, dim_b = %zu and steps_per_checkpoint ="
                         " %zu must be >= 1", dim, dim_b, steps_per_checkpoint);
+    /* N_Vector lengths are sunindextype and SUNDIALS multiplies them by 8 unchecked. */
+    if (!cnf_size_ok(dim) || !cnf_size_ok(dim_b) || !cnf_size_ok(dim_q) ||
+        steps_per_checkpoint > LONG_MAX)
+        return cnf_fail(CNF_ENOMEM, "adjoint: dim %zu, dim_b %zu, dim_q %zu or "
+                        "steps_per_checkpoint %zu too large", dim, dim_b, dim_q,
+                        steps_per_checkpoint);
     cnf_cvodes_adj *a = cnf_calloc(1, sizeof *a);
     if (!a)
         return cnf_fail(CNF_ENOMEM, "adjoint object");
@@ -396,6 +444,7 @@ int cnf_cvodes_adj_forward(cnf_cvodes_adj *a, cnf_ode_rhs f, void *ctx, double t
     int flag = CVodeF(a->fwd.mem, t1, a->fwd.p.y, &tret, CV_NORMAL, &ncheck);
     cv_stats(&a->fwd, st);
     st->nfe = a->fwd.sys.nfe;
+    st->njvp = a->fwd.njvp;
     if (flag < 0)
         return cv_error(&a->fwd, flag, "CVodeF", tret);
     memcpy(y, N_VGetArrayPointer(a->fwd.p.y), a->fwd.dim * sizeof *y);
@@ -431,9 +480,28 @@ static int quad_b_wrap(sunrealtype t, N_Vector y, N_Vector yB, N_Vector qBdot, v
     return rc;
 }
 
-int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq, void *ctx,
-                            double *lam, double *q, const cnf_ode_options *opt,
-                            cnf_ode_stats *stats)
+/* JvB = (∂g/∂λ)(t, y, λ) vB through the caller's gj (cvode-bdf's backward Krylov solver). */
+static int jtimes_b_wrap(N_Vector vB, N_Vector JvB, sunrealtype t, N_Vector y, N_Vector yB,
+                         N_Vector fyB, void *data, N_Vector tmpB)
+{
+    (void)fyB;
+    (void)tmpB;
+    cnf_cvodes_adj *a = data;
+    double *out = N_VGetArrayPointer(JvB);
+    a->njvp_b++;
+    int rc = a->gj(t, N_VGetArrayPointer(y), N_VGetArrayPointer(yB), N_VGetArrayPointer(vB), out,
+                   a->ctx_b);
+    if (rc)
+        a->rc_b = rc;
+    for (size_t i = 0; !rc && i < a->dim_b; i++)
+        if (!isfinite(out[i]))
+            a->nonfinite_b = 1;
+    return rc;
+}
+
+int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq,
+                            cnf_ode_jvp_b gj, void *ctx, double *lam, double *q,
+                            const cnf_ode_options *opt, cnf_ode_stats *stats)
 {
     cnf_ode_stats local;
     cnf_ode_stats *st = stats ? stats : &local;
@@ -450,10 +518,12 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
     void *mem = a->fwd.mem;
     a->g = g;
     a->gq = gq;
+    a->gj = gj;
     a->ctx_b = ctx;
-    a->nfe_b = 0;
+    a->nfe_b = a->njvp_b = 0;
     a->rc_b = a->nonfinite_b = 0;
     a->fwd.sys.nfe = 0; /* now counts the forward re-runs between checkpoints */
+    a->fwd.njvp = 0;
     a->fwd.msg[0] = 0;
     memcpy(N_VGetArrayPointer(a->b.y), lam, a->dim_b * sizeof *lam);
     if (a->qB)
@@ -471,7 +541,7 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
         if (!flag && a->qB) {
             call = "CVodeQuadInitB";
             if (!(flag = CVodeQuadInitB(mem, a->which, quad_b_wrap, a->qB)))
-                flag = CVodeSetQuadErrConB(mem, a->which, SUNFALSE);
+                flag = CVodeSetQuadErrConB(mem, a->which, SUNTRUE);
         }
         a->have_b = !flag;
     } else {
@@ -484,12 +554,15 @@ int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq
     if ((flag = CVodeSStolerancesB(mem, a->which, o.rtol, o.atol)) ||
         (flag = CVodeSetMaxNumStepsB(mem, a->which, (long)o.max_steps)) ||
         (flag = CVodeSetMaxStepB(mem, a->which, o.hmax)) ||
-        (flag = CVodeSetMinStepB(mem, a->which, o.hmin)))
+        (flag = CVodeSetMinStepB(mem, a->which, o.hmin)) ||
+        (a->qB && (flag = CVodeQuadSStolerancesB(mem, a->which, o.rtol, o.atol))) ||
+        (a->b.ls && (flag = CVodeSetJacTimesB(mem, a->which, NULL, gj ? jtimes_b_wrap : NULL))))
         return cv_error(&a->fwd, flag, "setting backward options", a->t1);
 
     flag = CVodeB(mem, a->t0, CV_NORMAL);
     cv_stats(&(cv_state){.mem = CVodeGetAdjCVodeBmem(mem, a->which)}, st);
     st->nfe = a->nfe_b + a->fwd.sys.nfe;
+    st->njvp = a->njvp_b + a->fwd.njvp;
     if (flag < 0) {
         a->fwd.nonfinite |= a->nonfinite_b;
         a->fwd.rhs_rc = a->rc_b;

@@ -60,6 +60,8 @@ int cnf_ode_solver_create(cnf_ode_solver **out, const cnf_stepper_type *T, size_
         return cnf_fail(CNF_EINVAL, "no ODE method given");
     if (dim == 0)
         return cnf_fail(CNF_EINVAL, "ODE state dimension is 0");
+    if (!cnf_size_ok(dim))
+        return cnf_fail(CNF_ENOMEM, "ODE state dimension %zu is too large to address", dim);
     cnf_ode_solver *s = cnf_calloc(1, sizeof *s);
     if (!s)
         return cnf_fail(CNF_ENOMEM, "ODE solver object");

@@ -624,13 +624,29 @@ static int lin_gq(double t, const double *y, const double *lam, double *out, voi
     return 0;
 }
 
+/* The exact J·v of f and of g, for cvode-bdf. */
+static int lin_jvp(double t, const double *y, const double *v, double *Jv, void *ctx)
+{
+    Jv[0] = ((decay *)ctx)->a * v[0];
+    return 0;
+}
+
+static int lin_gj(double t, const double *y, const double *lam, const double *v, double *Jv,
+                  void *ctx)
+{
+    Jv[0] = -((decay *)ctx)->a * v[0];
+    return 0;
+}
+
 Test(solvers, cvodes_adjoint_closed_form)
 {
     const cnf_stepper_type *types[2] = {cnf_stepper_cvode_adams, cnf_stepper_cvode_bdf};
     const double y0 = 1.3, T = 1.5;
     const double as[2] = {-0.7, 0.4};
-    for (size_t m = 0; m < 2; m++)
+    /* m = 2: cvode-bdf with the exact J·v forward and backward. */
+    for (size_t m = 0; m < 3; m++)
         for (size_t k = 0; k < 2; k++) {
+            const int exact = m == 2;
             decay d = {as[k]};
             cnf_cvodes_adj *adj;
             cnf_ode_options opt;
@@ -638,24 +654,129 @@ Test(solvers, cvodes_adjoint_closed_form)
             double y = y0, lam, q;
             cnf_ode_options_default(&opt);
             opt.rtol = opt.atol = 1e-10;
-            cr_assert_eq(cnf_cvodes_adj_create(&adj, types[m], 1, 1, 1, 20), CNF_OK, "%s",
+            opt.jvp = exact ? lin_jvp : NULL;
+            const cnf_stepper_type *Tm = types[exact ? 1 : m];
+            cr_assert_eq(cnf_cvodes_adj_create(&adj, Tm, 1, 1, 1, 20), CNF_OK, "%s",
                          cnf_errmsg());
             cr_assert_eq(cnf_cvodes_adj_forward(adj, lin_f, &d, 0, T, &y, &opt, &fst), 0, "%s",
                          cnf_errmsg());
             cr_assert(fabs(y - y0 * exp(d.a * T)) < 1e-8);
             lam = y; /* ∂L/∂y(T) */
-            cr_assert_eq(cnf_cvodes_adj_backward(adj, lin_g, lin_gq, &d, &lam, &q, &opt, &bst),
+            cr_assert_eq(cnf_cvodes_adj_backward(adj, lin_g, lin_gq, exact ? lin_gj : NULL, &d,
+                                                 &lam, &q, &opt, &bst),
                          0, "%s", cnf_errmsg());
             double e2 = exp(2 * d.a * T);
             cr_assert(fabs(lam - y0 * e2) <= 1e-7 * y0 * e2, "%s a=%g: dL/dy0 %.12g vs %.12g",
-                      cnf_stepper_name(types[m]), d.a, lam, y0 * e2);
+                      cnf_stepper_name(Tm), d.a, lam, y0 * e2);
             cr_assert(fabs(q - T * y0 * y0 * e2) <= 1e-7 * T * y0 * y0 * e2,
-                      "%s a=%g: dL/da %.12g vs %.12g", cnf_stepper_name(types[m]), d.a, q,
+                      "%s a=%g: dL/da %.12g vs %.12g", cnf_stepper_name(Tm), d.a, q,
                       T * y0 * y0 * e2);
             cr_assert(fst.nfe > 0 && bst.nfe > 0 && bst.accepted > 0);
+            /* The J·v callbacks are used exactly when given. */
+            cr_assert(exact ? fst.njvp > 0 && bst.njvp > 0 : fst.njvp == 0 && bst.njvp == 0,
+                      "%s: njvp forward %zu, backward %zu", cnf_stepper_name(Tm), fst.njvp,
+                      bst.njvp);
             cnf_cvodes_adj_free(adj);
         }
     cnf_cvodes_adj *adj;
     cr_assert_eq(cnf_cvodes_adj_create(&adj, cnf_stepper_dopri5, 1, 1, 1, 20), CNF_EINVAL);
     cnf_cvodes_adj_free(NULL);
+}
+
+/* ---- cvode-bdf with uncontrolled components and an exact J·v ---------------------------------
+ * Three "samples" in the layout of a CNF's state, (x1, x2, ℓ, E) each, with x' = A x,
+ * A = [[−½, 3], [−3, −½]], ℓ' = −tr A = 1 and E' = |x|², E uncontrolled (block 4, block_ctrl 3):
+ * x(t) = e^{−t/2} R(3t) x0, ℓ(t) = t, E(t) = |x0|² (1 − e^{−t}). J·w = (A w_x, 0, 2 x·w_x). */
+#define UC_N 3
+
+static int uc_f(double t, const double *y, double *dy, void *ctx)
+{
+    for (size_t i = 0; i < UC_N; i++) {
+        const double *s = y + 4 * i;
+        double *o = dy + 4 * i;
+        o[0] = -0.5 * s[0] + 3.0 * s[1];
+        o[1] = -3.0 * s[0] - 0.5 * s[1];
+        o[2] = 1.0;
+        o[3] = s[0] * s[0] + s[1] * s[1];
+    }
+    return 0;
+}
+
+static int uc_jvp(double t, const double *y, const double *v, double *Jv, void *ctx)
+{
+    int *calls = ctx;
+    ++*calls;
+    for (size_t i = 0; i < UC_N; i++) {
+        const double *s = y + 4 * i, *w = v + 4 * i;
+        double *o = Jv + 4 * i;
+        o[0] = -0.5 * w[0] + 3.0 * w[1];
+        o[1] = -3.0 * w[0] - 0.5 * w[1];
+        o[2] = 0.0;
+        o[3] = 2.0 * (s[0] * w[0] + s[1] * w[1]);
+    }
+    return 0;
+}
+
+/* A zero error weight on the uncontrolled E broke the scaling of cvode-bdf's Krylov solver: its
+ * Newton iteration failed and it rejected most steps. With and without the exact J·v it now
+ * agrees with the exact solution and with Dopri5, and rejects few steps. */
+Test(solvers, cvode_bdf_uncontrolled_components_exact_jvp)
+{
+    const double x0[UC_N][2] = {{1.0, 0.0}, {-0.5, 2.0}, {0.3, -1.2}}, t1 = 2.0;
+    double exact[4 * UC_N], ydp[4 * UC_N] = {0};
+    for (size_t i = 0; i < UC_N; i++) {
+        double c = cos(3 * t1), s = sin(3 * t1), e = exp(-0.5 * t1);
+        exact[4 * i] = e * (c * x0[i][0] + s * x0[i][1]);
+        exact[4 * i + 1] = e * (-s * x0[i][0] + c * x0[i][1]);
+        exact[4 * i + 2] = t1;
+        exact[4 * i + 3] = (x0[i][0] * x0[i][0] + x0[i][1] * x0[i][1]) * (1 - exp(-t1));
+    }
+    const cnf_stepper_type *types[3] = {cnf_stepper_dopri5, cnf_stepper_cvode_bdf,
+                                        cnf_stepper_cvode_bdf};
+    for (int k = 0; k < 3; k++) {
+        cnf_ode_solver *s;
+        cnf_ode_options opt;
+        cnf_ode_stats st;
+        double y[4 * UC_N];
+        int calls = 0;
+        cr_assert_eq(cnf_ode_solver_create(&s, types[k], 4 * UC_N), CNF_OK);
+        cnf_ode_options_default(&opt);
+        opt.rtol = opt.atol = 1e-8;
+        opt.block = 4;
+        opt.block_ctrl = 3;
+        opt.jvp = k == 2 ? uc_jvp : NULL;
+        memset(y, 0, sizeof y);
+        for (size_t i = 0; i < UC_N; i++)
+            memcpy(y + 4 * i, x0[i], sizeof x0[i]);
+        cr_assert_eq(cnf_ode_solve(s, uc_f, &calls, 0.0, t1, y, &opt, NULL, NULL, &st), CNF_OK,
+                     "%s: %s", cnf_stepper_name(types[k]), cnf_errmsg());
+        cnf_ode_solver_free(s);
+        if (k == 0)
+            memcpy(ydp, y, sizeof y);
+        double err = 0, vs_dp = 0;
+        for (size_t i = 0; i < 4 * UC_N; i++) {
+            err = fmax(err, fabs(y[i] - exact[i]));
+            vs_dp = fmax(vs_dp, fabs(y[i] - ydp[i]));
+        }
+        cr_assert(10 * st.rejected < st.accepted + st.rejected,
+                  "%s (jvp %d): %zu of %zu steps rejected", cnf_stepper_name(types[k]), k == 2,
+                  st.rejected, st.accepted + st.rejected);
+        cr_assert(err < 1e-5 && vs_dp < 1e-5, "%s (jvp %d): error %g, vs dopri5 %g",
+                  cnf_stepper_name(types[k]), k == 2, err, vs_dp);
+        cr_assert_eq(st.njvp, (size_t)calls, "njvp %zu counts the %d calls", st.njvp, calls);
+        cr_assert(k == 2 ? calls > 0 : calls == 0);
+    }
+}
+
+/* Sizes that cannot be addressed fail cleanly instead of wrapping round. */
+Test(solvers, huge_dimensions_fail_cleanly)
+{
+    cnf_ode_solver *s = (cnf_ode_solver *)1;
+    cr_assert_eq(cnf_ode_solver_create(&s, cnf_stepper_dopri5, SIZE_MAX / 4), CNF_ENOMEM);
+    cr_assert_null(s);
+    cr_assert_eq(cnf_ode_solver_create(&s, cnf_stepper_cvode_bdf, SIZE_MAX / 8 + 1), CNF_ENOMEM);
+    cnf_cvodes_adj *adj = (cnf_cvodes_adj *)1;
+    cr_assert_eq(cnf_cvodes_adj_create(&adj, cnf_stepper_cvode_adams, 4, SIZE_MAX / 4, 1, 10),
+                 CNF_ENOMEM);
+    cr_assert_null(adj);
 }

@@ -64,4 +64,19 @@ expect_usage_error "positive tolerance" --tols -1e-3
 expect_usage_error "unknown option" --bogus
 expect_usage_error "needs a value" --problem
 expect_usage_error "one positive number" --atol 1e-9,1e-8
+
+# --model: a tiny trained flow; cvode-bdf (with the flow's J·v) solves it, and a point count that
+# cannot be addressed exits 2 with a message instead of crashing.
+"$cnf" train --data 8gaussians --iters 2 --hidden 4 --batch 16 --test-n 16 \
+  --out "$tmp/m.safetensors" > /dev/null || fail "training the tiny model"
+"$cnf" solvers --model "$tmp/m.safetensors" --data 8gaussians -n 20 --methods cvode-bdf,dopri5 \
+  --json > "$tmp/model" || fail "--model exit status"
+check_json "$tmp/model" 6 cvode-bdf,dopri5 || fail "--model JSON"
+set +e
+"$cnf" solvers --model "$tmp/m.safetensors" --data 8gaussians -n 1152921504606846976 \
+  > "$tmp/out" 2> "$tmp/err"
+rc=$?
+set -e
+[ "$rc" -eq 2 ] || fail "huge -n exited $rc, not 2"
+grep -q -- "-n 1152921504606846976 is too large" "$tmp/err" || fail "huge -n: $(cat "$tmp/err")"
 echo "cnf solvers CLI ok"

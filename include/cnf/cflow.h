@@ -21,13 +21,22 @@
  *                      the reverse pass evaluates each stage just before reversing it.
  *   CNF_GRAD_ADJOINT   the continuous adjoint a' = −∇ₓ(a·g), q' = −∇_θ(a·g) integrated T → 0 with
  *                      the forward trajectory from checkpoints: CVODES's checkpointed adjoint
- *                      (CVodeAdjInit, Hermite) when the solver is CVODES; for the built-in methods
+ *                      (CVodeAdjInit, Hermite) when the solver is CVODES, with q under error
+ *                      control and both passes at 1e-3 × rtol and atol (CVODES propagates the
+ *                      solution whose local error it controls, the built-in pairs a higher-order
+ *                      one far more accurate than the tolerance: so scaled, its gradients are
+ *                      about as accurate as the built-in adjoint's); for the built-in methods
  *                      the accepted forward states are stored and x is restarted from the stored
  *                      state at every step boundary, so x is only ever re-integrated backwards
  *                      within one forward step.
  *   CNF_GRAD_BACKSOLVE torchdiffeq's adjoint that re-integrates x backwards over the whole
  *                      interval. A labelled comparison mode only: it is inaccurate whenever the
  *                      flow contracts (errors in x grow like e^{∫|λ_max|}), e.g. v = −16·tanh(x−1).
+ *
+ * cvode-bdf's Newton–Krylov iteration gets the augmented field's J·v from the field's tangent
+ * pass (cnf_ode_options.jvp; exact in the x and E rows, the ℓ and N rows' dependence on x
+ * through the divergence left out, which only delays their Newton convergence by one iteration)
+ * and, in the adjoint, the backward J·v exactly; those products count in the stats' NFE.
  *
  * Ownership: cnf_cflow_create returns a cnf_flow that the caller frees with cnf_flow_free. */
 #ifndef CNF_CFLOW_H

@@ -18,6 +18,12 @@ extern "C" {
 
 typedef int (*cnf_ode_rhs)(double t, const double *y, double *dy, void *ctx);
 
+/* Optionally, the product of the system's Jacobian with a vector, Jv = (∂f/∂y)(t, y)·v, same
+ * ctx and the same 0 / > 0 / < 0 contract as f. Given in cnf_ode_options.jvp; only cvode-bdf
+ * uses it (for the J·v products of its Newton–Krylov iteration, instead of difference quotients
+ * of f); the other methods ignore it. */
+typedef int (*cnf_ode_jvp)(double t, const double *y, const double *v, double *Jv, void *ctx);
+
 /* Butcher tableau of an explicit Runge–Kutta method: a is (stages × stages) row-major, strictly
  * lower triangular; b the weights of the propagated solution; e = b − b̂ the error weights (NULL
  * for methods without an embedded pair); c the nodes. fsal: the last stage equals f(t+h, y_{n+1}).
@@ -65,7 +71,11 @@ typedef enum {
  * (0 = all) are under error control; the rest (e.g. regularizer integrals) are integrated but
  * never shrink the step. CVODES measures with weights 1/(atol + rtol·|y_i|) at the step start
  * and a whole-vector RMS: CNF_NORM_RMS is reproduced exactly, CNF_NORM_MAX_BLOCK is bounded from
- * above by sqrt(Σ_blocks rms²) (never looser, at most sqrt(#blocks) tighter). */
+ * above by sqrt(Σ_blocks rms²) (never looser, at most sqrt(#blocks) tighter). cvode-bdf gives
+ * the uncontrolled components 1e-6 times their weight (taken at |y_i| ≥ 1) instead of 0, because
+ * its Krylov solver scales by the weights and needs them positive (with zero weights its Newton
+ * iteration fails and it rejects many steps): they count in its error test only if their error
+ * exceeds about 1e6 times the tolerance. */
 typedef struct cnf_ode_options {
     size_t steps;      /* fixed-step methods: number of equal steps over [t0, t1] (≥ 1) */
     double rtol, atol; /* adaptive methods (≥ 0, not both 0) */
@@ -77,6 +87,7 @@ typedef struct cnf_ode_options {
     double safety;     /* step-size safety factor (0 = 0.9) */
     cnf_norm norm;
     size_t block, block_ctrl;
+    cnf_ode_jvp jvp;   /* optional exact J·v of f (NULL: cvode-bdf uses difference quotients) */
 } cnf_ode_options;
 
 CNF_API void cnf_ode_options_default(cnf_ode_options *opt);
@@ -87,6 +98,7 @@ typedef struct cnf_ode_stats {
     size_t rejected; /* rejected steps (error test or recoverable RHS failure) */
     double h_last;   /* size of the last accepted step (signed) */
     double t_reached;/* time of the state left in y */
+    size_t njvp;     /* calls of opt->jvp (or of the adjoint's gj), not counted in nfe */
 } cnf_ode_stats;
 
 /* Called after every accepted step from (t, y_old) to (t + h, y_new); a non-zero return stops
@@ -117,6 +129,10 @@ CNF_API int cnf_ode_solve(cnf_ode_solver *s, cnf_ode_rhs f, void *ctx, double t0
  * λ(t1) = ∂L/∂y(t1); cnf_cvodes_adj_backward (λ(t1) → λ(t0), q(t0)). With g = −(∂f/∂y)ᵀλ and
  * gq = −(∂f/∂θ)ᵀλ, CVODES's sign convention makes q(t0) = +dL/dθ and λ(t0) = dL/dy(t0). */
 typedef int (*cnf_ode_rhs_b)(double t, const double *y, const double *lam, double *out, void *ctx);
+/* Optionally, Jv = (∂g/∂λ)(t, y, λ)·v for cvode-bdf's backward Newton–Krylov iteration. For the
+ * adjoint g = −(∂f/∂y)ᵀλ, linear in λ, this is g(t, y, v) itself. */
+typedef int (*cnf_ode_jvp_b)(double t, const double *y, const double *lam, const double *v,
+                             double *Jv, void *ctx);
 
 typedef struct cnf_cvodes_adj cnf_cvodes_adj;
 
@@ -127,12 +143,17 @@ CNF_API void cnf_cvodes_adj_free(cnf_cvodes_adj *a);
 CNF_API int cnf_cvodes_adj_forward(cnf_cvodes_adj *a, cnf_ode_rhs f, void *ctx, double t0,
                                    double t1, double *y, const cnf_ode_options *opt,
                                    cnf_ode_stats *stats);
-/* lam: in λ(t1), out λ(t0); q: out q(t0). The backward pass uses opt's tolerances (its own norm
- * over λ; q is excluded from error control). stats counts backward RHS calls (g and gq each
- * count as one) plus the forward re-runs CVODES makes between checkpoints. */
+/* lam: in λ(t1), out λ(t0); q: out q(t0). The backward pass uses opt's rtol and atol for λ (a
+ * whole-vector weighted RMS; opt's blocks, norm and jvp apply to the forward pass only) and the
+ * same rtol and atol for q, which is under error control as well (CVodeQuadSStolerancesB,
+ * CVodeSetQuadErrConB): dL/dθ is as accurate as the tolerances ask, not only as accurate as the
+ * steps λ needs. gj (may be NULL: difference quotients) is cvode-bdf's backward J·v. stats
+ * counts backward RHS calls (g and gq each count as one) plus the forward re-runs CVODES makes
+ * between checkpoints, and gj's calls (and opt->jvp's in those re-runs) in njvp. */
 CNF_API int cnf_cvodes_adj_backward(cnf_cvodes_adj *a, cnf_ode_rhs_b g, cnf_ode_rhs_b gq,
-                                    void *ctx, double *lam /* (dim_b) */, double *q /* (dim_q) */,
-                                    const cnf_ode_options *opt, cnf_ode_stats *stats);
+                                    cnf_ode_jvp_b gj, void *ctx, double *lam /* (dim_b) */,
+                                    double *q /* (dim_q) */, const cnf_ode_options *opt,
+                                    cnf_ode_stats *stats);
 
 #ifdef __cplusplus
 }

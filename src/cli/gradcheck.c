@@ -1,6 +1,7 @@
 /* `cnf gradcheck`: one loss, four gradients (backprop through the solver, the checkpointed
  * adjoint with a built-in method, the CVODES checkpointed adjoint, torchdiffeq's backsolve), each
- * compared with central finite differences along random directions. */
+ * compared with central finite differences along random directions; exit 1 when one is further
+ * from them than its threshold (--tol). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@ static flow_opts fo;
 static size_t dim, batch, dirs;
 static uint64_t seed;
 static int json;
-static double fd_h;
+static double fd_h, tol;
 static cli_opt table[FLOW_OPTS_MAX + 8];
 static size_t n_table;
 
@@ -35,9 +36,40 @@ static void help(FILE *out)
             "  backsolve  torchdiffeq's adjoint that re-integrates x backwards (a comparison\n"
             "             mode: wrong for contracting flows), against the same FD.\n"
             "Reported: max over directions of |g.v - FD| / max(|g.v|, |FD|).\n"
+            "Each figure is compared with a threshold: --tol X for every method, or by default\n"
+            "  backprop (and discrete flows)    1e-6\n"
+            "  adjoint, cvodes, backsolve       max(1e-6, 100 x max(rtol, atol)): 1e-6 at the\n"
+            "                                   default tolerances\n"
+            "  with --precision mixed           at least 1e-3 (float32 rounding in the loss)\n"
+            "Exit status: 0 when every gradient is within its threshold; 1 when one is not or\n"
+            "a gradient failed (stderr names it and its figure); 2 for bad options.\n"
             "Flow options take the same names and values as cnf train; defaults are small.\n\n"
             "options:\n");
     cli_opts_help(out, table, n_table);
+}
+
+/* The threshold of a figure: --tol, else the defaults of the help text (continuous: the mode
+ * is an adjoint of the continuous loss, whose accuracy follows the tolerances). */
+static double threshold(int continuous, int mixed)
+{
+    if (tol > 0)
+        return tol;
+    double t = 1e-6;
+    if (continuous)
+        t = fmax(t, 100.0 * fmax(fo.rtol, fo.atol));
+    return mixed ? fmax(t, 1e-3) : t;
+}
+
+/* 0 when the figure of `label` (computed by stepper, if any) is within its threshold, else 1
+ * with the figures on stderr. */
+static int over(const char *label, const char *stepper, double worst, double thr)
+{
+    if (worst <= thr)
+        return 0;
+    fprintf(stderr, "cnf %s: %s gradient%s%s%s differs from finite differences by %.3e (max rel "
+            "diff), above its threshold %.3g\n", CMD, label, stepper ? " (" : "",
+            stepper ? stepper : "", stepper ? ")" : "", worst, thr);
+    return 1;
 }
 
 /* FD of the loss along dir at the probes of rng0. */
@@ -94,9 +126,19 @@ static int discrete_check(cnf_flow *f)
     const size_t P = cnf_flow_n_params(f);
     cnf_rng rng;
     cnf_rng_seed(&rng, seed + 1);
-    double *X = malloc(batch * dim * sizeof(double)), *g = malloc(P * sizeof(double));
-    double *d = malloc(P * sizeof(double)), worst = 0, loss;
-    int rc = (!X || !g || !d) ? CNF_ENOMEM : CNF_OK;
+    double *X = malloc(cnf_size_mul(cnf_size_mul(batch, dim), sizeof(double)));
+    double *g = malloc(cnf_size_mul(P, sizeof(double)));
+    double *d = malloc(cnf_size_mul(P, sizeof(double))), worst = 0, loss;
+    if (!X || !g || !d) {
+        fprintf(stderr, "cnf %s: out of memory for a batch of %zu x %zu and %zu parameters\n",
+                CMD, batch, dim, P);
+        free(X);
+        free(g);
+        free(d);
+        cnf_flow_free(f);
+        return 1;
+    }
+    int rc = CNF_OK;
     for (size_t i = 0; !rc && i < batch * dim; i++)
         X[i] = cnf_rng_normal(&rng);
     if (!rc)
@@ -126,7 +168,7 @@ static int discrete_check(cnf_flow *f)
     free(g);
     free(d);
     cnf_flow_free(f);
-    return rc ? 1 : 0;
+    return rc ? 1 : over("backprop", NULL, worst, threshold(0, 0));
 }
 
 int cmd_gradcheck(int argc, char **argv)
@@ -142,6 +184,7 @@ int cmd_gradcheck(int argc, char **argv)
     seed = 0;
     json = 0;
     fd_h = 0;
+    tol = 0;
     n_table = flow_opts_table(&fo, table);
     /* gradcheck computes every gradient and evaluates nothing: --grad and the evaluation
      * solver options of cnf train do not apply (not accepted, not listed). */
@@ -159,6 +202,8 @@ int cmd_gradcheck(int argc, char **argv)
          "move with the parameters)",
          0},
         {"--seed", OPT_U64, &seed, "S", "seed of the flow, batch, probes and directions", 0},
+        {"--tol", OPT_DOUBLE, &tol, "X",
+         "exit 1 when a gradient's max rel diff exceeds X (0: the thresholds above)", 0},
         {"--json", OPT_FLAG, &json, NULL,
          "last line: JSON object with backprop_vs_fd, adjoint_vs_fd, cvodes_vs_fd, "
          "backsolve_vs_fd (null where a mode failed)",
@@ -169,9 +214,14 @@ int cmd_gradcheck(int argc, char **argv)
     int u = cli_opts_parse(CMD, table, n_table, argc, argv, help);
     if (u)
         return u == 1 ? 0 : 2;
-    if (dim == 0 || batch == 0 || dirs == 0 || !(fd_h >= 0)) {
-        fprintf(stderr, "cnf %s: --dim, --batch, --directions must be positive, --fd-step >= 0\n",
-                CMD);
+    if (dim == 0 || batch == 0 || dirs == 0 || !(fd_h >= 0) || !(tol >= 0)) {
+        fprintf(stderr, "cnf %s: --dim, --batch, --directions must be positive, --fd-step and "
+                "--tol >= 0\n", CMD);
+        return 2;
+    }
+    if (!cnf_size_ok(cnf_size_mul(batch, dim))) {
+        fprintf(stderr, "cnf %s: --batch %zu with --dim %zu: the batch of %zu x %zu values is too "
+                "large to address\n", CMD, batch, dim, batch, dim);
         return 2;
     }
     if (fd_h == 0)
@@ -181,16 +231,24 @@ int cmd_gradcheck(int argc, char **argv)
     cnf_flow *f = NULL;
     if ((u = flow_opts_build(CMD, &fo, dim, &rng, &f)))
         return u;
+    if (!cnf_size_ok(cnf_size_mul(dirs, cnf_flow_n_params(f)))) {
+        fprintf(stderr, "cnf %s: --directions %zu: %zu directions of %zu parameters are too many "
+                "to address\n", CMD, dirs, dirs, cnf_flow_n_params(f));
+        cnf_flow_free(f);
+        return 2;
+    }
     if (!cnf_cflow_settings(f))
         return discrete_check(f);
     cnf_cflow_config *s = cnf_cflow_settings(f);
     const cnf_solve_config user = s->train;
     const size_t P = cnf_flow_n_params(f);
-    double *X = malloc(batch * dim * sizeof(double)), *g = malloc(P * sizeof(double));
-    double *D = malloc(dirs * P * sizeof(double));
+    double *X = malloc(cnf_size_mul(cnf_size_mul(batch, dim), sizeof(double)));
+    double *g = malloc(cnf_size_mul(P, sizeof(double)));
+    double *D = malloc(cnf_size_mul(cnf_size_mul(dirs, P), sizeof(double)));
     int status = 1;
     if (!X || !g || !D) {
-        fprintf(stderr, "cnf %s: out of memory\n", CMD);
+        fprintf(stderr, "cnf %s: out of memory for a batch of %zu x %zu and %zu directions of %zu "
+                "parameters\n", CMD, batch, dim, dirs, P);
         goto done;
     }
     for (size_t i = 0; i < batch * dim; i++)
@@ -209,7 +267,8 @@ int cmd_gradcheck(int argc, char **argv)
         tight.stepper = cnf_stepper_dopri5;
     tight.opt.rtol *= 1e-3;
     tight.opt.atol *= 1e-3;
-    double *fd_discrete = malloc(dirs * sizeof(double)), *fd_tight = malloc(dirs * sizeof(double));
+    double *fd_discrete = malloc(cnf_size_mul(dirs, sizeof(double)));
+    double *fd_tight = malloc(cnf_size_mul(dirs, sizeof(double)));
     if (!fd_discrete || !fd_tight) {
         free(fd_discrete);
         free(fd_tight);
@@ -279,6 +338,18 @@ int cmd_gradcheck(int argc, char **argv)
     free(fd_discrete);
     free(fd_tight);
     status = 0;
+    const int mixed = !strcmp(fo.precision, "mixed");
+    for (size_t c = 0; c < 4; c++) {
+        const check *ch = &checks[c];
+        if (ch->rc) {
+            fprintf(stderr, "cnf %s: %s gradient (%s) failed: %s\n", CMD, ch->label,
+                    cnf_stepper_name(ch->stepper), ch->err);
+            status = 1;
+        } else if (over(ch->label, cnf_stepper_name(ch->stepper), ch->worst,
+                        threshold(c > 0, mixed))) {
+            status = 1;
+        }
+    }
 done:
     free(X);
     free(g);

@@ -55,7 +55,9 @@ static void help(FILE *out)
             "                  key naming the error\n"
             "  --help          print this help\n\n"
             "error: max abs error of the final state against the exact answer (robertson: a\n"
-            "reference). nfe counts every right-hand-side call, as counted by cnf's driver.\n"
+            "reference). nfe counts every right-hand-side call, as counted by cnf's driver;\n"
+            "with --model it counts the flow's field evaluations, cvode-bdf's Jacobian-vector\n"
+            "products (one tangent pass of the field each) included.\n"
             "A run that fails (e.g. too many steps) is reported in its row, not as an exit code.\n"
             "exit status: 0 ok, 1 setup failure, 2 bad options.\n");
 }
@@ -147,10 +149,10 @@ static int model_setup(model_problem *mp, const char *path, const char *data, si
     }
     mp->n = n;
     mp->X = malloc(cnf_size_mul(n, 2 * sizeof(double)));
-    mp->ref = malloc(n * sizeof(double));
-    mp->lp = malloc(n * sizeof(double));
+    mp->ref = malloc(cnf_size_mul(n, sizeof(double)));
+    mp->lp = malloc(cnf_size_mul(n, sizeof(double)));
     if (!mp->X || !mp->ref || !mp->lp) {
-        fprintf(stderr, "cnf solvers: out of memory\n");
+        fprintf(stderr, "cnf solvers: out of memory for -n %zu points\n", n);
         return 1;
     }
     cnf_rng r;
