@@ -116,7 +116,7 @@ CNF_API int cnf_mlp_work_create_threads(cnf_mlp_work **out, const cnf_mlp *m, si
                                         size_t k_max, size_t threads);
 /* Threads per work by default: $CNF_NUM_THREADS if set, else the number of online processors
  * (at most 16). Set CNF_NUM_THREADS=1 on a machine shared with other jobs (measured; see
- * src/nn/mlp.c). */
+ * src/nn/work.c). */
 CNF_API size_t cnf_mlp_threads_default(void);
 CNF_API void cnf_mlp_work_free(cnf_mlp_work *w);
 /* keep = 1 (the default): forward calls on w keep what cnf_mlp_backward needs. keep = 0 is for

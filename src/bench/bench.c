@@ -257,7 +257,7 @@ static int case_train(bench_ctx *b, size_t d, int rk4, int adjoint)
 }
 
 /* C (M, N) = A (M, K) · B (K, N) in float: a layer product as the MLP issues it (the weights
- * transposed once per call, src/nn/mlp.c prep_weights). */
+ * transposed once per call, src/nn/forward.c prep_weights). */
 static void sgemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, float *C)
 {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, A,
@@ -265,7 +265,7 @@ static void sgemm_nn(size_t M, size_t N, size_t K, const float *A, const float *
 }
 
 /* The layer products of the right-hand side alone, shapes (rows' × in) · (in × out) as
- * run_forward issues them, over the n samples split into nch equal chunks as src/nn/mlp.c splits
+ * run_forward issues them, over the n samples split into nch equal chunks as src/nn/work.c splits
  * them (nch = 1: one GEMM per layer over the whole batch). */
 static void rhs_gemms(int mixed, size_t n, size_t nch, size_t K, int unit, size_t d,
                       size_t width, const double *theta, double *A, double *C, const float *Wf,
@@ -346,7 +346,7 @@ static int case_rhs(bench_ctx *b, size_t d, size_t width)
     /* Timed: [0] the RHS, [1] its GEMMs over the whole batch, [2] the same in cache blocks;
      * wall clock in tw[k], the thread's CPU time in tcpu[k]. */
     double *tbuf = cnf_calloc(cnf_size_mul(6, reps), sizeof(double)), *tw[3], *tcpu[3];
-    const size_t nch = cnf_mlp_cache_chunks(n, K); /* the cache blocks of src/nn/mlp.c */
+    const size_t nch = cnf_mlp_cache_chunks(n, K); /* the cache blocks of src/nn/work.c */
     if (rc == CNF_OK && !tbuf)
         rc = cnf_fail(CNF_ENOMEM, "benchmark buffers");
     for (int k = 0; tbuf && k < 3; k++) {

@@ -5,7 +5,7 @@
 #include "cnf/mlp.h"
 #include "core/internal.h"
 
-/* The cache blocks an MLP call on n samples with K tangents is split into (src/nn/mlp.c, for a
+/* The cache blocks an MLP call on n samples with K tangents is split into (src/nn/work.c, for a
  * batch of at least one block per thread), for cnf bench's same-shape GEMM reference. */
 size_t cnf_mlp_cache_chunks(size_t n, size_t K);
 
