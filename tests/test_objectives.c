@@ -316,7 +316,7 @@ Test(fm, ema_is_the_average_of_the_iterates)
     memcpy(h.avg, cnf_flow_params(f[0]), P * sizeof(double));
     for (int e = 0; e < 2; e++) {
         cnf_train_config tc = {.iters = 40, .batch = 64, .next_batch = fm_gauss_batch,
-                               .batch_ctx = (void *)ms, .flow_matching = 1,
+                               .batch_ctx = (void *)ms, .objective = cnf_objective_fm,
                                .ema_decay = e ? h.beta : 0,
                                .progress = e ? NULL : hand_average, .progress_ctx = &h};
         cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
@@ -373,8 +373,8 @@ Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
     double before = fm_gauss_distance(f, ms[0], ms[1], 500, &re, NULL);
     fm_cosine_ctx cc = {NULL, {1e-2, 1e-4}};
     cnf_train_config tc = {.iters = 8000, .batch = 1024, .next_batch = fm_gauss_batch,
-                           .batch_ctx = (void *)ms, .flow_matching = 1,
-                           .fm_variant = CNF_FM_ICFM, .ema_decay = 0.9995,
+                           .batch_ctx = (void *)ms, .objective = cnf_objective_fm,
+                           .ema_decay = 0.9995,
                            .progress = fm_cosine_lr, .progress_ctx = &cc};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = cc.lr[0];

@@ -535,7 +535,7 @@ Test(guard, flow_matching_refuses_a_trained_end_time)
 {
     cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 25); /* train_T = 1 */
     cnf_train_config tc = train_config(5);
-    tc.flow_matching = 1;
+    tc.objective = cnf_objective_fm;
     cnf_trainer *t;
     cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_EINVAL);
     cr_assert(strstr(cnf_errmsg(), "fixed"), "%s", cnf_errmsg());
