@@ -30,8 +30,8 @@ int main(int argc, char **argv)
 {
     const char *data = argc > 1 ? argv[1] : "8gaussians";
     size_t iters = argc > 2 ? strtoul(argv[2], NULL, 10) : 3000;
-    cnf_fm_variant variant;
-    if (check(cnf_fm_variant_from_name(argc > 3 ? argv[3] : "icfm", &variant), "variant"))
+    cnf_fm_params fm = {.variant = CNF_FM_ICFM, .sigma = 0.0};
+    if (check(cnf_fm_variant_from_name(argc > 3 ? argv[3] : "icfm", &fm.variant), "variant"))
         return 1;
     enum { N_TEST = 2000 };
     static double test[N_TEST * 2];
@@ -52,7 +52,8 @@ int main(int argc, char **argv)
         return 1;
 
     cnf_train_config tc = {.iters = iters, .batch = 256, .next_batch = draw,
-                           .batch_ctx = (void *)data, .flow_matching = 1, .fm_variant = variant};
+                           .batch_ctx = (void *)data, .objective = cnf_objective_fm,
+                           .objective_params = &fm};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = 1e-3;
     cnf_trainer *trainer;
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
         check(cnf_trainer_run(trainer), "training"))
         return 1;
     printf("%s: %zu iterations of %s flow matching (batch 256)\n", data, iters,
-           cnf_fm_variant_name(variant));
+           cnf_fm_variant_name(fm.variant));
 
     /* The exact NLL with two solvers. */
     cnf_cflow_config *s = cnf_cflow_settings(flow);

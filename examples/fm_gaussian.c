@@ -57,8 +57,8 @@ int main(int argc, char **argv)
 
     fm_cosine_ctx cc = {NULL, {1e-2, lr_end}};
     cnf_train_config tc = {.iters = iters, .batch = batch, .next_batch = fm_gauss_batch,
-                           .batch_ctx = (void *)ms, .flow_matching = 1,
-                           .fm_variant = CNF_FM_ICFM, .ema_decay = ema,
+                           .batch_ctx = (void *)ms, .objective = cnf_objective_fm,
+                           .ema_decay = ema,
                            .progress = fm_cosine_lr, .progress_ctx = &cc};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = cc.lr[0];

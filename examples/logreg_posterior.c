@@ -104,8 +104,9 @@ int main(int argc, char **argv)
     if (D > 8) /* d tangents per evaluation for the exact trace: estimate it instead */
         cfg.trace = CNF_TRACE_HUTCH_RADEMACHER;
     cnf_flow *flow;
-    cnf_train_config tc = {.iters = iters, .batch = 256, .target = cnf_target_logq,
-                           .target_ctx = target};
+    const cnf_rkl_params rkl = {.logq = cnf_target_logq, .ctx = target};
+    cnf_train_config tc = {.iters = iters, .batch = 256, .objective = cnf_objective_rkl,
+                           .objective_params = &rkl};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = 3e-3;
     cnf_trainer *trainer;

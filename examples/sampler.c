@@ -59,8 +59,9 @@ int main(int argc, char **argv)
     if (check(cnf_cflow_create(&flow, &cfg, &rng), "creating the flow"))
         return 1;
 
-    cnf_train_config tc = {.iters = iters, .batch = 256, .target = cnf_target_logq,
-                           .target_ctx = target, .val_every = iters > 4 ? iters / 4 : 1,
+    const cnf_rkl_params rkl = {.logq = cnf_target_logq, .ctx = target};
+    cnf_train_config tc = {.iters = iters, .batch = 256, .objective = cnf_objective_rkl,
+                           .objective_params = &rkl, .val_every = iters > 4 ? iters / 4 : 1,
                            .val_n = 5000, .progress = report};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = 3e-3;

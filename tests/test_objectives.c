@@ -217,6 +217,20 @@ Test(rkl, importance_sampling_exact_for_a_perfect_proposal)
 
 /* ---- flow matching --------------------------------------------------------------------------- */
 
+/* Data callbacks: a named toy set, and random rows of the 40 x 3 array the context points to. */
+static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    return cnf_toy_sample_named(ctx, n, X, rng);
+}
+
+static int rows_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
+{
+    const double *rows = ctx;
+    for (size_t i = 0; i < n; i++)
+        memcpy(X + 3 * i, rows + 3 * (size_t)(cnf_rng_uniform(rng) * 40), 3 * sizeof(double));
+    return 0;
+}
+
 typedef struct {
     const double *X;
     size_t n;
@@ -241,6 +255,112 @@ Test(fm, loss_gradient_matches_finite_differences)
         check_gradient(f, fm_obj, &c, 1e-4, 1e-7, v ? "OT-CFM" : "I-CFM");
     }
     cnf_flow_free(f);
+}
+
+/* Flow matching holds T fixed: a CNF that trains T is refused by the trainer and the loss. */
+Test(fm, refuses_a_trained_end_time)
+{
+    cnf_flow *f = small_cnf(2, 25, 1);
+    double X[8 * 2], loss, *g = malloc(cnf_flow_n_params(f) * sizeof(double));
+    cnf_rng r;
+    cnf_rng_seed(&r, 1);
+    cnf_toy_sample_named("moons", 8, X, &r);
+    cnf_train_config tc = {.iters = 5, .batch = 8, .objective = cnf_objective_fm,
+                           .next_batch = toy_batch, .batch_ctx = "moons"};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_EINVAL);
+    cr_assert(strstr(cnf_errmsg(), "fixed T"), "%s", cnf_errmsg());
+    cr_assert_eq(cnf_fm_loss_grad(f, X, 8, CNF_FM_ICFM, 0.0, &r, &loss, g), CNF_EINVAL);
+    free(g);
+    cnf_flow_free(f);
+}
+
+/* A discrete flow has no velocity field: refused with a message naming its kind, by the trainer
+ * and by the loss, before anything is drawn or trained. */
+Test(fm, refuses_a_discrete_flow_with_a_message)
+{
+    cnf_dflow_config c;
+    cnf_dflow_config_default(&c, "realnvp", 2);
+    cnf_rng r;
+    cnf_rng_seed(&r, 3);
+    cnf_flow *f;
+    cr_assert_eq(cnf_dflow_create(&f, &c, &r), CNF_OK, "%s", cnf_errmsg());
+    cnf_train_config tc = {.iters = 5, .batch = 8, .objective = cnf_objective_fm,
+                           .next_batch = toy_batch, .batch_ctx = "moons"};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    cnf_trainer *t = NULL;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 1), CNF_EUNSUPPORTED);
+    cr_assert_null(t);
+    cr_assert(strstr(cnf_errmsg(), "realnvp") && strstr(cnf_errmsg(), "velocity field"), "%s",
+              cnf_errmsg());
+    cr_assert_eq(cnf_flow_velocity_check(f), CNF_EUNSUPPORTED);
+    double X[8 * 2], loss;
+    cnf_toy_sample_named("moons", 8, X, &r);
+    const cnf_rng before = r;
+    cr_assert_eq(cnf_fm_loss_grad(f, X, 8, CNF_FM_OTCFM, 0.0, &r, &loss, NULL), CNF_EUNSUPPORTED);
+    cr_assert(memcmp(&r, &before, sizeof r) == 0, "the generator moved");
+    cnf_flow_free(f);
+}
+
+/* Through a preprocessing wrapper (standardisation and PCA from 3 columns to 2), flow matching
+ * is the inner CNF's flow matching on the preprocessed batch: the same loss and gradient, bit for
+ * bit (the same calls on the same batch layout); and not the regression in data space. */
+Test(fm, wrapper_regresses_in_the_preprocessed_space)
+{
+    enum { n = 40, D = 3 };
+    double M[n * 2], X[n * D], Y[n * 2];
+    cnf_rng r;
+    cnf_rng_seed(&r, 11);
+    cnf_toy_sample_named("moons", n, M, &r);
+    for (size_t i = 0; i < n; i++) {
+        X[i * D + 0] = 3.0 * M[2 * i] + 5.0;
+        X[i * D + 1] = 0.5 * M[2 * i + 1] - 2.0;
+        X[i * D + 2] = X[i * D] + 0.1 * cnf_rng_normal(&r);
+    }
+    cnf_pre_config pc;
+    cnf_pre_config_default(&pc);
+    pc.pca = 2;
+    cnf_pre *p;
+    cr_assert_eq(cnf_pre_fit(&p, &pc, X, n, D), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_pre_apply(p, X, n, Y, NULL), CNF_OK);
+    cnf_flow *w;
+    cr_assert_eq(cnf_pre_flow_create(&w, p, small_cnf(2, 12, 0)), CNF_OK, "%s", cnf_errmsg());
+    cnf_flow *inner = cnf_pre_flow_inner(w);
+    cr_assert_eq(cnf_flow_velocity_check(w), CNF_OK, "%s", cnf_errmsg());
+    const size_t P = cnf_flow_n_params(w);
+    double *g[2] = {malloc(P * sizeof(double)), malloc(P * sizeof(double))}, loss[2];
+    for (int v = 0; v < 2; v++) {
+        cnf_rng a, b;
+        cnf_rng_seed(&a, 7 + v);
+        b = a;
+        cr_assert_eq(cnf_fm_loss_grad(w, X, n, (cnf_fm_variant)v, 0.1, &a, &loss[0], g[0]),
+                     CNF_OK, "%s", cnf_errmsg());
+        cr_assert_eq(cnf_fm_loss_grad(inner, Y, n, (cnf_fm_variant)v, 0.1, &b, &loss[1], g[1]),
+                     CNF_OK, "%s", cnf_errmsg());
+        cr_assert(loss[0] == loss[1], "loss %.17g vs %.17g", loss[0], loss[1]);
+        cr_assert(memcmp(g[0], g[1], P * sizeof(double)) == 0, "gradients differ");
+    }
+    /* The raw data (scale 3, offset 5) are far from the base: their regression differs. */
+    double raw;
+    cnf_flow *c3 = small_cnf(3, 12, 0);
+    cnf_rng a;
+    cnf_rng_seed(&a, 8);
+    cr_assert_eq(cnf_fm_loss_grad(c3, X, n, CNF_FM_OTCFM, 0.1, &a, &raw, NULL), CNF_OK);
+    cr_assert(fabs(raw - loss[0]) > 0.1 * loss[0], "data-space loss %g, preprocessed %g", raw,
+              loss[0]);
+    /* And the trainer takes the wrapper. */
+    cnf_train_config tc = {.iters = 3, .batch = 16, .objective = cnf_objective_fm,
+                           .next_batch = rows_batch, .batch_ctx = X};
+    cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, w, &tc, 1), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+    cnf_trainer_free(t);
+    cnf_flow_free(c3);
+    cnf_flow_free(w);
+    free(g[0]);
+    free(g[1]);
 }
 
 /* The assignment is optimal: no better one among all permutations of 7 points. */
@@ -316,7 +436,7 @@ Test(fm, ema_is_the_average_of_the_iterates)
     memcpy(h.avg, cnf_flow_params(f[0]), P * sizeof(double));
     for (int e = 0; e < 2; e++) {
         cnf_train_config tc = {.iters = 40, .batch = 64, .next_batch = fm_gauss_batch,
-                               .batch_ctx = (void *)ms, .flow_matching = 1,
+                               .batch_ctx = (void *)ms, .objective = cnf_objective_fm,
                                .ema_decay = e ? h.beta : 0,
                                .progress = e ? NULL : hand_average, .progress_ctx = &h};
         cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
@@ -373,8 +493,8 @@ Test(fm, gaussian_field_approaches_closed_form, .timeout = 600)
     double before = fm_gauss_distance(f, ms[0], ms[1], 500, &re, NULL);
     fm_cosine_ctx cc = {NULL, {1e-2, 1e-4}};
     cnf_train_config tc = {.iters = 8000, .batch = 1024, .next_batch = fm_gauss_batch,
-                           .batch_ctx = (void *)ms, .flow_matching = 1,
-                           .fm_variant = CNF_FM_ICFM, .ema_decay = 0.9995,
+                           .batch_ctx = (void *)ms, .objective = cnf_objective_fm,
+                           .ema_decay = 0.9995,
                            .progress = fm_cosine_lr, .progress_ctx = &cc};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = cc.lr[0];

@@ -86,6 +86,36 @@ CNF_API int cnf_flow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn l
 CNF_API int cnf_flow_importance(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq,
                                 void *ctx, double *log_z, double *ess_fraction, double *elbo);
 
+/* ---- Velocity regression (flow matching) -------------------------------------------------------
+ * Some flows are given by a velocity field  dy/dt = v_θ(t, y), t ∈ [0, T],  in coordinates y of
+ * their own: the CNF with one block and a fixed T (y = x), and the preprocessing wrapper around
+ * such a CNF (cnf/pre.h: y is the preprocessed x, of the inner flow's dimension k). Such a field
+ * can be regressed onto the velocity of a path between data and base points, which trains it
+ * without solving the ODE (conditional flow matching, cnf/fm.h). The regression, its paths and
+ * any pairing of data with base points all live in the field's space y: for a preprocessing
+ * wrapper that is the preprocessed (standardised, logit, PCA) space, not the data space.
+ *
+ * The path comes from the caller as a callback, because only the flow knows its coordinates:
+ * given the batch in them, Y (n, k), it fills path times tau (n) in [0, 1], points on the paths
+ * Yt (n, k) and the paths' velocities U (n, k) = dy/dτ. It returns 0, or non-zero to stop (a
+ * negative cnf code is passed on). */
+typedef int (*cnf_path_fn)(void *ctx, const double *Y, size_t n, size_t k, double *tau,
+                           double *Yt, double *U);
+
+/* The regression loss for the data batch X (n, d), path time τ mapping to field time Tτ:
+ *     loss = (1/n) Σ_i ‖v_θ(T τ_i, Yt_i) − U_i / T‖²,
+ * and grad (n_params, overwritten; NULL for the loss only) its gradient w.r.t. the parameters.
+ * Consecutive rows with the same τ are evaluated as one batch of the field. Errors: those of
+ * cnf_flow_velocity_check, CNF_EINVAL for an empty batch or no path, the callback's code. */
+CNF_API int cnf_flow_velocity_loss(cnf_flow *f, const double *X, size_t n, cnf_path_fn path,
+                                   void *ctx, double *loss, double *grad);
+
+/* CNF_OK when f has a velocity field cnf_flow_velocity_loss can regress; else, with a detail
+ * saying why, CNF_EUNSUPPORTED (no such field: the discrete flows, a CNF with a user field) or
+ * CNF_EINVAL (a CNF with more than one block, or one that trains its end time T: a path on
+ * τ ∈ [0, 1] gives T no gradient). */
+CNF_API int cnf_flow_velocity_check(const cnf_flow *f);
+
 CNF_API void cnf_flow_free(cnf_flow *f);
 
 /* log N(z; 0, I) for one point of dimension d. */

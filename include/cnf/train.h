@@ -1,17 +1,20 @@
-/* Training a flow by maximum likelihood, and evaluating it.
+/* Training a flow, and evaluating it.
  *
- * The loop: for each iteration draw a batch from the caller's data callback, compute the flow's
- * objective and gradient (cnf_flow_nll_grad), clip the gradient norm, take an optimizer step,
- * report progress, and every val_every iterations evaluate the held-out NLL. Everything random
- * (batches, Hutchinson probes) comes from the trainer's one generator, whose state, with the
- * optimizer's and the iteration count, is what a checkpoint saves (cnf/model.h): resuming from a
- * checkpoint continues bit-identically — except with ema_decay, whose average and iterate a
- * checkpoint does not hold (see there). */
+ * The loop: for each iteration draw a batch from the caller's data callback (for objectives that
+ * fit data), compute the objective and its gradient, clip the gradient norm, take an optimizer
+ * step, report progress, and every val_every iterations validate (held-out NLL, or the
+ * objective's own figure). Everything random (batches, Hutchinson probes, an objective's draws)
+ * comes from the trainer's one generator, whose state, with the optimizer's and the iteration
+ * count, is what a checkpoint saves (cnf/model.h): resuming from a checkpoint continues
+ * bit-identically — except with ema_decay, whose average and iterate a checkpoint does not hold
+ * (see there).
+ *
+ * The objective is a type (GSL style, like the ODE steppers): the trainer calls its table and
+ * never asks which one it runs. Each takes settings of its own through objective_params. */
 #ifndef CNF_TRAIN_H
 #define CNF_TRAIN_H
 
 #include "cnf/flow.h"
-#include "cnf/fm.h"
 #include "cnf/optim.h"
 
 #ifdef __cplusplus
@@ -22,10 +25,42 @@ extern "C" {
  * with that code. */
 typedef int (*cnf_batch_fn)(void *ctx, size_t n, double *X, cnf_rng *rng);
 
+/* ---- Objectives -----------------------------------------------------------------------------
+ * An objective says what one iteration minimises, what a batch is, and what validation reports.
+ *   cnf_objective_ml    maximum likelihood: the flow's own loss on data batches (mean NLL plus
+ *                       its regularizers, cnf_flow_nll_grad); validation: held-out NLL.
+ *                       objective_params: NULL.
+ *   cnf_objective_fm    conditional flow matching on data batches (cnf/fm.h): regresses the
+ *                       velocity field of a continuous flow, no ODE solves; validation: held-out
+ *                       NLL (exact, through the solver). objective_params: a cnf_fm_params, or
+ *                       NULL for I-CFM with σ = 0. The flow must pass cnf_flow_velocity_check.
+ *   cnf_objective_rkl   reverse KL to an unnormalized target (cnf_flow_rkl_grad): each iteration
+ *                       draws `batch` base points, no data; validation: importance sampling with
+ *                       val_n samples (log Z, ESS, ELBO). objective_params: a cnf_rkl_params. */
+typedef struct cnf_objective_type cnf_objective_type; /* defined privately in src/fit */
+
+CNF_API extern const cnf_objective_type *const cnf_objective_ml;
+CNF_API extern const cnf_objective_type *const cnf_objective_fm;
+CNF_API extern const cnf_objective_type *const cnf_objective_rkl;
+
+/* The reverse-KL objective's settings: the target log-density and its context (borrowed). */
+typedef struct cnf_rkl_params {
+    cnf_logq_fn logq;
+    void *ctx;
+} cnf_rkl_params;
+
+/* The objectives by name ("ml", "flow-matching", "reverse-kl"); CNF_ENAME lists the valid ones.
+ * cnf_objective_count / _at enumerate them (for listings); _summary is one line of what it does. */
+CNF_API int cnf_objective_from_name(const char *name, const cnf_objective_type **out);
+CNF_API size_t cnf_objective_count(void);
+CNF_API const cnf_objective_type *cnf_objective_at(size_t i);
+CNF_API const char *cnf_objective_name(const cnf_objective_type *o);
+CNF_API const char *cnf_objective_summary(const cnf_objective_type *o);
+
 typedef struct cnf_train_progress {
     size_t iter, iters;          /* iterations done (1-based) and planned */
-    double loss;                 /* objective of this batch (NLL + regularizers) */
-    double nll;                  /* NLL part of it */
+    double loss;                 /* objective of this batch (NLL + regularizers for ml) */
+    double nll;                  /* NLL part of it (ml), the ELBO (reverse KL), the loss (fm) */
     double grad_norm;            /* gradient norm before clipping */
     double lr;                   /* learning rate used for this step */
     size_t nfe_forward, nfe_backward; /* of this iteration */
@@ -62,21 +97,15 @@ typedef struct cnf_train_config {
     cnf_optim_settings optim;
     double clip_norm;        /* clip the gradient to this norm (0 = no clipping) */
     size_t val_every;        /* validate every this many iterations (0 = never) */
-    const double *val_X;     /* (val_n, d) held-out data, borrowed */
+    const double *val_X;     /* (val_n, d) held-out data, borrowed (objectives that fit data) */
     size_t val_n;
     size_t val_batch;        /* evaluation batch size (0 = all at once) */
-    cnf_batch_fn next_batch; /* maximum likelihood: required */
+    /* What to minimise (NULL: cnf_objective_ml) and its settings (see the objectives above;
+     * borrowed: they must outlive the trainer). */
+    const cnf_objective_type *objective;
+    const void *objective_params;
+    cnf_batch_fn next_batch; /* objectives that fit data (ml, flow matching): required */
     void *batch_ctx;
-    /* Reverse KL (cnf_flow_rkl_grad) instead of maximum likelihood when target is not NULL:
-     * each iteration draws `batch` base points; validation is importance sampling with val_n
-     * samples (val_X unused). */
-    cnf_logq_fn target;
-    void *target_ctx;
-    /* Flow matching (cnf_fm_loss_grad, CNF only) instead of maximum likelihood when set: the
-     * batches come from next_batch as for maximum likelihood; validation is the exact NLL. */
-    int flow_matching;
-    cnf_fm_variant fm_variant;
-    double fm_sigma;
     double max_seconds;      /* stop after this much wall time (0 = no limit) */
     /* Stop request (optional), polled before every iteration: when it returns non-zero the run
      * ends after the iteration in progress with CNF_OK and status CNF_TRAIN_INTERRUPTED, without

@@ -30,10 +30,16 @@ static data_opts dop;
 static train_opts to;
 static cli_opt table[FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT];
 static size_t n_table, n_flow_opts; /* the first n_flow_opts entries are flow_opts' */
+static char objective_help[1024];   /* --objective's help: the library's list of objectives */
 
 static void build_table(void)
 {
     n_table = n_flow_opts = flow_opts_table(&fo, table);
+    size_t len = (size_t)snprintf(objective_help, sizeof objective_help, "what to minimise:");
+    for (size_t i = 0; i < cnf_objective_count() && len < sizeof objective_help; i++)
+        len += (size_t)snprintf(objective_help + len, sizeof objective_help - len, "%s %s: %s",
+                                i ? ";" : "", cnf_objective_name(cnf_objective_at(i)),
+                                cnf_objective_summary(cnf_objective_at(i)));
     const cli_opt mine[] = {
         {"--data", OPT_STR, &to.data, "NAME",
          "training data: 8gaussians, checkerboard, 2spirals, moons, pinwheel, circles, rings, "
@@ -72,11 +78,7 @@ static void build_table(void)
          "test_nll, test_nll_stderr, nfe_forward, nfe_backward (means per iteration); with "
          "reverse-kl: elbo, log_z_estimate, ess_fraction, seconds, log_z_true (where known)",
          0},
-        {"--objective", OPT_STR, &to.objective, "NAME",
-         "ml (maximum likelihood on --data), flow-matching (conditional flow matching on --data, "
-         "cnf with one block and a fixed T, by default T = 1; exact NLL reported), or "
-         "reverse-kl (fit --target, no data)",
-         1},
+        {"--objective", OPT_STR, &to.objective, "NAME", objective_help, 1},
         {"--target", OPT_STR, &to.target, "NAME",
          "reverse-kl target: banana, funnel (d=10), ring, mixture, twomoons", 1},
         {"--target-csv", OPT_STR, &to.target_csv, "FILE",
@@ -113,6 +115,8 @@ static void help(FILE *out)
                  "--objective flow-matching trains the same CNF field without ODE solves (the\n"
                  "test NLL is still exact, from the solver); its path is defined on the unit\n"
                  "interval, so T is fixed (T = 1 unless --T is given; --train-T is refused).\n"
+                 "On a data file it regresses the field in the preprocessed space the CNF\n"
+                 "lives in; discrete flows (--model realnvp etc.) have no field to regress.\n"
                  "--objective reverse-kl fits the flow to an unnormalized --target by minimising\n"
                  "KL(p || q/Z), reporting the ELBO and an importance-sampling estimate of log Z\n"
                  "with its effective sample size.\n"
@@ -142,7 +146,8 @@ typedef struct run {
     cnf_trainer *trainer;
     double last_val, last_val_se;
     int has_val;
-    cnf_target *target; /* reverse KL */
+    cnf_target *target; /* reverse KL, and its settings for the trainer */
+    cnf_rkl_params rkl;
     /* --data FILE: the split, its batches, early stopping (also for toy sets with --patience). */
     int file, stopped;
     data_split split;
@@ -642,10 +647,11 @@ static int run_reverse_kl(cnf_st_file *file)
                 tname, d);
         return 2;
     }
+    R.rkl = (cnf_rkl_params){.logq = cnf_target_logq, .ctx = R.target};
     cnf_train_config tc = {.iters = to.iters, .batch = to.batch, .clip_norm = to.clip,
                            .val_every = to.val_every ? to.val_every : to.iters,
-                           .val_n = to.test_n, .target = cnf_target_logq,
-                           .target_ctx = R.target, .progress = progress,
+                           .val_n = to.test_n, .objective = cnf_objective_rkl,
+                           .objective_params = &R.rkl, .progress = progress,
                            .max_seconds = to.max_seconds, .stop = stop_requested};
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = to.lr;
@@ -771,15 +777,16 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
     }
-    cnf_fm_variant fmv = CNF_FM_ICFM;
-    int flow_matching = !strcmp(to.objective, "flow-matching");
-    if (strcmp(to.objective, "ml") && strcmp(to.objective, "reverse-kl") && !flow_matching) {
-        fprintf(stderr, "cnf %s: unknown --objective '%s' (valid: ml, flow-matching, "
-                "reverse-kl)\n", CMD, to.objective);
+    const cnf_objective_type *objective;
+    if (cnf_objective_from_name(to.objective, &objective)) {
+        fprintf(stderr, "cnf %s: --objective: %s\n", CMD, cnf_errmsg());
         status = 2;
         goto done;
     }
-    if (flow_matching && (cnf_fm_variant_from_name(to.fm_variant, &fmv) || !(to.fm_sigma >= 0))) {
+    cnf_fm_params fmp = {.variant = CNF_FM_ICFM, .sigma = to.fm_sigma};
+    const int flow_matching = objective == cnf_objective_fm;
+    if (flow_matching && (cnf_fm_variant_from_name(to.fm_variant, &fmp.variant) ||
+                          !(to.fm_sigma >= 0))) {
         fprintf(stderr, "cnf %s: --fm-variant icfm|otcfm and --fm-sigma >= 0\n", CMD);
         status = 2;
         goto done;
@@ -798,20 +805,17 @@ int cmd_train(int argc, char **argv)
         if (!cli_opt_given(table, T_opt))
             fo.T = 1.0;
     }
-    if (flow_matching && to.resume) {
-        cnf_flow *inner = cnf_pre_flow_inner(R.flow) ? cnf_pre_flow_inner(R.flow) : R.flow;
-        if (cnf_cflow_settings(inner) && cnf_cflow_settings(inner)->train_T) {
-            fprintf(stderr, "cnf %s: --resume %s trains its end time T; flow matching needs a "
-                    "model with a fixed T\n", CMD, to.resume);
-            status = 2;
-            goto done;
-        }
+    if (flow_matching && to.resume && cnf_flow_velocity_check(R.flow)) {
+        fprintf(stderr, "cnf %s: --resume %s cannot be trained by flow matching: %s\n", CMD,
+                to.resume, cnf_errmsg());
+        status = 2;
+        goto done;
     }
     if (to.resume && (u = apply_runtime())) {
         status = u;
         goto done;
     }
-    if (!strcmp(to.objective, "reverse-kl")) {
+    if (objective == cnf_objective_rkl) {
         if (!to.target == !to.target_csv || to.data || !(to.prior_sd > 0)) {
             fprintf(stderr, "cnf %s: --objective reverse-kl needs --target NAME or --target-csv "
                     "FILE (not both), no --data, and --prior-sd > 0\n", CMD);
@@ -875,8 +879,8 @@ int cmd_train(int argc, char **argv)
                            .val_every = to.val_every ? to.val_every : to.iters,
                            .val_X = test, .val_n = to.test_n, .val_batch = to.test_batch,
                            .next_batch = toy_batch, .batch_ctx = (void *)data,
-                           .progress = progress, .flow_matching = flow_matching,
-                           .fm_variant = fmv, .fm_sigma = to.fm_sigma,
+                           .progress = progress, .objective = objective,
+                           .objective_params = flow_matching ? &fmp : NULL,
                            .max_seconds = to.max_seconds, .stop = stop_requested};
     if (R.file) { /* validate on the validation rows (the test rows if there are none) */
         tc.val_X = R.split.n_val ? R.split.val : R.split.test;

@@ -1,17 +1,18 @@
-/* The training loop and batched evaluation (see cnf/train.h). */
+/* The training loop (see cnf/train.h): the objective's table does the objective-specific work,
+ * the loop the rest (batches, clipping, the optimizer, the health guard, averaging, progress). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "cnf/cflow.h"
-#include "cnf/train.h"
+#include "objective.h"
 #include "core/internal.h"
 
 struct cnf_trainer {
     cnf_flow *flow;
-    cnf_train_config cfg;
+    cnf_train_config cfg; /* cfg.objective is set (the default filled in) */
+    const cnf_objective_type *obj;
     cnf_optim *optim;
     cnf_rng rng;
     size_t iter;
@@ -56,16 +57,6 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
         return cnf_fail(CNF_EINVAL, "trainer needs a flow and a configuration");
     if (cfg->batch == 0)
         return cnf_fail(CNF_EINVAL, "batch size is 0");
-    if (!cfg->next_batch && !cfg->target)
-        return cnf_fail(CNF_EINVAL, "trainer needs a data callback or a target density");
-    if (cfg->val_every && cfg->target && cfg->val_n == 0)
-        return cnf_fail(CNF_EINVAL, "validation every %zu iterations but val_n = 0",
-                        cfg->val_every);
-    if (cfg->val_every && !cfg->target && (!cfg->val_X || cfg->val_n == 0))
-        return cnf_fail(CNF_EINVAL, "validation every %zu iterations but no validation data",
-                        cfg->val_every);
-    if (cfg->flow_matching && cfg->target)
-        return cnf_fail(CNF_EINVAL, "flow matching and reverse KL are different objectives");
     if (!(cfg->clip_norm >= 0.0) || !(cfg->max_seconds >= 0.0))
         return cnf_fail(CNF_EINVAL, "clipping norm %g and time limit %g must be >= 0",
                         cfg->clip_norm, cfg->max_seconds);
@@ -73,16 +64,20 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
         return cnf_fail(CNF_EINVAL, "EMA decay %g is not in [0, 1)", cfg->ema_decay);
     if (isnan(cfg->guard_loss) || isnan(cfg->guard_grad) || isnan(cfg->guard_step))
         return cnf_fail(CNF_EINVAL, "a guard threshold is NaN");
-    if (cfg->flow_matching && cnf_cflow_settings(f) && cnf_cflow_settings(f)->train_T)
-        return cnf_fail(CNF_EINVAL, "flow matching holds the end time T fixed, but this flow "
-                        "trains T (create it with train_T = 0; T = 1 is the usual choice)");
+    cnf_train_config c = *cfg;
+    if (!c.objective)
+        c.objective = cnf_objective_ml;
+    int rc = c.objective->check(f, &c);
+    if (rc)
+        return rc;
     cnf_trainer *t = calloc(1, sizeof *t);
     if (!t)
         return cnf_fail(CNF_ENOMEM, "allocating the trainer");
     t->flow = f;
-    t->cfg = *cfg;
+    t->cfg = c;
+    t->obj = c.objective;
     cnf_rng_seed(&t->rng, seed);
-    int rc = cnf_optim_create(&cfg->optim, cnf_flow_n_params(f), &t->optim);
+    rc = cnf_optim_create(&cfg->optim, cnf_flow_n_params(f), &t->optim);
     if (rc) {
         free(t);
         return rc;
@@ -290,7 +285,8 @@ int cnf_trainer_run(cnf_trainer *t)
         }
         int rc = CNF_OK;
         const cnf_rng rng0 = t->rng;
-        if (!c->target && (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0) {
+        if (t->obj->uses_data &&
+            (rc = c->next_batch(c->batch_ctx, c->batch, t->X, &t->rng)) != 0) {
             t->status = CNF_TRAIN_ERROR;
             rc = rc < 0 ? rc : cnf_fail(CNF_EINVAL, "data callback stopped with %d", rc);
             snprintf(t->reason, sizeof t->reason, "data at iteration %zu: %s", t->iter + 1,
@@ -299,16 +295,8 @@ int cnf_trainer_run(cnf_trainer *t)
         }
         cnf_train_progress p = {.iter = t->iter + 1, .iters = c->iters};
         cnf_flow_stats st;
-        if (c->target) {
-            rc = cnf_flow_rkl_grad(t->flow, c->batch, &t->rng, c->target, c->target_ctx,
-                                   &p.loss, t->grad, &st);
-        } else if (c->flow_matching) {
-            memset(&st, 0, sizeof st);
-            rc = cnf_fm_loss_grad(t->flow, t->X, c->batch, c->fm_variant, c->fm_sigma,
-                                  &t->rng, &p.loss, t->grad);
-            st.nll = p.loss;
-        } else
-            rc = cnf_flow_nll_grad(t->flow, t->X, c->batch, &t->rng, &p.loss, t->grad, &st);
+        rc = t->obj->loss_grad(t->flow, c, t->obj->uses_data ? t->X : NULL, c->batch, &t->rng,
+                               &p.loss, t->grad, &st);
         if (rc)
             return stop_failed(t, rc, p.iter, "computing the loss and gradient");
         char what[200];
@@ -358,25 +346,20 @@ int cnf_trainer_run(cnf_trainer *t)
         const int out_of_time = c->max_seconds > 0 && cnf_wall_seconds() - start >= c->max_seconds;
         if (c->val_every &&
             (t->iter % c->val_every == 0 || t->iter == c->iters || out_of_time)) {
-            /* Importance sampling draws from its own stream so that validating does not change
-             * the training run. */
+            /* Validation draws (importance sampling) from its own stream so that validating does
+             * not change the training run. */
             cnf_rng vr;
             cnf_rng_seed(&vr, 0x5a4d1e + t->iter);
             if (ema)
                 use_average(t, theta, P);
-            rc = c->target ? cnf_flow_importance(t->flow, c->val_n, &vr, c->target,
-                                                 c->target_ctx, &p.log_z, &p.ess_fraction,
-                                                 &p.elbo)
-                           : cnf_flow_eval_nll(t->flow, c->val_X, c->val_n, c->val_batch,
-                                               &p.val_nll, &p.val_nll_stderr, NULL);
-            const double figure = c->target ? p.log_z : p.val_nll;
+            double figure = NAN;
+            rc = t->obj->validate(t->flow, c, &vr, &p, &figure);
             if (ema)
                 use_iterate(t, theta, P);
             if (rc)
                 return stop_failed(t, rc, t->iter, "validating");
             if (!isfinite(figure) || fabs(figure) > g_loss) {
-                snprintf(what, sizeof what, "the validation %s is %g",
-                         c->target ? "log Z estimate" : "NLL", figure);
+                snprintf(what, sizeof what, "the validation %s is %g", t->obj->figure, figure);
                 return stop_unhealthy(t, CNF_EDIVERGED, t->iter, what);
             }
             snapshot_take(t, theta, &t->rng, t->iter);
@@ -409,48 +392,5 @@ int cnf_trainer_run(cnf_trainer *t)
     }
     if (ema && t->ema_steps > 0)
         memcpy(theta, t->avg, P * sizeof(double));
-    return CNF_OK;
-}
-
-int cnf_flow_eval_nll(cnf_flow *f, const double *X, size_t n, size_t batch, double *mean,
-                      double *stderr_out, cnf_flow_stats *stats)
-{
-    if (n == 0)
-        return cnf_fail(CNF_EINVAL, "no points to evaluate");
-    if (batch == 0 || batch > n)
-        batch = n;
-    double *lp = cnf_calloc(batch, sizeof(double));
-    if (!lp)
-        return cnf_fail(CNF_ENOMEM, "allocating %zu log-densities", batch);
-    if (stats)
-        memset(stats, 0, sizeof *stats);
-    const size_t d = cnf_flow_dim(f);
-    /* Welford's running mean and variance of −log p. */
-    double m = 0.0, s2 = 0.0;
-    size_t k = 0;
-    int rc = CNF_OK;
-    for (size_t i = 0; i < n && rc == CNF_OK; i += batch) {
-        size_t b = n - i < batch ? n - i : batch;
-        cnf_flow_stats st;
-        rc = cnf_flow_log_prob(f, X + i * d, b, lp, &st);
-        for (size_t j = 0; rc == CNF_OK && j < b; j++) {
-            double v = -lp[j], dm = v - m;
-            m += dm / (double)++k;
-            s2 += dm * (v - m);
-        }
-        if (stats && rc == CNF_OK) {
-            stats->nfe_forward += st.nfe_forward;
-            stats->steps += st.steps;
-            stats->rejected += st.rejected;
-        }
-    }
-    free(lp);
-    if (rc)
-        return rc;
-    *mean = m;
-    if (stats)
-        stats->nll = m;
-    if (stderr_out)
-        *stderr_out = n > 1 ? sqrt(s2 / (double)(n - 1) / (double)n) : 0.0;
     return CNF_OK;
 }

@@ -1380,12 +1380,27 @@ static void cflow_free(cnf_flow *f)
 
 static int cflow_describe(const cnf_flow *f, cnf_st_writer *w);
 
+/* Velocity regression (flow matching): cflow_fm.c, on this CNF's field. */
+static int cflow_velocity_check(const cnf_flow *f)
+{
+    return cnf_cflow_fm_check(((const cflow *)f)->mlp, &((const cflow *)f)->cfg);
+}
+
+static int cflow_velocity_loss(cnf_flow *f, const double *X, size_t n, cnf_path_fn path,
+                               void *ctx, double *loss, double *grad)
+{
+    cflow *c = (cflow *)f;
+    return cnf_cflow_fm_loss(c->mlp, f->theta, end_time(c), f->dim, X, n, path, ctx, loss, grad);
+}
+
 static const cnf_flow_type cflow_type = {
     .kind = "cnf",
     .encode = cflow_encode,
     .decode = cflow_decode,
     .nll_grad = cflow_nll_grad,
     .rkl_grad = cflow_rkl_grad,
+    .velocity_loss = cflow_velocity_loss,
+    .velocity_check = cflow_velocity_check,
     .free = cflow_free,
     .describe = cflow_describe,
 };

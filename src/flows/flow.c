@@ -207,6 +207,29 @@ int cnf_flow_importance(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, v
     return rc;
 }
 
+int cnf_flow_velocity_check(const cnf_flow *f)
+{
+    if (!f->type->velocity_check)
+        return cnf_fail(CNF_EUNSUPPORTED, "flow kind '%s' has no velocity field to regress "
+                        "(flow matching trains continuous flows only)", f->type->kind);
+    return f->type->velocity_check(f);
+}
+
+int cnf_flow_velocity_loss(cnf_flow *f, const double *X, size_t n, cnf_path_fn path, void *ctx,
+                           double *loss, double *grad)
+{
+    if (n == 0 || !path)
+        return cnf_fail(CNF_EINVAL, "velocity regression needs data and a path");
+    int rc = cnf_flow_velocity_check(f);
+    if (!rc)
+        rc = check_rows(f, X, n);
+    if (rc)
+        return rc;
+    if (grad)
+        memset(grad, 0, f->n_params * sizeof *grad);
+    return f->type->velocity_loss(f, X, n, path, ctx, loss, grad);
+}
+
 void cnf_flow_free(cnf_flow *f)
 {
     if (f)

@@ -356,6 +356,25 @@ static int pre_nll_grad(cnf_flow *f, const double *X, size_t n, cnf_rng *rng, do
     return rc;
 }
 
+/* Flow matching in the preprocessed space, where the inner flow (a CNF) lives: the data are
+ * mapped there and the regression is the inner flow's. */
+static int pre_velocity_loss(cnf_flow *f, const double *X, size_t n, cnf_path_fn path,
+                             void *ctx, double *loss, double *grad)
+{
+    pre_flow *q = (pre_flow *)f;
+    double *Y = cnf_calloc(cnf_size_mul(n, q->p->k), sizeof(double));
+    int rc = Y ? cnf_pre_apply(q->p, X, n, Y, NULL)
+               : cnf_fail(CNF_ENOMEM, "%zu x %zu values", n, q->p->k);
+    if (!rc) rc = cnf_flow_velocity_loss(q->inner, Y, n, path, ctx, loss, grad);
+    free(Y);
+    return rc;
+}
+
+static int pre_velocity_check(const cnf_flow *f)
+{
+    return cnf_flow_velocity_check(((const pre_flow *)f)->inner);
+}
+
 static void pre_free_flow(cnf_flow *f)
 {
     pre_flow *q = (pre_flow *)f;
@@ -407,6 +426,8 @@ static const cnf_flow_type pre_type = {
     .encode = pre_encode,
     .decode = pre_decode,
     .nll_grad = pre_nll_grad,
+    .velocity_loss = pre_velocity_loss,
+    .velocity_check = pre_velocity_check,
     .free = pre_free_flow,
     .describe = pre_describe,
 };
