@@ -12,7 +12,7 @@
 
 Test(core, strerror_names_every_code)
 {
-    for (int c = 0; c >= CNF_EUNSUPPORTED; c--)
+    for (int c = 0; c >= CNF_EDIVERGED; c--)
         cr_assert(strncmp(cnf_strerror(c), "CNF_", 4) == 0, "code %d has no name", c);
     cr_assert_str_eq(cnf_strerror(-999), "unknown cnf error code");
 }
@@ -22,6 +22,14 @@ Test(core, fail_records_detail)
     int rc = cnf_fail(CNF_EINVAL, "width %d is zero", 0);
     cr_assert_eq(rc, CNF_EINVAL);
     cr_assert_str_eq(cnf_errmsg(), "width 0 is zero");
+}
+
+Test(core, fail_may_wrap_the_current_detail)
+{
+    cnf_fail(CNF_EFORMAT, "line %d: '%s' is not a number", 5, "NA");
+    int rc = cnf_fail(CNF_EFORMAT, "loading m.csv: %s", cnf_errmsg());
+    cr_assert_eq(rc, CNF_EFORMAT);
+    cr_assert_str_eq(cnf_errmsg(), "loading m.csv: line 5: 'NA' is not a number");
 }
 
 Test(core, rng_same_seed_same_bits)

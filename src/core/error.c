@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,12 +35,16 @@ const char *cnf_errmsg(void) { return errmsg; }
 
 const char *cnf_version(void) { return CNF_VERSION_STRING; }
 
+/* Formatted into a local buffer first: callers may pass cnf_errmsg() itself as an argument (to
+ * wrap an inner failure's detail), and vsnprintf's source and destination must not overlap. */
 int cnf_fail(int code, const char *fmt, ...)
 {
+    char buf[sizeof errmsg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(errmsg, buf, sizeof errmsg);
     return code;
 }
 
