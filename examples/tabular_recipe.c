@@ -100,6 +100,16 @@ static int on_progress(const cnf_train_progress *p, void *ctx)
     return 0;
 }
 
+/* A JSON number, or null when not finite. */
+static const char *jnum(char *buf, double x)
+{
+    if (isfinite(x))
+        snprintf(buf, 32, "%.4f", x);
+    else
+        strcpy(buf, "null");
+    return buf;
+}
+
 static int die(const char *what, int rc)
 {
     fprintf(stderr, "tabular_recipe: %s: %s\n", what, cnf_errmsg());
@@ -311,12 +321,13 @@ int main(int argc, char **argv)
         if (f)
             fclose(f);
     }
-    printf("{\"data\":\"%s\",\"d\":%zu,\"fm_iters\":%zu,\"fm_seconds\":%.1f,\"fm_val_nll\":%.4f,"
-           "\"ml_iters\":%zu,\"ml_seconds\":%.1f,\"ml_val_nll\":%.4f,\"train_seconds\":%.1f,"
+    char b1[32], b2[32];
+    printf("{\"data\":\"%s\",\"d\":%zu,\"fm_iters\":%zu,\"fm_seconds\":%.1f,\"fm_val_nll\":%s,"
+           "\"ml_iters\":%zu,\"ml_seconds\":%.1f,\"ml_val_nll\":%s,\"train_seconds\":%.1f,"
            "\"train_cpu_seconds\":%.1f,"
            "\"test_nll\":%.4f,\"test_nll_stderr\":%.4f,\"eval_nfe_per_solve\":%.1f,"
            "\"eval_seconds\":%.1f}\n",
-           o.data, d, fm_done, fm_sec, fm_val, ml_done, ml_sec, ml_val, train_sec, train_cpu, mean, se,
+           o.data, d, fm_done, fm_sec, jnum(b1, fm_val), ml_done, ml_sec, jnum(b2, ml_val), train_sec, train_cpu, mean, se,
            (double)nfe / (double)solves, te_sec);
     cnf_flow_free(flow);
     cnf_data_clear(&all);
