@@ -23,7 +23,8 @@
 # default 0), OUT (logs, models and scores; default a new temporary directory), CNF_ARGS,
 # REALNVP_ARGS, MAF_ARGS, NSF_ARGS (each replaces that model's settings), COMMON_ARGS (added to
 # every cnf train call), CNF_DRIVER (a built examples/tabular_recipe: the CNF runs through it,
-# with CNF_DRIVER_ARGS, instead of cnf train), PYTHON (default /usr/bin/python3: Debian's numpy and scikit-learn).
+# with CNF_DRIVER_ARGS, instead of cnf train; CNF_ML_FRACTION, default 0, of the budget then
+# goes to maximum-likelihood fine-tuning after flow matching), PYTHON (default /usr/bin/python3: Debian's numpy and scikit-learn).
 # Models run one at a time; CNF_NUM_THREADS (default 2) threads each.
 set -euo pipefail
 
@@ -89,9 +90,13 @@ for spec in "$@"; do
             # not run through the CLI yet: see FINDINGS-17.md).
             # shellcheck disable=SC2206
             args=(${CNF_DRIVER_ARGS:-})
-            echo "== $name cnf: $CNF_DRIVER ${args[*]} --fm-seconds $secs" >&2
+            # CNF_ML_FRACTION of the budget goes to ML fine-tuning after flow matching
+            fm_s=$(awk -v s="$secs" -v f="${CNF_ML_FRACTION:-0}" 'BEGIN { print s * (1 - f) }')
+            ml_s=$(awk -v s="$secs" -v f="${CNF_ML_FRACTION:-0}" 'BEGIN { print s * f }')
+            echo "== $name cnf: $CNF_DRIVER ${args[*]} --fm-seconds $fm_s --ml-seconds $ml_s" >&2
             "$CNF_DRIVER" --data "$file" --levels "$levels" --seed "$SEED" "${args[@]}" \
-                --fm-seconds "$secs" --scores "$base.scores" > "$base.log" 2> "$base.err" ||
+                --fm-seconds "$fm_s" --ml-seconds "$ml_s" --scores "$base.scores" \
+                > "$base.log" 2> "$base.err" ||
                 { echo "   failed: $(tail -n 2 "$base.err")" >&2; continue; }
             echo "   $(tail -n 1 "$base.log")" >&2
             ;;
