@@ -48,7 +48,7 @@ mkdir -p "$OUT"
 # CNF_DRIVER to run the recipe through examples/tabular_recipe instead). Every run also gets
 # the budget, a huge iteration cap (the budget ends it), the seed and the validation cadence.
 CNF_ARGS=${CNF_ARGS:---objective flow-matching --fm-variant otcfm --hidden 256-256-256 --act swish
-    --batch 512 --lr 2e-3 --weight-decay 0 --ema 0.999 --val-every 1000 --precision mixed
+    --time concat --T 1 --train-T=0 --batch 512 --lr 2e-3 --weight-decay 0 --ema 0.999 --val-every 1000 --precision mixed
     --solver dopri5 --atol 1e-5 --rtol 1e-5}
 REALNVP_ARGS=${REALNVP_ARGS:---layers 8 --hidden 256-256 --batch 256 --lr 1e-3 --val-every 200}
 MAF_ARGS=${MAF_ARGS:---layers 8 --hidden 256-256 --batch 256 --lr 1e-3 --val-every 200}
@@ -104,7 +104,7 @@ for spec in "$@"; do
         gauss|gmm)
             if [[ ! -s $OUT/$name.gmm.json ]]; then
                 echo "== $name gauss, gmm: tabular_baselines.py (budget $secs s)" >&2
-                "$PY" "$here/tabular_baselines.py" "$file" "$OUT/$name" --seed "$SEED" \
+                OPENBLAS_NUM_THREADS=$CNF_NUM_THREADS "$PY" "$here/tabular_baselines.py" "$file" "$OUT/$name" --seed "$SEED" \
                     --levels "$levels" --max-seconds "$secs" > "$OUT/$name.baselines.json" \
                     2> "$OUT/$name.baselines.err" ||
                     { echo "   failed: $(tail -n 2 "$OUT/$name.baselines.err")" >&2; continue; }
