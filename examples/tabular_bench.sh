@@ -43,10 +43,10 @@ export OPENBLAS_NUM_THREADS=1 CNF_NUM_THREADS=${CNF_NUM_THREADS:-2}
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 mkdir -p "$OUT"
 
-# The settings of each model (see FINDINGS-17.md for how they were chosen). CNF_ARGS is the
-# flow-matching recipe for when the CLI can run it on data files (today it cannot: set
-# CNF_DRIVER to run the recipe through examples/tabular_recipe instead). Every run also gets
-# the budget, a huge iteration cap (the budget ends it), the seed and the validation cadence.
+# The settings of each model. CNF_ARGS is the flow-matching recipe through `cnf train` (no
+# schedule by time and no maximum-likelihood fine-tuning there yet: set CNF_DRIVER to
+# build/examples/tabular_recipe to run the full recipe). Every run also gets the budget, a huge
+# iteration cap (the budget ends it), the seed and the validation cadence.
 CNF_ARGS=${CNF_ARGS:---objective flow-matching --fm-variant otcfm --hidden 256-256-256 --act swish
     --time concat --T 1 --train-T=0 --batch 512 --lr 2e-3 --weight-decay 0 --ema 0.999 --val-every 1000 --precision mixed
     --solver dopri5 --atol 1e-5 --rtol 1e-5}
@@ -86,8 +86,8 @@ for spec in "$@"; do
         case $m in
         cnf)
             [[ -n ${CNF_DRIVER:-} ]] || { run_cli "$m"; continue; }
-            # The recipe through examples/tabular_recipe.c (flow matching on a data file does
-            # not run through the CLI yet: see FINDINGS-17.md).
+            # The recipe through examples/tabular_recipe.c (flow matching with EMA and a
+            # schedule by time, then maximum-likelihood fine-tuning).
             # shellcheck disable=SC2206
             args=(${CNF_DRIVER_ARGS:-})
             # CNF_ML_FRACTION of the budget goes to ML fine-tuning after flow matching

@@ -12,9 +12,8 @@
  * the exact trace: mean ± SE, NFE per solve, and with --scores log p of every test row in the
  * split's order (`cnf eval --split test --scores` order, for paired differences).
  *
- * Build (not part of the meson build; a research tool):
- *   cc -O2 -Iinclude -Ibuild examples/tabular_recipe.c build/libcnf.a $(libs) -o tabular_recipe
- * where libs are those of libcnf (see tabular_bench.sh / FINDINGS-17.md). */
+ * Built with the examples (build/examples/tabular_recipe); examples/tabular_bench.sh runs it
+ * when CNF_DRIVER names it. A research tool: its recipe is not yet cnf train's default. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,10 +253,11 @@ int main(int argc, char **argv)
         tc.val_batch = 500;
         tc.next_batch = next_batch;
         tc.batch_ctx = &bc;
-        tc.flow_matching = fm;
-        if (fm && cnf_fm_variant_from_name(o.fm_variant, &tc.fm_variant))
+        cnf_fm_params fp = {.sigma = o.fm_sigma};
+        if (fm && cnf_fm_variant_from_name(o.fm_variant, &fp.variant))
             return die("--fm-variant", 2);
-        tc.fm_sigma = o.fm_sigma;
+        tc.objective = fm ? cnf_objective_fm : cnf_objective_ml;
+        tc.objective_params = fm ? &fp : NULL;
         tc.max_seconds = sec;
         tc.ema_decay = o.ema;
         sched s = {.lr = tc.optim.lr, .lr_final = fm ? o.lr_final : o.ml_lr * 0.01, .seconds = sec,
