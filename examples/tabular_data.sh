@@ -27,7 +27,7 @@
 # but every validation (and the final test) of a CNF is an ODE solve per row at Dopri5 1e-5 with
 # the exact trace, a cost that grows with the held-out rows and would eat a 60 s budget at 6,000
 # + 6,000 rows; 2,000 test rows still give paired standard errors of a few hundredths of a nat.
-# 16,000 training rows are also the size of the 16-dimensional set, and more than a
+# 16,000 training rows are also a typical size for such tables, and more than a
 # 60-300 s budget can use without overfitting for every model tried. ROWS=N changes it.
 #
 # Needs: /usr/bin/python3 with numpy (apt-get install -y python3-numpy), python3-sklearn (for
