@@ -7,12 +7,12 @@
  * Richardson table), which also estimates its own error from how much successive entries of the
  * table disagree (truncation and rounding alike). A check passes when
  *
- *     |analytic − FD|  ≤  GC_SAFETY · err  +  rel · |FD|,
+ *     |analytic − FD|  ≤  min(GC_SAFETY · err + rel · |FD|,  cap),
  *
- * with rel the analytic side's own relative accuracy (0 for an exact gradient; a solver
- * tolerance for an adjoint), and only if that bound does not exceed the check's cap — the
- * loosest tolerance the check may use (what the test accepted before this helper): a finite
- * difference too noisy to judge at that level fails instead of passing by default.
+ * with rel the analytic side's own relative accuracy (0 for an exact gradient; a multiple of the
+ * solver tolerance for an adjoint) and cap the loosest tolerance the check may use (what the
+ * test accepted before this helper). A finite difference too noisy to judge at the cap
+ * (GC_SAFETY · err > cap) fails instead of passing by default.
  *
  * Header only (static functions), free of Criterion: callers assert on gc_result.ok and print
  * GC_FMT / GC_ARGS. With CNF_GC_LOG set in the environment every judgement is printed to
@@ -127,8 +127,8 @@ static inline double gc_dot(const double *g, const double *v, size_t n)
     return s;
 }
 
-/* What a check accepts: rel is the analytic side's own relative accuracy; the bound may not
- * exceed max(cap_abs, cap_rel · min(|analytic|, |FD|)). */
+/* What a check accepts: rel is the analytic side's own relative accuracy; the cap is
+ * max(cap_abs, cap_rel · min(|analytic|, |FD|)). */
 typedef struct {
     double rel, cap_rel, cap_abs;
 } gc_tol;
@@ -142,9 +142,9 @@ typedef struct {
 static inline gc_result gc_judge(double an, double fd, double err, gc_tol t)
 {
     gc_result r = {.an = an, .fd = fd, .err = err};
-    r.tol = GC_SAFETY * err + t.rel * fabs(fd);
     r.cap = fmax(t.cap_abs, t.cap_rel * fmin(fabs(an), fabs(fd)));
-    r.ok = fabs(an - fd) <= r.tol && r.tol <= r.cap;
+    r.tol = fmin(GC_SAFETY * err + t.rel * fabs(fd), r.cap);
+    r.ok = fabs(an - fd) <= r.tol && GC_SAFETY * err <= r.cap;
     if (getenv("CNF_GC_LOG"))
         fprintf(stderr, "gradcheck: |diff|/err %.3g |diff| %.3g tol %.3g cap %.3g rel.tol %.3g %s\n",
                 fabs(an - fd) / err, fabs(an - fd), r.tol, r.cap, r.tol / fmax(fabs(fd), 1e-300),
@@ -152,14 +152,14 @@ static inline gc_result gc_judge(double an, double fd, double err, gc_tol t)
     return r;
 }
 
-/* A vector: every entry within GC_SAFETY · err_k + rel · |fd_k|, and the norm of those bounds
- * within max(cap_abs, cap_rel · min(‖an‖, ‖fd‖)). The result reports the worst entry (largest
- * |diff| / bound) and, as tol and cap, the norms. */
+/* A vector: every entry within GC_SAFETY · err_k + rel · |fd_k|, and the norms of the
+ * differences and of GC_SAFETY · err within max(cap_abs, cap_rel · min(‖an‖, ‖fd‖)). The result
+ * reports the worst entry (largest |diff| / bound) and, as tol, the norm of the bounds. */
 static inline gc_result gc_judge_vec(const double *an, const double *fd, const double *err,
                                      size_t m, gc_tol t)
 {
     gc_result r = {.an = NAN, .fd = NAN, .err = NAN, .ok = 1};
-    double worst = -1, na = 0, nf = 0, nt = 0;
+    double worst = -1, na = 0, nf = 0, nt = 0, nd = 0, ne = 0;
     for (size_t k = 0; k < m; k++) {
         double tol = GC_SAFETY * err[k] + t.rel * fabs(fd[k]), diff = fabs(an[k] - fd[k]);
         if (!(diff <= tol))
@@ -169,11 +169,12 @@ static inline gc_result gc_judge_vec(const double *an, const double *fd, const d
             worst = q;
             r.an = an[k], r.fd = fd[k], r.err = err[k];
         }
-        na += an[k] * an[k], nf += fd[k] * fd[k], nt += tol * tol;
+        na += an[k] * an[k], nf += fd[k] * fd[k], nt += tol * tol, nd += diff * diff;
+        ne += err[k] * err[k];
     }
-    r.tol = sqrt(nt);
     r.cap = fmax(t.cap_abs, t.cap_rel * sqrt(fmin(na, nf)));
-    if (!(r.tol <= r.cap))
+    r.tol = fmin(sqrt(nt), r.cap);
+    if (!(sqrt(nd) <= r.cap && GC_SAFETY * sqrt(ne) <= r.cap))
         r.ok = 0;
     if (getenv("CNF_GC_LOG"))
         fprintf(stderr, "gradcheck vec: |diff|/err %.3g bound norm %.3g cap %.3g %s\n",
