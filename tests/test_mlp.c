@@ -129,7 +129,7 @@ static void f_at(void *ctx, double s, double *out)
 }
 
 /* An exact derivative: nothing but the finite difference's own error, at most 1e-6 relative. */
-static const gc_tol EXACT = {.rel = 0, .cap_rel = 1e-6, .cap_abs = 0};
+static const gc_tol EXACT = {.rel = GC_EXACT_REL, .cap_rel = 1e-6, .cap_abs = 0};
 
 /* Check ∇_θ φ, ∇_X φ and ∂φ/∂t from cnf_mlp_backward with seeds (R, S) against central
  * differences of φ along random directions (gradcheck.h). */
@@ -265,7 +265,7 @@ Test(mlp_div, exact_equals_fd_trace)
             double tr = 0, err = 0;
             for (size_t k = 0; k < d; k++)
                 tr += J[k * d + k], err += E[k * d + k];
-            gc_result r = gc_judge(div[i], tr, err, (gc_tol){0, 1e-7, 1e-7});
+            gc_result r = gc_judge(div[i], tr, err, (gc_tol){GC_EXACT_REL, 1e-7, 1e-7});
             cr_assert(r.ok, "act %d: divergence " GC_FMT, act, GC_ARGS(r));
         }
         release(&f);
