@@ -10,9 +10,9 @@
  *     |analytic − FD|  ≤  min(GC_SAFETY · err + rel · |FD|,  cap),
  *
  * with rel the analytic side's own relative accuracy (GC_EXACT_REL for an exact gradient; a
- * multiple of the solver tolerance for an adjoint) and cap the loosest tolerance the check may use (what the
- * test accepted before this helper). A finite difference too noisy to judge at the cap
- * (GC_SAFETY · err > cap) fails instead of passing by default.
+ * multiple of the solver tolerance for an adjoint) and cap the loosest tolerance the check may
+ * use (what the test accepted before this helper). A finite difference too noisy to judge at
+ * the cap (GC_SAFETY · err > cap) fails instead of passing by default.
  *
  * Header only (static functions), free of Criterion: callers assert on gc_result.ok and print
  * GC_FMT / GC_ARGS. With CNF_GC_LOG set in the environment every judgement is printed to
@@ -150,7 +150,8 @@ static inline gc_result gc_judge(double an, double fd, double err, gc_tol t)
     r.tol = fmin(GC_SAFETY * err + t.rel * fabs(fd), r.cap);
     r.ok = fabs(an - fd) <= r.tol && GC_SAFETY * err <= r.cap;
     if (getenv("CNF_GC_LOG"))
-        fprintf(stderr, "gradcheck: |diff|/err %.3g |diff| %.3g tol %.3g cap %.3g rel.tol %.3g %s\n",
+        fprintf(stderr,
+                "gradcheck: |diff|/err %.3g |diff| %.3g tol %.3g cap %.3g rel.tol %.3g %s\n",
                 fabs(an - fd) / err, fabs(an - fd), r.tol, r.cap, r.tol / fmax(fabs(fd), 1e-300),
                 r.ok ? "ok" : "FAIL");
     return r;
