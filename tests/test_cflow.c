@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cnf.h"
+#include "gradcheck.h"
 
 /* A CNF whose field is one affine layer v = W x (+ b), so W can be set to a chosen matrix. */
 static cnf_flow *linear_flow(size_t d, double T, const double *A)
@@ -299,24 +300,35 @@ Test(cflow, repeated_calls_give_the_bits_of_a_fresh_flow)
         }
 }
 
-/* Central (5-point) difference of the loss along dir in parameter space, at the same probes. */
-static double fd_loss(cnf_flow *f, const double *X, size_t n, const cnf_rng *rng0,
-                      const double *dir, double h)
+/* The relative accuracy taken for an adjoint gradient at solver tolerance 1e-10: a hundred
+ * times the tolerance (measured: at most 1e-9). */
+#define RELTOL_ADJ 1e-8
+
+/* The loss at θ moved along dir, with the same probes. */
+typedef struct {
+    cnf_flow *f;
+    const double *X;
+    size_t n;
+    const cnf_rng *rng0;
+} loss_at;
+
+static double loss_eval(void *ctx)
 {
-    double *th = cnf_flow_params(f);
-    size_t P = cnf_flow_n_params(f);
-    double *save = malloc(P * sizeof(double)), v[4];
-    memcpy(save, th, P * sizeof(double));
-    const double c[4] = {-2, -1, 1, 2};
-    for (int j = 0; j < 4; j++) {
-        for (size_t i = 0; i < P; i++)
-            th[i] = save[i] + c[j] * h * dir[i];
-        cnf_rng r = *rng0;
-        cr_assert_eq(cnf_flow_loss(f, X, n, &r, &v[j], NULL), CNF_OK, "%s", cnf_errmsg());
-    }
-    memcpy(th, save, P * sizeof(double));
-    free(save);
-    return (v[0] - 8 * v[1] + 8 * v[2] - v[3]) / (12 * h);
+    const loss_at *a = ctx;
+    cnf_rng r = *a->rng0;
+    double v;
+    cr_assert_eq(cnf_flow_loss(a->f, a->X, a->n, &r, &v, NULL), CNF_OK, "%s", cnf_errmsg());
+    return v;
+}
+
+/* Central differences of the loss along dir in parameter space, at the same probes
+ * (gradcheck.h: Ridders at 2h, h, h/2), and their error estimate. */
+static double fd_loss(cnf_flow *f, const double *X, size_t n, const cnf_rng *rng0,
+                      const double *dir, double h, double *err)
+{
+    loss_at a = {f, X, n, rng0};
+    gc_vec_ctx c = {cnf_flow_params(f), dir, cnf_flow_n_params(f), loss_eval, &a};
+    return gc_diff1(gc_vec_eval, &c, h, err);
 }
 
 static double dot(const double *a, const double *b, size_t n)
@@ -332,7 +344,7 @@ typedef struct {
     const cnf_stepper_type *const *stepper;
     double tol;
     size_t steps;
-    double accept;
+    double rel, accept;
 } grad_case;
 
 /* Gradients of every mode against FD of the loss computed the way that mode defines it:
@@ -358,15 +370,18 @@ static void check_random_cnf(size_t d, cnf_act act, cnf_time_mode tm, cnf_trace 
         dir[i] = cnf_rng_normal(&r);
     const cnf_rng r0 = r;
 
+    double e_rk4, e_exact;
     set_solver(&s->train, cnf_stepper_rk4, 0, 12);
-    double fd_rk4 = fd_loss(f, X, n, &r0, dir, 1e-3);
+    double fd_rk4 = fd_loss(f, X, n, &r0, dir, 1e-3, &e_rk4);
     set_solver(&s->train, cnf_stepper_dopri5, 1e-12, 0);
-    double fd_exact = fd_loss(f, X, n, &r0, dir, 1e-3);
+    double fd_exact = fd_loss(f, X, n, &r0, dir, 1e-3, &e_exact);
 
+    /* Backprop is the exact gradient of the RK4 loss; an adjoint at tolerance 1e-10 is the
+     * gradient of the exact flow to its own accuracy, taken as RELTOL_ADJ relative. */
     const grad_case cases[] = {
-        {CNF_GRAD_BACKPROP, &cnf_stepper_rk4, 0, 12, 1e-6},
-        {CNF_GRAD_ADJOINT, &cnf_stepper_dopri5, 1e-10, 0, 1e-5},
-        {CNF_GRAD_ADJOINT, &cnf_stepper_cvode_adams, 1e-10, 0, 1e-5},
+        {CNF_GRAD_BACKPROP, &cnf_stepper_rk4, 0, 12, GC_EXACT_REL, 1e-6},
+        {CNF_GRAD_ADJOINT, &cnf_stepper_dopri5, 1e-10, 0, RELTOL_ADJ, 1e-5},
+        {CNF_GRAD_ADJOINT, &cnf_stepper_cvode_adams, 1e-10, 0, RELTOL_ADJ, 1e-5},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         s->grad = cases[c].mode;
@@ -375,12 +390,13 @@ static void check_random_cnf(size_t d, cnf_act act, cnf_time_mode tm, cnf_trace 
         double loss;
         cr_assert_eq(cnf_flow_nll_grad(f, X, n, &rr, &loss, g, NULL), CNF_OK, "%s",
                      cnf_errmsg());
-        double an = dot(g, dir, P), ref = cases[c].mode == CNF_GRAD_BACKPROP ? fd_rk4 : fd_exact;
-        double err = fabs(an - ref) / fmax(fabs(an), fabs(ref));
-        cr_assert(err <= cases[c].accept, "d=%zu %s/%s %s: %s with %s: %.10g vs FD %.10g (rel %g)",
-                  d, cnf_act_name(act), cnf_time_mode_name(tm), cnf_trace_name(trace),
-                  cnf_grad_mode_name(cases[c].mode), cnf_stepper_name(*cases[c].stepper), an,
-                  ref, err);
+        int bp = cases[c].mode == CNF_GRAD_BACKPROP;
+        gc_result res = gc_judge(dot(g, dir, P), bp ? fd_rk4 : fd_exact, bp ? e_rk4 : e_exact,
+                                 (gc_tol){cases[c].rel, cases[c].accept, 0});
+        cr_assert(res.ok, "d=%zu %s/%s %s: %s with %s: " GC_FMT, d, cnf_act_name(act),
+                  cnf_time_mode_name(tm), cnf_trace_name(trace),
+                  cnf_grad_mode_name(cases[c].mode), cnf_stepper_name(*cases[c].stepper),
+                  GC_ARGS(res));
     }
     free(X);
     free(g);
@@ -426,12 +442,12 @@ Test(cflow_grad, backsolve_fails_on_contracting_flow_checkpoints_do_not)
     const double x0 = -0.5;
 
     /* Reference: central differences of a tight-tolerance loss, one parameter at a time. */
-    double fd[4];
+    double fd[4], fd_err[4];
     set_solver(&s->train, cnf_stepper_dopri5, 1e-12, 0);
     for (size_t p = 0; p < 4; p++) {
         double e[4] = {0};
         e[p] = 1;
-        fd[p] = fd_loss(f, &x0, 1, &r, e, 1e-4);
+        fd[p] = fd_loss(f, &x0, 1, &r, e, 1e-4, &fd_err[p]);
     }
     const struct {
         cnf_grad_mode mode;
@@ -447,12 +463,15 @@ Test(cflow_grad, backsolve_fails_on_contracting_flow_checkpoints_do_not)
         double loss, g[4], worst = 0;
         cr_assert_eq(cnf_flow_nll_grad(f, &x0, 1, NULL, &loss, g, NULL), CNF_OK, "%s",
                      cnf_errmsg());
-        for (size_t p = 0; p < 4; p++)
+        for (size_t p = 0; p < 4; p++) {
             worst = fmax(worst, fabs(g[p] - fd[p]) / fmax(fabs(fd[p]), 1e-3));
-        if (runs[k].should_match)
-            cr_assert(worst <= 1e-3, "%s/%s: worst relative error %g",
-                      cnf_grad_mode_name(runs[k].mode), cnf_stepper_name(*runs[k].st), worst);
-        else
+            /* At tolerance 1e-5 the gradient is accurate to 1e-3 relative. */
+            gc_result res = gc_judge(g[p], fd[p], fd_err[p], (gc_tol){1e-3, 1e-3, 1e-6});
+            cr_assert(!runs[k].should_match || res.ok, "%s/%s: parameter %zu: " GC_FMT,
+                      cnf_grad_mode_name(runs[k].mode), cnf_stepper_name(*runs[k].st), p,
+                      GC_ARGS(res));
+        }
+        if (!runs[k].should_match)
             cr_assert(worst >= 0.1, "backsolve unexpectedly accurate (worst error %g)", worst);
     }
     cnf_flow_free(f);
@@ -482,23 +501,23 @@ Test(cflow_grad, two_blocks_with_trained_T)
         dir[i] = cnf_rng_normal(&r);
     dir[P - 1] = 3.0; /* make the T component count */
     cnf_cflow_config *s = cnf_cflow_settings(f);
+    double e_rk4, e_exact;
     set_solver(&s->train, cnf_stepper_rk4, 0, 10);
-    double fd_rk4 = fd_loss(f, X, 3, &r, dir, 1e-3);
+    double fd_rk4 = fd_loss(f, X, 3, &r, dir, 1e-3, &e_rk4);
     set_solver(&s->train, cnf_stepper_dopri5, 1e-12, 0);
-    double fd_exact = fd_loss(f, X, 3, &r, dir, 1e-3);
+    double fd_exact = fd_loss(f, X, 3, &r, dir, 1e-3, &e_exact);
     double loss;
     s->grad = CNF_GRAD_BACKPROP;
     set_solver(&s->train, cnf_stepper_rk4, 0, 10);
     cr_assert_eq(cnf_flow_nll_grad(f, X, 3, NULL, &loss, g, NULL), CNF_OK);
-    double an = dot(g, dir, P);
-    cr_assert(fabs(an - fd_rk4) <= 1e-6 * fabs(fd_rk4), "backprop %.10g vs %.10g", an, fd_rk4);
+    gc_result res = gc_judge(dot(g, dir, P), fd_rk4, e_rk4, (gc_tol){GC_EXACT_REL, 1e-6, 0});
+    cr_assert(res.ok, "backprop " GC_FMT, GC_ARGS(res));
     s->grad = CNF_GRAD_ADJOINT;
     for (int cv = 0; cv < 2; cv++) {
         set_solver(&s->train, cv ? cnf_stepper_cvode_adams : cnf_stepper_dopri5, 1e-10, 0);
         cr_assert_eq(cnf_flow_nll_grad(f, X, 3, NULL, &loss, g, NULL), CNF_OK);
-        an = dot(g, dir, P);
-        cr_assert(fabs(an - fd_exact) <= 1e-5 * fabs(fd_exact), "adjoint (%s) %.10g vs %.10g",
-                  cv ? "cvodes" : "dopri5", an, fd_exact);
+        res = gc_judge(dot(g, dir, P), fd_exact, e_exact, (gc_tol){RELTOL_ADJ, 1e-5, 0});
+        cr_assert(res.ok, "adjoint (%s) " GC_FMT, cv ? "cvodes" : "dopri5", GC_ARGS(res));
     }
     free(dir);
     free(g);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cnf/mlp.h"
+#include "gradcheck.h"
 
 enum { D = 3, N = 4, KT = 2 };
 static const size_t HIDDEN[] = {7, 5};
@@ -81,37 +82,57 @@ static double phi(const phi_spec *p, const double *theta, const double *X, doubl
     return s;
 }
 
-/* Fourth-order central difference of φ along a direction in θ, X or t. */
+/* φ on a line through (θ, X, t) along a direction in θ, X or t. */
 enum { ALONG_THETA, ALONG_X, ALONG_T };
-static double fd(const phi_spec *p, const double *X, double t, int along, const double *dir)
+typedef struct {
+    const phi_spec *p;
+    const double *X, *dir;
+    double t;
+    int along;
+} phi_line;
+
+static double phi_at(void *ctx, double s)
 {
-    const double h = 1e-4;
-    fixture *f = p->f;
-    double *th = malloc(f->np * sizeof(double)), Xs[N * D], v[4];
-    const double c[4] = {-2, -1, 1, 2};
-    for (int j = 0; j < 4; j++) {
-        memcpy(th, f->theta, f->np * sizeof(double));
-        memcpy(Xs, X, sizeof Xs);
-        double ts = t;
-        if (along == ALONG_THETA)
-            for (size_t i = 0; i < f->np; i++) th[i] += c[j] * h * dir[i];
-        else if (along == ALONG_X)
-            for (size_t i = 0; i < N * D; i++) Xs[i] += c[j] * h * dir[i];
-        else
-            ts += c[j] * h;
-        v[j] = phi(p, th, Xs, ts);
-    }
+    const phi_line *l = ctx;
+    fixture *f = l->p->f;
+    double *th = malloc(f->np * sizeof(double)), Xs[N * D], ts = l->t;
+    memcpy(th, f->theta, f->np * sizeof(double));
+    memcpy(Xs, l->X, sizeof Xs);
+    if (l->along == ALONG_THETA)
+        for (size_t i = 0; i < f->np; i++) th[i] += s * l->dir[i];
+    else if (l->along == ALONG_X)
+        for (size_t i = 0; i < N * D; i++) Xs[i] += s * l->dir[i];
+    else
+        ts += s;
+    double v = phi(l->p, th, Xs, ts);
     free(th);
-    return (v[0] - 8 * v[1] + 8 * v[2] - v[3]) / (12 * h);
+    return v;
 }
 
-static double relerr(double a, double b)
+/* f(θ, X + s·dir, t) for n rows of width d. */
+typedef struct {
+    fixture *f;
+    const double *X, *dir;
+    double t;
+    size_t len, d, n;
+} f_line;
+
+static void f_at(void *ctx, double s, double *out)
 {
-    double s = fmax(fabs(a), fabs(b));
-    return s < 1e-12 ? fabs(a - b) : fabs(a - b) / s;
+    const f_line *l = ctx;
+    double *Xs = malloc(l->len * sizeof(double));
+    for (size_t i = 0; i < l->len; i++)
+        Xs[i] = l->X[i] + s * l->dir[i];
+    cr_assert_eq(cnf_mlp_forward(l->f->m, l->f->theta, l->t, Xs, l->d, l->n, out, l->d, l->f->w),
+                 CNF_OK);
+    free(Xs);
 }
 
-/* Check ∇_θ φ, ∇_X φ and ∂φ/∂t from cnf_mlp_backward with seeds (R, S) against fd(). */
+/* An exact derivative: nothing but the finite difference's own error, at most 1e-6 relative. */
+static const gc_tol EXACT = {.rel = GC_EXACT_REL, .cap_rel = 1e-6, .cap_abs = 0};
+
+/* Check ∇_θ φ, ∇_X φ and ∂φ/∂t from cnf_mlp_backward with seeds (R, S) against central
+ * differences of φ along random directions (gradcheck.h). */
 static void check_gradients(phi_spec *p, const double *X, double t, const double *Rseed,
                             const double *Sseed, const char *what)
 {
@@ -125,17 +146,23 @@ static void check_gradients(phi_spec *p, const double *X, double t, const double
     double *dth = malloc(f->np * sizeof(double)), dX[N * D];
     randn(&f->rng, dth, f->np);
     randn(&f->rng, dX, N * D);
-    double e1 = relerr(dot(gth, dth, f->np), fd(p, X, t, ALONG_THETA, dth));
-    double e2 = relerr(dot(GX, dX, N * D), fd(p, X, t, ALONG_X, dX));
     const cnf_mlp_config *c = cnf_mlp_get_config(f->m);
+    phi_line lth = {p, X, dth, t, ALONG_THETA}, lx = {p, X, dX, t, ALONG_X};
+    phi_line lt = {p, X, NULL, t, ALONG_T};
+    gc_result r1 = gc_check1(phi_at, &lth, 1e-4, dot(gth, dth, f->np), EXACT);
+    gc_result r2 = gc_check1(phi_at, &lx, 1e-4, dot(GX, dX, N * D), EXACT);
+    cr_assert(r1.ok, "%s %s/%s: theta " GC_FMT, what, cnf_act_name(c->act),
+              cnf_time_mode_name(c->time), GC_ARGS(r1));
+    cr_assert(r2.ok, "%s %s/%s: x " GC_FMT, what, cnf_act_name(c->act),
+              cnf_time_mode_name(c->time), GC_ARGS(r2));
     /* Without time conditioning φ does not depend on t: the kernel must say exactly 0. */
-    double e3 = c->time == CNF_TIME_NONE ? fabs(gt) : relerr(gt, fd(p, X, t, ALONG_T, NULL));
-    cr_assert(e1 <= 1e-6, "%s %s/%s: theta rel err %g", what, cnf_act_name(c->act),
-              cnf_time_mode_name(c->time), e1);
-    cr_assert(e2 <= 1e-6, "%s %s/%s: x rel err %g", what, cnf_act_name(c->act),
-              cnf_time_mode_name(c->time), e2);
-    cr_assert(e3 <= 1e-6, "%s %s/%s: t rel err %g", what, cnf_act_name(c->act),
-              cnf_time_mode_name(c->time), e3);
+    if (c->time == CNF_TIME_NONE) {
+        cr_assert(gt == 0, "%s %s/none: dphi/dt %g", what, cnf_act_name(c->act), gt);
+    } else {
+        gc_result r3 = gc_check1(phi_at, &lt, 1e-4, gt, EXACT);
+        cr_assert(r3.ok, "%s %s/%s: t " GC_FMT, what, cnf_act_name(c->act),
+                  cnf_time_mode_name(c->time), GC_ARGS(r3));
+    }
     free(gth);
     free(dth);
 }
@@ -149,26 +176,16 @@ static void check_combo(cnf_act act, cnf_time_mode tm)
     randn(&f.rng, R, N * D);
     randn(&f.rng, S, KT * N * D);
 
-    /* JVP against the central difference of f along u. */
-    double F[N * D], JU[KT * N * D], Fp[N * D], Fm[N * D], Xp[N * D], Xm[N * D];
+    /* JVP against the central differences of f along u, every entry. */
+    double F[N * D], JU[KT * N * D], FD[N * D], E[N * D];
     cr_assert_eq(cnf_mlp_jvp(f.m, f.theta, t, X, D, N, U, KT, F, D, JU, f.w), CNF_OK);
-    const double h = 1e-5;
     for (size_t k = 0; k < KT; k++) {
-        for (size_t i = 0; i < N * D; i++) {
-            Xp[i] = X[i] + h * U[k * N * D + i];
-            Xm[i] = X[i] - h * U[k * N * D + i];
-        }
-        cnf_mlp_forward(f.m, f.theta, t, Xp, D, N, Fp, D, f.w);
-        cnf_mlp_forward(f.m, f.theta, t, Xm, D, N, Fm, D, f.w);
+        f_line l = {&f, X, U + k * N * D, t, N * D, D, N};
+        gc_diff(f_at, &l, N * D, 1e-4, FD, E);
         for (size_t i = 0; i < N; i++) {
-            double num = 0, den = 0;
-            for (size_t j = 0; j < D; j++) {
-                double a = JU[(k * N + i) * D + j], b = (Fp[i * D + j] - Fm[i * D + j]) / (2 * h);
-                num += (a - b) * (a - b);
-                den += a * a;
-            }
-            cr_assert(sqrt(num / den) <= 1e-6, "JVP %s/%s: rel err %g", cnf_act_name(act),
-                      cnf_time_mode_name(tm), sqrt(num / den));
+            gc_result r = gc_judge_vec(JU + (k * N + i) * D, FD + i * D, E + i * D, D, EXACT);
+            cr_assert(r.ok, "JVP %s/%s sample %zu: " GC_FMT, cnf_act_name(act),
+                      cnf_time_mode_name(tm), i, GC_ARGS(r));
         }
     }
 
@@ -213,26 +230,26 @@ COMBO(SWISH, NONE)
 COMBO(SWISH, CONCAT)
 COMBO(SWISH, CONCATSQUASH)
 
-/* Full Jacobian of sample 0 by central differences. */
-static void fd_jacobian(fixture *f, double t, const double *x, size_t d, double *J)
+/* The Jacobian of one sample by central differences, column by column, with the error
+ * estimate of every entry (E may be NULL). */
+static void fd_jacobian(fixture *f, double t, const double *x, size_t d, double *J, double *E)
 {
-    double *xp = malloc(d * sizeof(double)), *xm = malloc(d * sizeof(double));
-    double *fp = malloc(d * sizeof(double)), *fm = malloc(d * sizeof(double));
-    const double h = 1e-5;
+    double *e = calloc(d, sizeof(double)), *col = malloc(d * sizeof(double));
+    double *ce = malloc(d * sizeof(double));
     for (size_t c = 0; c < d; c++) {
-        memcpy(xp, x, d * sizeof(double));
-        memcpy(xm, x, d * sizeof(double));
-        xp[c] += h;
-        xm[c] -= h;
-        cnf_mlp_forward(f->m, f->theta, t, xp, d, 1, fp, d, f->w);
-        cnf_mlp_forward(f->m, f->theta, t, xm, d, 1, fm, d, f->w);
-        for (size_t r = 0; r < d; r++)
-            J[r * d + c] = (fp[r] - fm[r]) / (2 * h);
+        e[c] = 1;
+        f_line l = {f, x, e, t, d, d, 1};
+        gc_diff(f_at, &l, d, 1e-4, col, ce);
+        e[c] = 0;
+        for (size_t r = 0; r < d; r++) {
+            J[r * d + c] = col[r];
+            if (E)
+                E[r * d + c] = ce[r];
+        }
     }
-    free(xp);
-    free(xm);
-    free(fp);
-    free(fm);
+    free(e);
+    free(col);
+    free(ce);
 }
 
 Test(mlp_div, exact_equals_fd_trace)
@@ -240,16 +257,16 @@ Test(mlp_div, exact_equals_fd_trace)
     for (int act = 0; act < 4; act++) {
         enum { d = 5 };
         fixture f = make((cnf_act)act, CNF_TIME_CONCATSQUASH, d, 3, d, 77 + act);
-        double X[3 * d], div[3], J[d * d];
+        double X[3 * d], div[3], J[d * d], E[d * d];
         randn(&f.rng, X, 3 * d);
         cr_assert_eq(cnf_mlp_div_exact(f.m, f.theta, 0.6, X, d, 3, NULL, d, div, f.w), CNF_OK);
         for (size_t i = 0; i < 3; i++) {
-            fd_jacobian(&f, 0.6, X + i * d, d, J);
-            double tr = 0;
+            fd_jacobian(&f, 0.6, X + i * d, d, J, E);
+            double tr = 0, err = 0;
             for (size_t k = 0; k < d; k++)
-                tr += J[k * d + k];
-            cr_assert(fabs(div[i] - tr) <= 1e-7 * fmax(1.0, fabs(tr)), "act %d: %g vs %g", act,
-                      div[i], tr);
+                tr += J[k * d + k], err += E[k * d + k];
+            gc_result r = gc_judge(div[i], tr, err, (gc_tol){GC_EXACT_REL, 1e-7, 1e-7});
+            cr_assert(r.ok, "act %d: divergence " GC_FMT, act, GC_ARGS(r));
         }
         release(&f);
     }
@@ -263,7 +280,7 @@ Test(mlp_div, hutchinson_mean_and_variance)
     fixture f = make(CNF_ACT_TANH, CNF_TIME_CONCAT, d, CH, 1, 5);
     double x[d], J[d * d], tr = 0, fro = 0, off = 0;
     randn(&f.rng, x, d);
-    fd_jacobian(&f, 0.2, x, d, J);
+    fd_jacobian(&f, 0.2, x, d, J, NULL);
     for (size_t i = 0; i < d; i++) {
         tr += J[i * d + i];
         for (size_t j = 0; j < d; j++) {
