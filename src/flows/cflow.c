@@ -45,7 +45,7 @@ static void cflow_free(cnf_flow *f)
     if (c->have_slot)
         cflow_slot_free(c, &c->slot);
     for (size_t i = 0; i < c->n_trs; i++)
-        cflow_traj_free(&c->trs[i]);
+        cnf_rk_tape_free(&c->trs[i]);
     free(c->trs);
     free(c->rev);
     for (int i = 0; i < 2; i++)

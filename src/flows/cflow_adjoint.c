@@ -51,7 +51,7 @@ static int adjoint_rhs(double tau, const double *w, double *dw, void *ctx)
     return 0;
 }
 
-int cflow_adjoint_block(aug *a, const traj *tr, const double *y_end, double t_end,
+int cflow_adjoint_block(aug *a, const cnf_rk_tape *tr, const double *y_end, double t_end,
                         double t_start, const cnf_solve_config *sc, int backsolve, double *lam,
                         double *gtheta, double *gT, size_t *nfe)
 {

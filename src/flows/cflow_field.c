@@ -288,8 +288,6 @@ int cflow_aug_vjp(aug *a, slot *s, double tau, const double *ax, size_t lda, con
 int cflow_aug_rhs(double tau, const double *y, double *dy, void *ctx)
 {
     aug *a = ctx;
-    if (a->rec)
-        cflow_traj_push_stage(a->rec, tau, y);
     slot *s = &a->c->slot;
     int rc = cflow_aug_eval(a, s, tau, y, a->c->cfg.dim + 3, 0);
     if (rc)

@@ -127,7 +127,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
     if (rc)
         return rc;
     if (c->n_trs < B) {
-        traj *nt = realloc(c->trs, B * sizeof *nt);
+        cnf_rk_tape *nt = realloc(c->trs, B * sizeof *nt);
         if (!nt)
             return cnf_fail(CNF_ENOMEM, "allocating the CNF state for %zu samples", n);
         memset(nt + c->n_trs, 0, (B - c->n_trs) * sizeof *nt);
@@ -137,7 +137,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
     cflow_hold_weights(c, 1);
     /* Everything this call allocates, freed at `done`. */
     double *U = NULL, *y = NULL, *y0 = NULL, *y_end = NULL, *lam = NULL, *gth_scratch = NULL;
-    traj *tr = c->trs;
+    cnf_rk_tape *tr = c->trs;
     /* One context per block for the whole call: CVODES re-runs the forward RHS during the
      * backward pass with the context given to the forward solve. */
     aug *ag = cnf_calloc(B, sizeof *ag);
@@ -184,15 +184,13 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
             if (rc == CNF_OK)
                 rc = cnf_cvodes_adj_forward(adj[k], cflow_aug_rhs, a, tau0, tau1, y, &cv_opt, &os);
         } else {
-            if (record) {
-                const int bp = cfg->grad == CNF_GRAD_BACKPROP;
-                rc = cflow_traj_begin(&tr[k], dim, bp ? tab : NULL);
-                a->rec = bp ? &tr[k] : NULL;
-            }
+            /* The solver's tape of the accepted steps: with their RK stages for backprop. */
+            cnf_ode_solver *s = NULL;
+            if (record && (rc = cflow_solver(c, 0, cfg->train.stepper, dim, &s)) == CNF_OK)
+                rc = cnf_rk_tape_begin(&tr[k], s, dim, cfg->grad == CNF_GRAD_BACKPROP);
             if (rc == CNF_OK)
                 rc = cflow_solve(&cfg->train, a, dim, tau0, tau1, y, &opt,
-                                 record ? cflow_traj_record : NULL, &tr[k], &os);
-            a->rec = NULL;
+                                 record ? cnf_rk_tape_record : NULL, &tr[k], &os);
         }
         cflow_add_stats(st, &os);
         if (rc)
@@ -221,7 +219,7 @@ static int grad_core(cflow *c, objective *ob, const double *Y0, size_t n, cnf_rn
         size_t nfe = 0;
         a->nfe = 0;
         if (cfg->grad == CNF_GRAD_BACKPROP) {
-            rc = cflow_backprop_block(a, &tr[k], tab, lam, gb, &gT);
+            rc = cflow_backprop_block(a, &tr[k], lam, gb, &gT);
             nfe = a->nfe;
         } else if (use_cvodes) {
             rc = cflow_cvodes_backward(a, adj[k], &cv_opt, lam, gb, &gT, &nfe);

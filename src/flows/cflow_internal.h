@@ -47,9 +47,9 @@ typedef struct cflow {
     size_t n_cap, k_cap;
     slot slot;     /* every evaluation's (cflow_ensure_slot) */
     int have_slot;
-    /* Each block's forward trajectory for the gradient (traj), kept from call to call so that a
+    /* Each block's forward steps for the gradient (cnf_rk_tape), kept from call to call so that a
      * training loop reuses the pages instead of faulting them in again. */
-    struct traj *trs;
+    cnf_rk_tape *trs;
     size_t n_trs;
     /* The reverse passes' state-sized scratch (backprop's stage cotangents, the adjoint's
      * backward state), kept likewise (cflow_rev_scratch). */
@@ -78,24 +78,8 @@ typedef struct aug {
     const double *lam;
     size_t nq;
     size_t nfe; /* field evaluations (forward or reverse) counted here */
-    struct traj *rec; /* forward solve for backprop: cflow_aug_rhs hands it every stage argument */
 } aug;
 
-
-/* Accepted steps of one block's forward solve: τ_n, h_n and the state before each step; for
- * backprop also the arguments Y_2..Y_s of the stages the step's reverse uses (ys, (len,
- * stages, dim)), so the reverse pass evaluates each stage just before reversing it, while its
- * activations are still in cache, instead of recomputing every stage first. They are the
- * right-hand side's own inputs: an explicit RK attempt ends with its calls for stages 2..S in
- * order (solvers/erk.c; stage 1 is y_n itself or the FSAL value), so the last S − 1 calls
- * before an accepted step, kept in a ring, are that step's. */
-typedef struct traj {
-    size_t dim, len, cap;
-    double *t, *h, *y;
-    size_t stages, ring_n, ring_pos; /* stages kept per step; ring of the last ring_n calls */
-    double *ys, *ring, *ring_t;      /* ring_t: each ring entry's τ, checked at every step */
-    const cnf_rk_tableau *tab;
-} traj;
 
 /* The CVODES adjoint's forward and backward passes run at this multiple of rtol and atol.
  * CVODES keeps the local error of the solution it propagates near the tolerance, while the
@@ -106,27 +90,13 @@ typedef struct traj {
  * adjoint's at the tolerances given. */
 #define CFLOW_CVODES_ADJ_TOL_SCALE 1e-3
 
-/* y = a x and y += a x over n values (vectorized per width; no reduction, so the same bits). */
+/* y = a x over n values (vectorized per width; no reduction, so the same bits). */
 CNF_VECTOR_CLONES static inline void scale_to(double *restrict y, double a,
                                               const double *restrict x, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         y[i] = a * x[i];
 }
-
-CNF_VECTOR_CLONES static inline void axpy(double *restrict y, double a,
-                                          const double *restrict x, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        y[i] += a * x[i];
-}
-
-/* cflow_traj.c */
-void cflow_traj_free(traj *tr);
-size_t cflow_rk_stages_used(const cnf_rk_tableau *tab);
-int cflow_traj_begin(traj *tr, size_t dim, const cnf_rk_tableau *tab);
-void cflow_traj_push_stage(traj *tr, double tau, const double *y);
-int cflow_traj_record(double t, double h, const double *y_old, const double *y_new, void *ctx);
 
 /* cflow_field.c */
 void cflow_slot_free(cflow *c, slot *s);
@@ -160,11 +130,10 @@ int cflow_decode(cnf_flow *f, const double *Z, size_t n, double *X, double *logd
                  cnf_flow_stats *st);
 
 /* cflow_backprop.c */
-int cflow_backprop_block(aug *a, const traj *tr, const cnf_rk_tableau *tab, double *lam,
-                         double *gtheta, double *gT);
+int cflow_backprop_block(aug *a, const cnf_rk_tape *tp, double *lam, double *gtheta, double *gT);
 
 /* cflow_adjoint.c */
-int cflow_adjoint_block(aug *a, const traj *tr, const double *y_end, double t_end,
+int cflow_adjoint_block(aug *a, const cnf_rk_tape *tr, const double *y_end, double t_end,
                         double t_start, const cnf_solve_config *sc, int backsolve, double *lam,
                         double *gtheta, double *gT, size_t *nfe);
 int cflow_cvodes_backward(aug *a, cnf_cvodes_adj *adj, const cnf_ode_options *opt, double *lam,
