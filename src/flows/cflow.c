@@ -182,7 +182,7 @@ int cnf_cflow_load(const cnf_st_file *f, cnf_flow **out)
 {
     cnf_cflow_config cfg;
     size_t hidden[64];
-    int rc = cflow_read_config(f, &cfg, hidden, 64);
+    int rc = cflow_read_config(f, &cfg, hidden);
     if (rc)
         return rc;
     cnf_rng r;

@@ -147,7 +147,7 @@ int cflow_rkl_grad(cnf_flow *f, size_t n, cnf_rng *rng, cnf_logq_fn logq, void *
 
 /* cflow_io.c */
 int cflow_describe(const cnf_flow *f, cnf_st_writer *w);
-int cflow_read_config(const cnf_st_file *f, cnf_cflow_config *cfg, size_t *hidden, size_t max);
+int cflow_read_config(const cnf_st_file *f, cnf_cflow_config *cfg, size_t *hidden);
 int cflow_read_tensors(const cnf_st_file *f, cflow *c);
 
 #endif

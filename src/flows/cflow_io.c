@@ -2,14 +2,17 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "cflow_internal.h"
+#include "format/meta.h"
 
 /* ---- model files ---------------------------------------------------------------------------- */
 
-static int put_solver(cnf_st_writer *w, const char *prefix, const cnf_solve_config *sc)
+static int put_solver(cnf_st_writer *w, const char *prefix, const void *field)
 {
+    const cnf_solve_config *sc = field;
     char key[64];
     snprintf(key, sizeof key, "%s.solver", prefix);
     int rc = cnf_st_writer_meta(w, key, cnf_stepper_name(sc->stepper));
@@ -22,8 +25,9 @@ static int put_solver(cnf_st_writer *w, const char *prefix, const cnf_solve_conf
     return rc;
 }
 
-static int get_solver(const cnf_st_file *f, const char *prefix, cnf_solve_config *sc)
+static int get_solver(const cnf_st_file *f, const char *prefix, void *field)
 {
+    cnf_solve_config *sc = field;
     char key[64];
     snprintf(key, sizeof key, "%s.solver", prefix);
     const char *name = cnf_meta_get_str(f, key);
@@ -40,6 +44,58 @@ static int get_solver(const cnf_st_file *f, const char *prefix, cnf_solve_config
     return rc;
 }
 
+/* The enums by name, for the table. */
+static const char *act_name(int v) { return cnf_act_name((cnf_act)v); }
+static int act_from(const char *s, int *v) { return cnf_act_from_name(s, (cnf_act *)v); }
+static const char *time_name(int v) { return cnf_time_mode_name((cnf_time_mode)v); }
+static int time_from(const char *s, int *v)
+{
+    return cnf_time_mode_from_name(s, (cnf_time_mode *)v);
+}
+static const char *trace_name(int v) { return cnf_trace_name((cnf_trace)v); }
+static int trace_from(const char *s, int *v)
+{
+    return cnf_trace_from_name(s, (cnf_trace *)v);
+}
+static const char *grad_name(int v) { return cnf_grad_mode_name((cnf_grad_mode)v); }
+static int grad_from(const char *s, int *v)
+{
+    return cnf_grad_mode_from_name(s, (cnf_grad_mode *)v);
+}
+static const char *prec_name(int v) { return cnf_precision_name((cnf_precision)v); }
+static int prec_from(const char *s, int *v)
+{
+    return cnf_precision_from_name(s, (cnf_precision *)v);
+}
+
+#define OFF(F) offsetof(cnf_cflow_config, F)
+#define NAMED(KEY, F, N)                                                                          \
+    {.key = KEY, .type = CNF_SET_NAME, .off = OFF(F), .name = N##_name, .from_name = N##_from}
+
+/* The CNF's settings in a model file, in the order they are written. "T" is the end time reached
+ * (cflow_describe writes √T² when T is trained); "precision" is absent from files written before
+ * mixed precision existed (then double). */
+static const cnf_setting settings[] = {
+    {.key = "hidden", .type = CNF_SET_WIDTHS, .off = OFF(hidden), .off_n = OFF(n_hidden),
+     .max = 64},
+    NAMED("act", act, act),
+    NAMED("time", time, time),
+    {.key = "blocks", .type = CNF_SET_SIZE, .off = OFF(blocks)},
+    {.key = "T", .type = CNF_SET_DOUBLE, .off = OFF(T)},
+    {.key = "train_T", .type = CNF_SET_FLAG, .off = OFF(train_T)},
+    NAMED("trace", trace, trace),
+    {.key = "probes", .type = CNF_SET_SIZE, .off = OFF(probes)},
+    NAMED("eval_trace", eval_trace, trace),
+    {.key = "reg_kinetic", .type = CNF_SET_DOUBLE, .off = OFF(reg_kinetic)},
+    {.key = "reg_jacobian", .type = CNF_SET_DOUBLE, .off = OFF(reg_jacobian)},
+    NAMED("grad", grad, grad),
+    {.key = "precision", .type = CNF_SET_NAME, .off = OFF(precision), .optional = 1,
+     .name = prec_name, .from_name = prec_from},
+    {.key = "train", .type = CNF_SET_CUSTOM, .off = OFF(train), .put = put_solver,
+     .get = get_solver},
+    {.key = "eval", .type = CNF_SET_CUSTOM, .off = OFF(eval), .put = put_solver, .get = get_solver},
+};
+
 /* Tensor name of MLP block i of CNF block b: "block<b>.<layer>.<W|b|c|wg|bg>". */
 static void tensor_name(char *buf, size_t len, size_t b, const char *block)
 {
@@ -52,21 +108,9 @@ int cflow_describe(const cnf_flow *f, cnf_st_writer *w)
     const cnf_cflow_config *g = &c->cfg;
     if (!c->mlp)
         return cnf_fail(CNF_EUNSUPPORTED, "a CNF with a user field cannot be saved");
-    int rc = cnf_meta_put_widths(w, "hidden", g->hidden, g->n_hidden);
-    if (!rc) rc = cnf_st_writer_meta(w, "act", cnf_act_name(g->act));
-    if (!rc) rc = cnf_st_writer_meta(w, "time", cnf_time_mode_name(g->time));
-    if (!rc) rc = cnf_meta_put_size(w, "blocks", g->blocks);
-    if (!rc) rc = cnf_meta_put_double(w, "T", cflow_end_time(c));
-    if (!rc) rc = cnf_meta_put_size(w, "train_T", (size_t)(g->train_T != 0));
-    if (!rc) rc = cnf_st_writer_meta(w, "trace", cnf_trace_name(g->trace));
-    if (!rc) rc = cnf_meta_put_size(w, "probes", g->probes);
-    if (!rc) rc = cnf_st_writer_meta(w, "eval_trace", cnf_trace_name(g->eval_trace));
-    if (!rc) rc = cnf_meta_put_double(w, "reg_kinetic", g->reg_kinetic);
-    if (!rc) rc = cnf_meta_put_double(w, "reg_jacobian", g->reg_jacobian);
-    if (!rc) rc = cnf_st_writer_meta(w, "grad", cnf_grad_mode_name(g->grad));
-    if (!rc) rc = cnf_st_writer_meta(w, "precision", cnf_precision_name(g->precision));
-    if (!rc) rc = put_solver(w, "train", &g->train);
-    if (!rc) rc = put_solver(w, "eval", &g->eval);
+    cnf_cflow_config saved = *g;
+    saved.T = cflow_end_time(c);
+    int rc = cnf_settings_write(w, settings, sizeof settings / sizeof *settings, &saved);
     for (size_t b = 0; !rc && b < g->blocks; b++)
         for (size_t i = 0; !rc && i < cnf_mlp_n_blocks(c->mlp); i++) {
             const char *name;
@@ -84,43 +128,17 @@ int cflow_describe(const cnf_flow *f, cnf_st_writer *w)
     return rc;
 }
 
-/* The settings of a CNF model file into cfg, its hidden widths into hidden (room for max). */
-int cflow_read_config(const cnf_st_file *f, cnf_cflow_config *cfg, size_t *hidden, size_t max)
+/* The settings of a CNF model file into cfg, its hidden widths into hidden (room for 64). */
+int cflow_read_config(const cnf_st_file *f, cnf_cflow_config *cfg, size_t *hidden)
 {
-    size_t dim, n_hidden = 0, train_T;
+    size_t dim;
     int rc = cnf_meta_get_size(f, "dim", &dim);
     if (rc)
         return rc;
     cnf_cflow_config_default(cfg, dim);
-    if ((rc = cnf_meta_get_widths(f, "hidden", hidden, max, &n_hidden)))
-        return rc;
     cfg->hidden = hidden;
-    cfg->n_hidden = n_hidden;
-    const char *act = cnf_meta_get_str(f, "act"), *tm = cnf_meta_get_str(f, "time");
-    const char *tr = cnf_meta_get_str(f, "trace"), *etr = cnf_meta_get_str(f, "eval_trace");
-    const char *gm = cnf_meta_get_str(f, "grad");
-    if (!act || !tm || !tr || !etr || !gm)
-        return CNF_EFORMAT;
-    if (!rc) rc = cnf_act_from_name(act, &cfg->act);
-    if (!rc) rc = cnf_time_mode_from_name(tm, &cfg->time);
-    if (!rc) rc = cnf_trace_from_name(tr, &cfg->trace);
-    if (!rc) rc = cnf_trace_from_name(etr, &cfg->eval_trace);
-    if (!rc) rc = cnf_grad_mode_from_name(gm, &cfg->grad);
-    /* Files written before mixed precision existed have no key: double. */
-    const char *prec = cnf_st_meta(f, "precision");
-    if (!rc && prec)
-        rc = cnf_precision_from_name(prec, &cfg->precision);
-    if (!rc) rc = cnf_meta_get_size(f, "blocks", &cfg->blocks);
-    if (!rc) rc = cnf_meta_get_double(f, "T", &cfg->T);
-    if (!rc) rc = cnf_meta_get_size(f, "train_T", &train_T);
-    if (!rc) rc = cnf_meta_get_size(f, "probes", &cfg->probes);
-    if (!rc) rc = cnf_meta_get_double(f, "reg_kinetic", &cfg->reg_kinetic);
-    if (!rc) rc = cnf_meta_get_double(f, "reg_jacobian", &cfg->reg_jacobian);
-    if (!rc) rc = get_solver(f, "train", &cfg->train);
-    if (!rc) rc = get_solver(f, "eval", &cfg->eval);
-    if (rc)
-        return rc == CNF_ENAME ? cnf_fail(CNF_EFORMAT, "%s", cnf_errmsg()) : rc;
-    cfg->train_T = train_T != 0;
+    if ((rc = cnf_settings_read(f, settings, sizeof settings / sizeof *settings, cfg)))
+        return rc;
     if (cfg->blocks > 1024)
         return cnf_fail(CNF_EFORMAT, "model metadata 'blocks' = %zu is implausible", cfg->blocks);
     return CNF_OK;
