@@ -12,7 +12,8 @@
 typedef struct erk_state {
     size_t dim, stages;
     double *k;    /* (stages, dim) stage derivatives */
-    double *ytmp; /* (dim) stage argument */
+    double *ys;   /* (stages − 1, dim) the arguments of stages 2..s, kept until the next step
+                   * (cnf_erk_stage_arg) */
 } erk_state;
 
 void *cnf_erk_alloc(const cnf_stepper_type *T, size_t dim)
@@ -23,8 +24,8 @@ void *cnf_erk_alloc(const cnf_stepper_type *T, size_t dim)
     s->dim = dim;
     s->stages = T->tableau->stages;
     s->k = cnf_calloc(s->stages * dim, sizeof *s->k);
-    s->ytmp = cnf_calloc(dim, sizeof *s->ytmp);
-    if (!s->k || !s->ytmp) {
+    s->ys = cnf_calloc(cnf_size_mul(s->stages > 1 ? s->stages - 1 : 1, dim), sizeof *s->ys);
+    if (!s->k || !s->ys) {
         cnf_erk_free(s);
         return NULL;
     }
@@ -37,7 +38,7 @@ void cnf_erk_free(void *state)
     if (!s)
         return;
     free(s->k);
-    free(s->ytmp);
+    free(s->ys);
     free(s);
 }
 
@@ -104,7 +105,7 @@ int cnf_erk_apply(void *state, const cnf_stepper_type *T, cnf_sys *sys, double t
     for (size_t i = 1; i < ns; i++) {
         double *ki = s->k + i * dim;
         /* With FSAL the last stage's argument is the new solution itself. */
-        double *arg = (tab->fsal && i == ns - 1) ? y_out : s->ytmp;
+        double *arg = (tab->fsal && i == ns - 1) ? y_out : s->ys + (i - 1) * dim;
         combine(sys, arg, y, h, tab->a + i * ns, i, k);
         if ((rc = cnf_sys_eval(sys, t + tab->c[i] * h, arg, ki)))
             return rc;
@@ -123,4 +124,13 @@ int cnf_erk_apply(void *state, const cnf_stepper_type *T, cnf_sys *sys, double t
         }
     }
     return 0;
+}
+
+const double *cnf_erk_stage_arg(const void *state, const cnf_stepper_type *T, size_t i)
+{
+    const erk_state *s = state;
+    const cnf_rk_tableau *tab = T->tableau;
+    if (i == 0 || i >= tab->stages || (tab->fsal && i == tab->stages - 1))
+        return NULL;
+    return s->ys + (i - 1) * s->dim;
 }

@@ -53,6 +53,13 @@ struct cnf_ode_solver {
     double *y_new, *yerr, *k_in, *k_out; /* (dim) each; RK methods only */
 };
 
+const double *cnf_ode_solver_stage_arg(const cnf_ode_solver *s, size_t i)
+{
+    return s->T->tableau ? cnf_erk_stage_arg(s->state, s->T, i) : NULL;
+}
+
+const cnf_rk_tableau *cnf_ode_solver_tableau(const cnf_ode_solver *s) { return s->T->tableau; }
+
 int cnf_ode_solver_create(cnf_ode_solver **out, const cnf_stepper_type *T, size_t dim)
 {
     *out = NULL;

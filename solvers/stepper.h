@@ -66,6 +66,14 @@ int cnf_erk_apply(void *state, const cnf_stepper_type *T, cnf_sys *sys, double t
                   double *dydt_out);
 void cnf_erk_reset(void *state);
 void cnf_erk_free(void *state);
+/* The argument Y_i = y + h Σ_{j<i} a_ij k_j of stage i (0-based, 1 ≤ i < stages) of the engine's
+ * last step, valid until its next step; NULL for stage 0 (y itself) and an FSAL table's last
+ * stage (the step's result). */
+const double *cnf_erk_stage_arg(const void *state, const cnf_stepper_type *T, size_t i);
+/* The same through a solver of an explicit RK method (solver.c); NULL for other methods. */
+const double *cnf_ode_solver_stage_arg(const cnf_ode_solver *s, size_t i);
+/* The tableau of a solver's method; NULL for CVODES. */
+const cnf_rk_tableau *cnf_ode_solver_tableau(const cnf_ode_solver *s);
 
 /* CVODES (cvode.c). */
 void *cnf_cvode_alloc(const cnf_stepper_type *T, size_t dim);

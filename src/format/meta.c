@@ -87,3 +87,60 @@ int cnf_meta_get_widths(const cnf_st_file *f, const char *key, size_t *v, size_t
     }
     return CNF_OK;
 }
+
+int cnf_settings_write(cnf_st_writer *w, const cnf_setting *tab, size_t n, const void *cfg)
+{
+    int rc = CNF_OK;
+    for (size_t i = 0; rc == CNF_OK && i < n; i++) {
+        const cnf_setting *s = &tab[i];
+        const void *p = (const char *)cfg + s->off;
+        switch (s->type) {
+        case CNF_SET_SIZE: rc = cnf_meta_put_size(w, s->key, *(const size_t *)p); break;
+        case CNF_SET_DOUBLE: rc = cnf_meta_put_double(w, s->key, *(const double *)p); break;
+        case CNF_SET_FLAG: rc = cnf_meta_put_size(w, s->key, *(const int *)p != 0); break;
+        case CNF_SET_WIDTHS:
+            rc = cnf_meta_put_widths(w, s->key, *(const size_t *const *)p,
+                                     *(const size_t *)((const char *)cfg + s->off_n));
+            break;
+        case CNF_SET_NAME: rc = cnf_st_writer_meta(w, s->key, s->name(*(const int *)p)); break;
+        case CNF_SET_CUSTOM: rc = s->put(w, s->key, p); break;
+        }
+    }
+    return rc;
+}
+
+static int read_one(const cnf_st_file *f, const cnf_setting *s, void *cfg)
+{
+    void *p = (char *)cfg + s->off;
+    size_t v;
+    int rc;
+    switch (s->type) {
+    case CNF_SET_SIZE: return cnf_meta_get_size(f, s->key, p);
+    case CNF_SET_DOUBLE: return cnf_meta_get_double(f, s->key, p);
+    case CNF_SET_FLAG:
+        if ((rc = cnf_meta_get_size(f, s->key, &v)) == CNF_OK)
+            *(int *)p = v != 0;
+        return rc;
+    case CNF_SET_WIDTHS:
+        return cnf_meta_get_widths(f, s->key, *(size_t **)p, s->max,
+                                   (size_t *)((char *)cfg + s->off_n));
+    case CNF_SET_NAME: {
+        const char *name = cnf_meta_get_str(f, s->key);
+        return name ? s->from_name(name, p) : CNF_EFORMAT;
+    }
+    case CNF_SET_CUSTOM: return s->get(f, s->key, p);
+    }
+    return cnf_fail(CNF_EINVAL, "setting '%s' has no type", s->key);
+}
+
+int cnf_settings_read(const cnf_st_file *f, const cnf_setting *tab, size_t n, void *cfg)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (tab[i].optional && !cnf_st_meta(f, tab[i].key))
+            continue;
+        int rc = read_one(f, &tab[i], cfg);
+        if (rc)
+            return rc == CNF_ENAME ? cnf_fail(CNF_EFORMAT, "%s", cnf_errmsg()) : rc;
+    }
+    return CNF_OK;
+}

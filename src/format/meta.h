@@ -16,4 +16,32 @@ const char *cnf_meta_get_str(const cnf_st_file *f, const char *key); /* NULL + m
 int cnf_meta_put_widths(cnf_st_writer *w, const char *key, const size_t *v, size_t n);
 int cnf_meta_get_widths(const cnf_st_file *f, const char *key, size_t *v, size_t max, size_t *n);
 
+/* A flow's settings as one table walked by both save and load: each row names a metadata key,
+ * how its value is written, and where it lives in the configuration struct (offsetof). */
+typedef enum {
+    CNF_SET_SIZE,   /* size_t */
+    CNF_SET_DOUBLE, /* double */
+    CNF_SET_FLAG,   /* int, written as 0 or 1 (read: non-zero is 1) */
+    CNF_SET_WIDTHS, /* const size_t * at off, its count (size_t) at off_n; read into the
+                     * caller's buffer the pointer holds, of max entries */
+    CNF_SET_NAME,   /* an enum (int-sized) written by name: name() and from_name() */
+    CNF_SET_CUSTOM, /* put()/get() of the field themselves (a group of keys under key) */
+} cnf_setting_type;
+
+typedef struct cnf_setting {
+    const char *key;
+    cnf_setting_type type;
+    size_t off, off_n, max;
+    int optional; /* absent when loading: the default stays */
+    const char *(*name)(int v);
+    int (*from_name)(const char *s, int *v);
+    int (*put)(cnf_st_writer *w, const char *key, const void *field);
+    int (*get)(const cnf_st_file *f, const char *key, void *field);
+} cnf_setting;
+
+/* Write every setting of cfg in table order; read them back into cfg (which holds the defaults).
+ * Read: a missing key (not optional) or a malformed value is CNF_EFORMAT naming it. */
+int cnf_settings_write(cnf_st_writer *w, const cnf_setting *tab, size_t n, const void *cfg);
+int cnf_settings_read(const cnf_st_file *f, const cnf_setting *tab, size_t n, void *cfg);
+
 #endif
