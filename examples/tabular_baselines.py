@@ -27,7 +27,7 @@ M64 = (1 << 64) - 1
 
 
 class Xoshiro:
-    """cnf_rng: xoshiro256** seeded by splitmix64 (src/rng.c)."""
+    """cnf_rng: xoshiro256** seeded by splitmix64 (src/core/rng.c)."""
 
     def __init__(self, seed):
         self.s = []
