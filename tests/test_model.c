@@ -215,36 +215,172 @@ Test(model, failed_save_keeps_previous_file)
 }
 
 /* Every discrete flow kind survives save → load with the same log-density, bit for bit. */
+/* Save f to a file, load it, save the loaded flow again: the two files must be the same bytes
+ * (saving is deterministic, so a setting or tensor that load misread or left at its default
+ * shows). The loaded flow is returned. */
+static cnf_flow *resave_same_bytes(const cnf_flow *f, const char *what)
+{
+    const char *p1 = tmp_path("first.safetensors"), *p2 = tmp_path("again.safetensors");
+    cnf_flow *g;
+    cr_assert_eq(cnf_model_save(p1, f, NULL, NULL), CNF_OK, "%s: %s", what, cnf_errmsg());
+    cr_assert_eq(cnf_model_load(p1, &g, NULL), CNF_OK, "%s: %s", what, cnf_errmsg());
+    cr_assert_eq(cnf_model_save(p2, g, NULL, NULL), CNF_OK, "%s: %s", what, cnf_errmsg());
+    size_t n1, n2;
+    unsigned char *b1 = slurp(p1, &n1), *b2 = slurp(p2, &n2);
+    cr_assert(n1 == n2 && memcmp(b1, b2, n1) == 0, "%s: the reloaded flow saves other bytes",
+              what);
+    cr_assert_eq(cnf_flow_n_params(g), cnf_flow_n_params(f), "%s", what);
+    cr_assert(memcmp(cnf_flow_params((cnf_flow *)f), cnf_flow_params(g),
+                     cnf_flow_n_params(f) * sizeof(double)) == 0, "%s: parameters differ", what);
+    free(b1);
+    free(b2);
+    unlink(p1);
+    unlink(p2);
+    return g;
+}
+
+/* f saved with entry 0 of tensor `name` set to v must be rejected with code and needle. */
+static void expect_reject_edited(const cnf_flow *f, const char *name, double v, int code,
+                                 const char *needle)
+{
+    const char *good = tmp_path("edit_good.safetensors"), *bad = tmp_path("edit_bad.safetensors");
+    cr_assert_eq(cnf_model_save(good, f, NULL, NULL), CNF_OK, "%s", cnf_errmsg());
+    cnf_st_file *src;
+    cnf_st_writer *w;
+    cr_assert_eq(cnf_st_read(good, 0, &src), CNF_OK);
+    cr_assert_eq(cnf_st_writer_create(&w), CNF_OK);
+    for (size_t i = 0; i < cnf_st_meta_count(src); i++) {
+        const char *k = cnf_st_meta_key(src, i);
+        cnf_st_writer_meta(w, k, cnf_st_meta(src, k));
+    }
+    for (size_t i = 0; i < cnf_st_count(src); i++) {
+        const char *t = cnf_st_name(src, i);
+        const size_t *shape;
+        size_t ndim;
+        const double *data;
+        cnf_st_get(src, t, &shape, &ndim, &data);
+        size_t m = ndim > 1 ? shape[0] * shape[1] : shape[0];
+        double *copy = malloc(m * sizeof *copy);
+        memcpy(copy, data, m * sizeof *copy);
+        if (!strcmp(t, name))
+            copy[0] = v;
+        cr_assert_eq(cnf_st_writer_add(w, t, ndim, shape, copy), CNF_OK);
+        free(copy);
+    }
+    cr_assert_eq(cnf_st_write(w, bad), CNF_OK);
+    cnf_st_writer_free(w);
+    cnf_st_free(src);
+    expect_reject(bad, code, needle);
+    unlink(good);
+    unlink(bad);
+}
+
+/* Every discrete kind with every setting away from its default comes back with the same
+ * settings, parameters (batch-norm statistics included) and log-densities. */
 Test(model, discrete_flows_save_and_load)
 {
     for (size_t k = 0; k < cnf_dflow_kind_count(); k++) {
         const char *kind = cnf_dflow_kind_at(k);
-        static const size_t hidden[] = {6};
+        static const size_t hidden[] = {5, 3};
         cnf_dflow_config c;
-        cnf_dflow_config_default(&c, kind, 2);
-        c.layers = 2;
+        cnf_dflow_config_default(&c, kind, 3);
+        c.layers = 3;
         c.hidden = hidden;
-        c.n_hidden = 1;
-        c.batchnorm = !strcmp(kind, "realnvp");
+        c.n_hidden = 2;
+        c.act = CNF_ACT_SOFTPLUS;
+        c.bins = 5;
+        c.bound = 2.5;
+        c.scale_bound = 2.0;
+        c.batchnorm = 1; /* realnvp and maf insert batch norm; the others keep the flag */
+        c.bn_momentum = 0.3;
+        c.bn_eps = 1e-4;
         cnf_rng r;
         cnf_rng_seed(&r, 10 + k);
-        cnf_flow *f, *g;
+        cnf_flow *f;
         cr_assert_eq(cnf_dflow_create(&f, &c, &r), CNF_OK, "%s: %s", kind, cnf_errmsg());
-        double X[16], lp1[8], lp2[8], loss;
-        for (size_t i = 0; i < 16; i++)
+        double *th = cnf_flow_params(f);
+        for (size_t i = 0; i < cnf_flow_n_params(f); i++)
+            th[i] += 0.1 * cnf_rng_normal(&r); /* no parameter left at its initial value */
+        double X[24], lp1[8], lp2[8], loss;
+        for (size_t i = 0; i < 24; i++)
             X[i] = cnf_rng_normal(&r);
         /* One training-mode call (ActNorm's data initialisation, batch-norm statistics). */
-        cr_assert_eq(cnf_flow_loss(f, X, 8, &r, &loss, NULL), CNF_OK);
+        cr_assert_eq(cnf_flow_loss(f, X, 8, &r, &loss, NULL), CNF_OK, "%s: %s", kind,
+                     cnf_errmsg());
         cr_assert_eq(cnf_flow_log_prob(f, X, 8, lp1, NULL), CNF_OK);
-        const char *path = tmp_path("d.safetensors");
-        cr_assert_eq(cnf_model_save(path, f, NULL, NULL), CNF_OK, "%s: %s", kind, cnf_errmsg());
-        cr_assert_eq(cnf_model_load(path, &g, NULL), CNF_OK, "%s: %s", kind, cnf_errmsg());
+        cnf_flow *g = resave_same_bytes(f, kind);
         cr_assert_str_eq(cnf_flow_kind(g), kind);
+        const cnf_dflow_config *a = cnf_dflow_get_config(f), *b = cnf_dflow_get_config(g);
+        cr_assert_not_null(b, "%s: not a discrete flow on reload", kind);
+        cr_assert(a->dim == b->dim && a->layers == b->layers && a->n_hidden == b->n_hidden &&
+                  a->act == b->act && a->bins == b->bins && a->bound == b->bound &&
+                  a->scale_bound == b->scale_bound && a->batchnorm == b->batchnorm &&
+                  a->bn_momentum == b->bn_momentum && a->bn_eps == b->bn_eps, "%s: settings",
+                  kind);
+        cr_assert(memcmp(a->hidden, b->hidden, a->n_hidden * sizeof *a->hidden) == 0);
+        cr_assert_eq(cnf_dflow_n_layers(g), cnf_dflow_n_layers(f), "%s", kind);
         cr_assert_eq(cnf_flow_log_prob(g, X, 8, lp2, NULL), CNF_OK);
         cr_assert(memcmp(lp1, lp2, sizeof lp1) == 0, "%s: log p changed on reload", kind);
         cnf_flow_free(f);
         cnf_flow_free(g);
-        unlink(path);
+    }
+}
+
+/* The preprocessing wrapper in each of its forms (logit transform with its alpha, PCA,
+ * standardisation off, constant columns kept) comes back as it was saved. */
+Test(model, preprocessed_flows_save_and_load)
+{
+    enum { n = 60, D = 4 };
+    double X[n * D], lp1[n], lp2[n];
+    cnf_rng r;
+    cnf_rng_seed(&r, 3);
+    for (size_t i = 0; i < n; i++) {
+        double a = floor(16 * cnf_rng_uniform(&r));
+        X[i * D + 0] = a + cnf_rng_uniform(&r);
+        X[i * D + 1] = 5.0; /* constant */
+        X[i * D + 2] = fmin(15, floor(a / 2 + 8 * cnf_rng_uniform(&r))) + cnf_rng_uniform(&r);
+        X[i * D + 3] = 16 * cnf_rng_uniform(&r);
+    }
+    for (int variant = 0; variant < 4; variant++) {
+        cnf_pre_config pc;
+        cnf_pre_config_default(&pc);
+        if (variant == 0)
+            pc.levels = 16, pc.alpha = 0.05;
+        if (variant == 1)
+            pc.pca = 2;
+        if (variant == 2)
+            pc.standardize = 0, pc.levels = 16;
+        if (variant == 3)
+            pc.drop_constant = 0, pc.pca = 3;
+        cnf_pre *p;
+        cr_assert_eq(cnf_pre_fit(&p, &pc, X, n, D), CNF_OK, "%d: %s", variant, cnf_errmsg());
+        cnf_dflow_config c;
+        static const size_t hidden[] = {4};
+        cnf_dflow_config_default(&c, variant % 2 ? "maf" : "realnvp", cnf_pre_dim(p));
+        c.layers = 2;
+        c.hidden = hidden;
+        c.n_hidden = 1;
+        cnf_flow *inner, *f;
+        cr_assert_eq(cnf_dflow_create(&inner, &c, &r), CNF_OK, "%s", cnf_errmsg());
+        cr_assert_eq(cnf_pre_flow_create(&f, p, inner), CNF_OK, "%s", cnf_errmsg());
+        double *th = cnf_flow_params(f);
+        for (size_t i = 0; i < cnf_flow_n_params(f); i++)
+            th[i] += 0.1 * cnf_rng_normal(&r);
+        cr_assert_eq(cnf_flow_log_prob(f, X, n, lp1, NULL), CNF_OK, "%s", cnf_errmsg());
+        char what[32];
+        snprintf(what, sizeof what, "variant %d", variant);
+        cnf_flow *g = resave_same_bytes(f, what);
+        const cnf_pre *a = cnf_pre_flow_pre(f), *b = cnf_pre_flow_pre(g);
+        cr_assert_not_null(b, "%s: the preprocessing is lost", what);
+        cr_assert(cnf_pre_dim(a) == cnf_pre_dim(b) && cnf_pre_input_dim(a) == cnf_pre_input_dim(b)
+                  && cnf_pre_levels(a) == cnf_pre_levels(b) &&
+                  cnf_pre_is_projection(a) == cnf_pre_is_projection(b), "%s: settings", what);
+        cr_assert_eq(cnf_flow_log_prob(g, X, n, lp2, NULL), CNF_OK, "%s", cnf_errmsg());
+        cr_assert(memcmp(lp1, lp2, sizeof lp1) == 0, "%s: log p changed on reload", what);
+        if (variant == 0) /* a kept column index that is not a whole number */
+            expect_reject_edited(f, "pre.keep", 0.5, CNF_EFORMAT, "pre.keep");
+        cnf_flow_free(f);
+        cnf_flow_free(g);
     }
 }
 

@@ -7,6 +7,7 @@
  * its gradient by the layers' reverse passes in reverse order with seeds ∂loss/∂z_i = z_i / n and
  * ∂loss/∂logdet_l,i = −1/n, each layer's pass re-evaluating its internals from its stored input. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "dflow.h"
 #include "flow.h"
 #include "core/internal.h"
+#include "format/meta.h"
 
 /* ---- layer registry ------------------------------------------------------------------------- */
 
@@ -501,60 +503,80 @@ static void dflow_free(cnf_flow *f)
 }
 
 
-/* Model files: the configuration as metadata, each layer's parameters as one tensor
- * "layer<i>.<type>" (the layer's flat layout, documented in cnf/dflow.h). */
+/* ---- model files ---------------------------------------------------------------------------- */
+
+static const char *act_name(int v) { return cnf_act_name((cnf_act)v); }
+static int act_from(const char *s, int *v) { return cnf_act_from_name(s, (cnf_act *)v); }
+
+#define OFF(F) offsetof(cnf_dflow_config, F)
+/* The settings of every discrete kind in a model file ("kind" and "dim" are the model file's). */
+static const cnf_setting settings[] = {
+    {.key = "hidden", .type = CNF_SET_WIDTHS, .off = OFF(hidden), .off_n = OFF(n_hidden),
+     .max = 64},
+    {.key = "act", .type = CNF_SET_NAME, .off = OFF(act), .name = act_name, .from_name = act_from},
+    {.key = "layers", .type = CNF_SET_SIZE, .off = OFF(layers)},
+    {.key = "bins", .type = CNF_SET_SIZE, .off = OFF(bins)},
+    {.key = "bound", .type = CNF_SET_DOUBLE, .off = OFF(bound)},
+    {.key = "scale_bound", .type = CNF_SET_DOUBLE, .off = OFF(scale_bound)},
+    {.key = "batchnorm", .type = CNF_SET_FLAG, .off = OFF(batchnorm)},
+    {.key = "bn_momentum", .type = CNF_SET_DOUBLE, .off = OFF(bn_momentum)},
+    {.key = "bn_eps", .type = CNF_SET_DOUBLE, .off = OFF(bn_eps)},
+};
+#undef OFF
+enum { N_SETTINGS = sizeof settings / sizeof settings[0] };
+
+/* The tensors of s: each layer with parameters as one vector "layer<i>.<type>" (the layer's flat
+ * layout, documented in cnf/dflow.h). A new list of *n entries, NULL if out of memory. */
+static cnf_tensor_ref *layer_tensors(const dflow *s, size_t *n)
+{
+    cnf_tensor_ref *t = cnf_calloc(s->L ? s->L : 1, sizeof *t);
+    *n = 0;
+    for (size_t l = 0; t && l < s->L; l++) {
+        if (!s->layer[l]->n_params)
+            continue;
+        cnf_tensor_ref *r = &t[(*n)++];
+        snprintf(r->name, sizeof r->name, "layer%zu.%s", l, cnf_dflow_layer_type(s->layer[l]));
+        r->ndim = 1;
+        r->shape[0] = s->layer[l]->n_params;
+        r->data = s->base.theta + s->off[l];
+    }
+    return t;
+}
+
+/* Write (save) or read (load) the tensors of s. */
+static int layer_tensors_io(const dflow *s, cnf_st_writer *w, const cnf_st_file *f)
+{
+    size_t n;
+    cnf_tensor_ref *t = layer_tensors(s, &n);
+    if (!t)
+        return cnf_fail(CNF_ENOMEM, "listing %zu layers' tensors", s->L);
+    int rc = w ? cnf_tensors_write(w, t, n) : cnf_tensors_read(f, t, n);
+    free(t);
+    return rc;
+}
+
 static int dflow_describe(const cnf_flow *f, cnf_st_writer *w)
 {
     const dflow *s = (const dflow *)f;
-    const cnf_dflow_config *c = &s->cfg;
-    int rc = cnf_meta_put_widths(w, "hidden", c->hidden, c->n_hidden);
-    if (!rc) rc = cnf_st_writer_meta(w, "act", cnf_act_name(c->act));
-    if (!rc) rc = cnf_meta_put_size(w, "layers", c->layers);
-    if (!rc) rc = cnf_meta_put_size(w, "bins", c->bins);
-    if (!rc) rc = cnf_meta_put_double(w, "bound", c->bound);
-    if (!rc) rc = cnf_meta_put_double(w, "scale_bound", c->scale_bound);
-    if (!rc) rc = cnf_meta_put_size(w, "batchnorm", (size_t)(c->batchnorm != 0));
-    if (!rc) rc = cnf_meta_put_double(w, "bn_momentum", c->bn_momentum);
-    if (!rc) rc = cnf_meta_put_double(w, "bn_eps", c->bn_eps);
-    for (size_t l = 0; !rc && l < s->L; l++) {
-        char key[64];
-        size_t np = s->layer[l]->n_params;
-        if (!np)
-            continue;
-        snprintf(key, sizeof key, "layer%zu.%s", l, cnf_dflow_layer_type(s->layer[l]));
-        rc = cnf_st_writer_add(w, key, 1, &np, f->theta + s->off[l]);
-    }
-    return rc;
+    int rc = cnf_settings_write(w, settings, N_SETTINGS, &s->cfg);
+    return rc ? rc : layer_tensors_io(s, w, NULL);
 }
 
 int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out)
 {
+    *out = NULL;
     cnf_dflow_config c;
-    size_t dim, hidden[64], n_hidden = 0, bn;
+    size_t dim, hidden[64];
     const char *kind = cnf_meta_get_str(f, "kind");
-    const char *act = cnf_meta_get_str(f, "act");
-    if (!kind || !act)
+    if (!kind)
         return CNF_EFORMAT;
     int rc = cnf_meta_get_size(f, "dim", &dim);
     if (rc)
         return rc;
     cnf_dflow_config_default(&c, kind, dim);
-    if ((rc = cnf_meta_get_widths(f, "hidden", hidden, 64, &n_hidden)))
-        return rc;
     c.hidden = hidden;
-    c.n_hidden = n_hidden;
-    if ((rc = cnf_act_from_name(act, &c.act)))
-        return cnf_fail(CNF_EFORMAT, "%s", cnf_errmsg());
-    if (!rc) rc = cnf_meta_get_size(f, "layers", &c.layers);
-    if (!rc) rc = cnf_meta_get_size(f, "bins", &c.bins);
-    if (!rc) rc = cnf_meta_get_double(f, "bound", &c.bound);
-    if (!rc) rc = cnf_meta_get_double(f, "scale_bound", &c.scale_bound);
-    if (!rc) rc = cnf_meta_get_size(f, "batchnorm", &bn);
-    if (!rc) rc = cnf_meta_get_double(f, "bn_momentum", &c.bn_momentum);
-    if (!rc) rc = cnf_meta_get_double(f, "bn_eps", &c.bn_eps);
-    if (rc)
+    if ((rc = cnf_settings_read(f, settings, N_SETTINGS, &c)))
         return rc;
-    c.batchnorm = bn != 0;
     if (c.layers > 4096)
         return cnf_fail(CNF_EFORMAT, "model metadata 'layers' = %zu is implausible", c.layers);
     cnf_rng r;
@@ -563,19 +585,7 @@ int cnf_dflow_load(const cnf_st_file *f, cnf_flow **out)
     if (rc)
         return cnf_fail(rc == CNF_ENAME ? CNF_EFORMAT : rc, "model architecture is invalid: %s",
                         cnf_errmsg());
-    dflow *s = (dflow *)*out;
-    for (size_t l = 0; !rc && l < s->L; l++) {
-        char key[64];
-        size_t np = s->layer[l]->n_params;
-        if (!np)
-            continue;
-        snprintf(key, sizeof key, "layer%zu.%s", l, cnf_dflow_layer_type(s->layer[l]));
-        const double *data;
-        rc = cnf_st_get_shaped(f, key, 1, &np, &data);
-        if (!rc)
-            memcpy((*out)->theta + s->off[l], data, np * sizeof(double));
-    }
-    if (rc) {
+    if ((rc = layer_tensors_io((dflow *)*out, NULL, f))) {
         cnf_flow_free(*out);
         *out = NULL;
     }

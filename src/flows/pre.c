@@ -6,6 +6,7 @@
  * training covariance (GSL's gsl_eigen_symmv). */
 #include <gsl/gsl_eigen.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -383,36 +384,54 @@ static void pre_free_flow(cnf_flow *f)
     free(q);
 }
 
-static int put_vec(cnf_st_writer *w, const char *name, const double *v, size_t n)
+/* ---- model files: the preprocessing as metadata "pre.*" and tensors, with the inner flow -------- */
+
+/* The settings as saved: the input dimension, the logit transform, whether the kept columns were
+ * standardised, and the PCA dimension (0: none). */
+typedef struct pre_saved {
+    size_t D, pca;
+    double levels, alpha;
+    int standardize;
+} pre_saved;
+
+#define OFF(F) offsetof(pre_saved, F)
+static const cnf_setting pre_settings[] = {
+    {.key = "pre.dim", .type = CNF_SET_SIZE, .off = OFF(D)},
+    {.key = "pre.levels", .type = CNF_SET_DOUBLE, .off = OFF(levels)},
+    {.key = "pre.alpha", .type = CNF_SET_DOUBLE, .off = OFF(alpha)},
+    {.key = "pre.standardize", .type = CNF_SET_FLAG, .off = OFF(standardize)},
+    {.key = "pre.pca", .type = CNF_SET_SIZE, .off = OFF(pca)},
+};
+#undef OFF
+enum { N_PRE_SETTINGS = sizeof pre_settings / sizeof pre_settings[0] };
+
+/* The tensors of p into t (room for 5): kept column indices, constant fill, standardisation,
+ * and the PCA basis if any. Their count. */
+static size_t pre_tensors(cnf_pre *p, cnf_tensor_ref *t)
 {
-    return cnf_st_writer_add(w, name, 1, &n, v);
+    const cnf_tensor_ref list[] = {
+        {"pre.keep", 1, {p->k0}, NULL, p->keep},
+        {"pre.fill", 1, {p->D}, p->fill, NULL},
+        {"pre.mean", 1, {p->k0}, p->mean, NULL},
+        {"pre.std", 1, {p->k0}, p->std, NULL},
+        {"pre.pca_basis", 2, {p->k0, p->k}, p->W, NULL},
+    };
+    size_t n = p->W ? 5 : 4;
+    memcpy(t, list, n * sizeof *t);
+    return n;
 }
 
 static int pre_describe(const cnf_flow *f, cnf_st_writer *w)
 {
     const pre_flow *q = (const pre_flow *)f;
-    const cnf_pre *p = q->p;
+    cnf_pre *p = q->p;
     if (!q->inner->type->describe)
         return cnf_fail(CNF_EUNSUPPORTED, "flow kind '%s' cannot be saved", q->inner->type->kind);
-    double *keep = cnf_calloc(p->k0, sizeof(double));
-    if (!keep)
-        return cnf_fail(CNF_ENOMEM, "%zu values", p->k0);
-    for (size_t j = 0; j < p->k0; j++)
-        keep[j] = (double)p->keep[j];
-    int rc = cnf_meta_put_size(w, "pre.dim", p->D);
-    if (!rc) rc = cnf_meta_put_double(w, "pre.levels", p->levels);
-    if (!rc) rc = cnf_meta_put_double(w, "pre.alpha", p->alpha);
-    if (!rc) rc = cnf_meta_put_size(w, "pre.standardize", (size_t)(p->standardize != 0));
-    if (!rc) rc = cnf_meta_put_size(w, "pre.pca", p->W ? p->k : 0);
-    if (!rc) rc = put_vec(w, "pre.keep", keep, p->k0);
-    if (!rc) rc = put_vec(w, "pre.fill", p->fill, p->D);
-    if (!rc) rc = put_vec(w, "pre.mean", p->mean, p->k0);
-    if (!rc) rc = put_vec(w, "pre.std", p->std, p->k0);
-    if (!rc && p->W) {
-        size_t shape[2] = {p->k0, p->k};
-        rc = cnf_st_writer_add(w, "pre.pca_basis", 2, shape, p->W);
-    }
-    free(keep);
+    pre_saved h = {.D = p->D, .pca = p->W ? p->k : 0, .levels = p->levels, .alpha = p->alpha,
+                   .standardize = p->standardize};
+    cnf_tensor_ref t[5];
+    int rc = cnf_settings_write(w, pre_settings, N_PRE_SETTINGS, &h);
+    if (!rc) rc = cnf_tensors_write(w, t, pre_tensors(p, t));
     /* The inner flow as the file's own model: kind and dim are its, so the file reads as a
      * plain model elsewhere; cnf_model_load wraps it again because of "pre.dim". */
     if (!rc) rc = q->inner->type->describe(q->inner, w);
@@ -475,65 +494,39 @@ cnf_flow *cnf_pre_flow_inner(cnf_flow *f)
     return f && f->type == &pre_type ? ((pre_flow *)f)->inner : NULL;
 }
 
-/* Read a vector tensor of n values, each finite (cnf_st_read with CNF_ST_FINITE checked). */
-static int get_vec(const cnf_st_file *f, const char *name, size_t n, const double **v)
-{
-    return cnf_st_get_shaped(f, name, 1, &n, v);
-}
-
 int cnf_pre_attach(const cnf_st_file *f, cnf_flow **inout)
 {
-    size_t D, standardize, pca, k0;
-    double levels, alpha;
+    pre_saved h;
     const size_t *shape;
     size_t ndim;
-    const double *keep, *fill, *mean, *sd, *W = NULL;
-    int rc = cnf_meta_get_size(f, "pre.dim", &D);
-    if (!rc) rc = cnf_meta_get_double(f, "pre.levels", &levels);
-    if (!rc) rc = cnf_meta_get_double(f, "pre.alpha", &alpha);
-    if (!rc) rc = cnf_meta_get_size(f, "pre.standardize", &standardize);
-    if (!rc) rc = cnf_meta_get_size(f, "pre.pca", &pca);
-    if (!rc) rc = cnf_st_get(f, "pre.keep", &shape, &ndim, &keep);
+    int rc = cnf_settings_read(f, pre_settings, N_PRE_SETTINGS, &h);
+    if (!rc) rc = cnf_st_get(f, "pre.keep", &shape, &ndim, NULL);
     if (rc)
         return rc;
-    k0 = ndim == 1 ? shape[0] : 0;
-    size_t k = (*inout)->dim;
-    if (k0 == 0 || k0 > D || D > ((size_t)1 << 40) || !(levels >= 0) ||
-        !(alpha >= 0 && alpha < 0.5) || (pca ? pca != k || pca > k0 : k != k0))
+    size_t D = h.D, pca = h.pca, k0 = ndim == 1 ? shape[0] : 0, k = (*inout)->dim;
+    if (k0 == 0 || k0 > D || D > ((size_t)1 << 40) || !(h.levels >= 0) ||
+        !(h.alpha >= 0 && h.alpha < 0.5) || (pca ? pca != k || pca > k0 : k != k0))
         return cnf_fail(CNF_EFORMAT, "preprocessing metadata are inconsistent (dim %zu, %zu kept "
                         "columns, pca %zu, inner dimension %zu, levels %g, alpha %g)", D, k0, pca,
-                        k, levels, alpha);
-    if (!rc) rc = get_vec(f, "pre.fill", D, &fill);
-    if (!rc) rc = get_vec(f, "pre.mean", k0, &mean);
-    if (!rc) rc = get_vec(f, "pre.std", k0, &sd);
-    if (!rc && pca) {
-        size_t s2[2] = {k0, k};
-        rc = cnf_st_get_shaped(f, "pre.pca_basis", 2, s2, &W);
-    }
-    if (rc)
-        return rc;
-    for (size_t j = 0; j < k0; j++)
-        if (keep[j] != floor(keep[j]) || keep[j] < (j ? keep[j - 1] + 1 : 0) || keep[j] >= (double)D ||
-            !(sd[j] > 0))
-            return cnf_fail(CNF_EFORMAT, "preprocessing: kept column %zu (index %g, std %g) is "
-                            "invalid", j, keep[j], sd[j]);
+                        k, h.levels, h.alpha);
     cnf_pre *p = pre_alloc(D, k0, k, pca > 0);
     if (!p)
         return cnf_fail(CNF_ENOMEM, "preprocessing of %zu columns", D);
-    p->levels = levels;
-    p->alpha = alpha;
-    p->standardize = standardize != 0;
-    for (size_t j = 0; j < k0; j++)
-        p->keep[j] = (size_t)keep[j];
-    memcpy(p->fill, fill, D * sizeof(double));
-    memcpy(p->mean, mean, k0 * sizeof(double));
-    memcpy(p->std, sd, k0 * sizeof(double));
-    if (pca)
-        memcpy(p->W, W, k0 * k * sizeof(double));
-    cnf_flow *w = wrap(p, *inout);
-    if (!w) {
+    p->levels = h.levels;
+    p->alpha = h.alpha;
+    p->standardize = h.standardize;
+    cnf_tensor_ref t[5];
+    rc = cnf_tensors_read(f, t, pre_tensors(p, t));
+    for (size_t j = 0; !rc && j < k0; j++)
+        if ((j && p->keep[j] <= p->keep[j - 1]) || p->keep[j] >= D || !(p->std[j] > 0))
+            rc = cnf_fail(CNF_EFORMAT, "preprocessing: kept column %zu (index %zu, std %g) is "
+                          "invalid", j, p->keep[j], p->std[j]);
+    cnf_flow *w = rc ? NULL : wrap(p, *inout);
+    if (!rc && !w)
+        rc = cnf_fail(CNF_ENOMEM, "preprocessing flow");
+    if (rc) {
         cnf_pre_free(p);
-        return cnf_fail(CNF_ENOMEM, "preprocessing flow");
+        return rc;
     }
     *inout = w;
     return CNF_OK;

@@ -144,3 +144,46 @@ int cnf_settings_read(const cnf_st_file *f, const cnf_setting *tab, size_t n, vo
     }
     return CNF_OK;
 }
+
+static size_t tensor_count(const cnf_tensor_ref *t)
+{
+    return t->ndim == 2 ? cnf_size_mul(t->shape[0], t->shape[1]) : t->shape[0];
+}
+
+int cnf_tensors_write(cnf_st_writer *w, const cnf_tensor_ref *t, size_t n)
+{
+    int rc = CNF_OK;
+    for (size_t i = 0; rc == CNF_OK && i < n; i++) {
+        size_t m = tensor_count(&t[i]);
+        double *v = t[i].data ? NULL : cnf_calloc(m ? m : 1, sizeof(double));
+        if (!t[i].data && !v)
+            return cnf_fail(CNF_ENOMEM, "saving tensor '%s' of %zu values", t[i].name, m);
+        for (size_t j = 0; v && j < m; j++)
+            v[j] = (double)t[i].index[j];
+        rc = cnf_st_writer_add(w, t[i].name, t[i].ndim, t[i].shape, v ? v : t[i].data);
+        free(v);
+    }
+    return rc;
+}
+
+int cnf_tensors_read(const cnf_st_file *f, const cnf_tensor_ref *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const double *v;
+        int rc = cnf_st_get_shaped(f, t[i].name, t[i].ndim, t[i].shape, &v);
+        if (rc)
+            return rc;
+        size_t m = tensor_count(&t[i]);
+        if (t[i].data) {
+            memcpy(t[i].data, v, m * sizeof(double));
+            continue;
+        }
+        for (size_t j = 0; j < m; j++) {
+            if (!(v[j] >= 0 && v[j] < 0x1p53 && v[j] == floor(v[j])))
+                return cnf_fail(CNF_EFORMAT, "model tensor '%s' entry %zu = %g is not an index",
+                                t[i].name, j, v[j]);
+            t[i].index[j] = (size_t)v[j];
+        }
+    }
+    return CNF_OK;
+}

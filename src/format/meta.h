@@ -44,4 +44,20 @@ typedef struct cnf_setting {
 int cnf_settings_write(cnf_st_writer *w, const cnf_setting *tab, size_t n, const void *cfg);
 int cnf_settings_read(const cnf_st_file *f, const cnf_setting *tab, size_t n, void *cfg);
 
+/* A flow's tensors as one list walked by both save and load: each entry names a tensor, its
+ * shape, and the buffer its values live in (data), or, for an integer array such as column
+ * indices, the size_t buffer (index; stored as doubles, exact below 2^53). */
+typedef struct cnf_tensor_ref {
+    char name[64];
+    size_t ndim, shape[2]; /* ndim 1 or 2 */
+    double *data;
+    size_t *index; /* used when data is NULL */
+} cnf_tensor_ref;
+
+/* Add every tensor of the list to w; read every one from f into its buffer. Read: an absent
+ * tensor is CNF_ENAME, another shape CNF_EDIM (as cnf_st_get_shaped), an index that is not a
+ * whole number in [0, 2^53) CNF_EFORMAT, each naming the tensor. */
+int cnf_tensors_write(cnf_st_writer *w, const cnf_tensor_ref *t, size_t n);
+int cnf_tensors_read(const cnf_st_file *f, const cnf_tensor_ref *t, size_t n);
+
 #endif
