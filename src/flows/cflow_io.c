@@ -96,36 +96,55 @@ static const cnf_setting settings[] = {
     {.key = "eval", .type = CNF_SET_CUSTOM, .off = OFF(eval), .put = put_solver, .get = get_solver},
 };
 
-/* Tensor name of MLP block i of CNF block b: "block<b>.<layer>.<W|b|c|wg|bg>". */
-static void tensor_name(char *buf, size_t len, size_t b, const char *block)
+/* The tensors of c: MLP block i of CNF block b as "block<b>.<layer>.<W|b|c|wg|bg>" (a matrix, or
+ * a vector when it has one column), then "sqrt_end_time" when T is trained. A new list of *n
+ * entries, NULL if out of memory. */
+static cnf_tensor_ref *block_tensors(const cflow *c, size_t *n)
 {
-    snprintf(buf, len, "block%zu.%s", b, block);
+    const size_t per = cnf_mlp_n_blocks(c->mlp);
+    cnf_tensor_ref *t = cnf_calloc(cnf_size_mul(c->cfg.blocks, per) + 1, sizeof *t);
+    *n = 0;
+    for (size_t b = 0; t && b < c->cfg.blocks; b++)
+        for (size_t i = 0; i < per; i++) {
+            cnf_tensor_ref *r = &t[(*n)++];
+            const char *name;
+            size_t off;
+            cnf_mlp_block(c->mlp, i, &name, &off, &r->shape[0], &r->shape[1]);
+            snprintf(r->name, sizeof r->name, "block%zu.%s", b, name);
+            r->ndim = r->shape[1] == 1 ? 1 : 2;
+            r->data = c->base.theta + b * c->P + off;
+        }
+    if (t && c->cfg.train_T) {
+        cnf_tensor_ref *r = &t[(*n)++];
+        snprintf(r->name, sizeof r->name, "sqrt_end_time");
+        r->ndim = 1;
+        r->shape[0] = 1;
+        r->data = c->base.theta + c->base.n_params - 1;
+    }
+    return t;
+}
+
+/* Write (save, w) or read (load, f) the tensors of c. */
+static int block_tensors_io(const cflow *c, cnf_st_writer *w, const cnf_st_file *f)
+{
+    size_t n;
+    cnf_tensor_ref *t = block_tensors(c, &n);
+    if (!t)
+        return cnf_fail(CNF_ENOMEM, "listing %zu CNF blocks' tensors", c->cfg.blocks);
+    int rc = w ? cnf_tensors_write(w, t, n) : cnf_tensors_read(f, t, n);
+    free(t);
+    return rc;
 }
 
 int cflow_describe(const cnf_flow *f, cnf_st_writer *w)
 {
     const cflow *c = (const cflow *)f;
-    const cnf_cflow_config *g = &c->cfg;
     if (!c->mlp)
         return cnf_fail(CNF_EUNSUPPORTED, "a CNF with a user field cannot be saved");
-    cnf_cflow_config saved = *g;
+    cnf_cflow_config saved = c->cfg;
     saved.T = cflow_end_time(c);
     int rc = cnf_settings_write(w, settings, sizeof settings / sizeof *settings, &saved);
-    for (size_t b = 0; !rc && b < g->blocks; b++)
-        for (size_t i = 0; !rc && i < cnf_mlp_n_blocks(c->mlp); i++) {
-            const char *name;
-            size_t off, shape[2];
-            cnf_mlp_block(c->mlp, i, &name, &off, &shape[0], &shape[1]);
-            char key[64];
-            tensor_name(key, sizeof key, b, name);
-            rc = cnf_st_writer_add(w, key, shape[1] == 1 ? 1 : 2, shape,
-                                   c->base.theta + b * c->P + off);
-        }
-    if (!rc && g->train_T) {
-        size_t one = 1;
-        rc = cnf_st_writer_add(w, "sqrt_end_time", 1, &one, c->base.theta + c->base.n_params - 1);
-    }
-    return rc;
+    return rc ? rc : block_tensors_io(c, w, NULL);
 }
 
 /* The settings of a CNF model file into cfg, its hidden widths into hidden (room for 64). */
@@ -145,27 +164,4 @@ int cflow_read_config(const cnf_st_file *f, cnf_cflow_config *cfg, size_t *hidde
 }
 
 /* The blocks' tensors (and √T) of a CNF model file into c, created from its settings. */
-int cflow_read_tensors(const cnf_st_file *f, cflow *c)
-{
-    int rc = CNF_OK;
-    for (size_t b = 0; !rc && b < c->cfg.blocks; b++)
-        for (size_t i = 0; !rc && i < cnf_mlp_n_blocks(c->mlp); i++) {
-            const char *name;
-            size_t off, shape[2];
-            cnf_mlp_block(c->mlp, i, &name, &off, &shape[0], &shape[1]);
-            char key[64];
-            tensor_name(key, sizeof key, b, name);
-            const double *data;
-            rc = cnf_st_get_shaped(f, key, shape[1] == 1 ? 1 : 2, shape, &data);
-            if (!rc)
-                memcpy(c->base.theta + b * c->P + off, data, shape[0] * shape[1] * sizeof(double));
-        }
-    if (!rc && c->cfg.train_T) {
-        size_t one = 1;
-        const double *data;
-        rc = cnf_st_get_shaped(f, "sqrt_end_time", 1, &one, &data);
-        if (!rc)
-            c->base.theta[c->base.n_params - 1] = data[0];
-    }
-    return rc;
-}
+int cflow_read_tensors(const cnf_st_file *f, cflow *c) { return block_tensors_io(c, NULL, f); }
