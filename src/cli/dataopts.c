@@ -64,11 +64,15 @@ int data_is_file(const char *name)
     return cnf_toy_from_name(name, &toy) != CNF_OK && access(name, F_OK) == 0;
 }
 
-/* A column as messages name it: "column 3" or "column 3 ('waiting')". */
+/* A column as messages name it: in a CSV file "field 4 (column 3)" or "field 4 (column 3,
+ * 'waiting')" — the field counted from 1 as the loader's messages do, the column from 0 as
+ * --columns does; in a binary file "column 3". */
 static const char *col_name(const cnf_data *D, size_t sel, size_t file_col, char *buf, size_t len)
 {
-    if (D->names)
-        snprintf(buf, len, "column %zu ('%s')", file_col, D->names[sel]);
+    if (D->line && D->names)
+        snprintf(buf, len, "field %zu (column %zu, '%s')", file_col + 1, file_col, D->names[sel]);
+    else if (D->line)
+        snprintf(buf, len, "field %zu (column %zu)", file_col + 1, file_col);
     else
         snprintf(buf, len, "column %zu", file_col);
     return buf;
@@ -228,10 +232,14 @@ static int handle_missing(const char *cmd, const char *path, const data_opts *o,
     char rb[48], cb[320];
     if (!cnf_data_missing(D, &i, &j))
         return 0;
-    if (!o->drop_missing) {
-        fprintf(stderr, "cnf %s: %s: %s, %s: missing value (empty, NA, N/A, NaN or ?); "
-                "cnf train --drop-missing skips the rows that have one\n", cmd, path,
-                row_name(D, i, rb, sizeof rb), col_name(D, j, cols[j], cb, sizeof cb));
+    if (!o->drop_missing) { /* "field F: empty field" as the loader says, then the column */
+        if (D->names)
+            snprintf(cb, sizeof cb, "column %zu ('%s')", cols[j], D->names[j]);
+        else
+            snprintf(cb, sizeof cb, "column %zu", cols[j]);
+        fprintf(stderr, "cnf %s: %s: %s, field %zu: empty field or missing value (NA, N/A, NaN or "
+                "?) in %s, a modelled column; cnf train --drop-missing skips the rows that have "
+                "one\n", cmd, path, row_name(D, i, rb, sizeof rb), cols[j] + 1, cb);
         return 1;
     }
     row_name(D, i, rb, sizeof rb);
