@@ -24,6 +24,13 @@ open(d + "/frac.csv", "w").write("# counts\n" + "\n".join(frac) + "\n")         
 cont = ["%.4f,%.4f,%.4f" % (random.gauss(70, 10), random.gauss(3, 1), random.random())
         for _ in range(60)]
 open(d + "/cont.csv", "w").write("waiting,eruptions,junk\n" + "\n".join(cont) + "\n")
+import struct
+vals = [float(random.randint(0, 9)) for _ in range(100)]
+vals[37 * 2 + 1] = 12.0  # row 37 (from 0), column 1
+h = "{'descr': '<f8', 'fortran_order': False, 'shape': (50, 2), }"
+h += " " * (64 - 10 - len(h) - 1) + "\n"
+open(d + "/r.npy", "wb").write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode()
+                               + struct.pack("<100d", *vals))
 na = list(cont); na[4] = "71.5,NA,0.5"; na[9] = "70.1,3.2,"; na[20] = "nan,2.0,0.1"
 open(d + "/na.csv", "w").write("waiting,eruptions,junk\n" + "\n".join(na) + "\n")
 PY
@@ -43,6 +50,8 @@ expect_error "negative integer" "neg.csv: line 10, field 1 (column 0): -1 is out
 grep -q "shift the column" "$tmp/err" || fail "no advice for a negative column: $(cat "$tmp/err")"
 expect_error "non-integer with --dequantize" "frac.csv: line 32, field 2 (column 1): 2.5 is not one of" \
   "$cnf" train --data "$tmp/frac.csv" $run --dequantize 10
+expect_error "binary file: the file's row" "r.npy: row 37, column 1: 12 is outside" \
+  "$cnf" train --data "$tmp/r.npy" $run --dequantize 10
 expect_error "continuous data with --dequantize" "line 2, field 1 (column 0, 'waiting')" \
   "$cnf" train --data "$tmp/cont.csv" $run --dequantize 100
 "$cnf" train --data "$tmp/int.csv" $run --dequantize 10 > "$tmp/out" 2> "$tmp/err" \

@@ -79,10 +79,13 @@ static const char *col_name(const cnf_data *D, size_t sel, size_t file_col, char
 }
 
 /* Where row i is in the file: "line 12" (CSV) or "row 12" (counted from 0, binary formats). */
-static const char *row_name(const cnf_data *D, size_t i, char *buf, size_t len)
+static const char *row_name(const cnf_data *D, const size_t *file_row, size_t i, char *buf,
+                            size_t len)
 {
     if (D->line)
         snprintf(buf, len, "line %zu", D->line[i]);
+    else if (file_row)
+        snprintf(buf, len, "row %zu", file_row[i]);
     else
         snprintf(buf, len, "row %zu", i);
     return buf;
@@ -239,10 +242,10 @@ static int handle_missing(const char *cmd, const char *path, const data_opts *o,
             snprintf(cb, sizeof cb, "column %zu", cols[j]);
         fprintf(stderr, "cnf %s: %s: %s, field %zu: empty field or missing value (NA, N/A, NaN or "
                 "?) in %s, a modelled column; cnf train --drop-missing skips the rows that have "
-                "one\n", cmd, path, row_name(D, i, rb, sizeof rb), cols[j] + 1, cb);
+                "one\n", cmd, path, row_name(D, NULL, i, rb, sizeof rb), cols[j] + 1, cb);
         return 1;
     }
-    row_name(D, i, rb, sizeof rb);
+    row_name(D, NULL, i, rb, sizeof rb);
     cnf_data_drop_missing(D, &dropped);
     fprintf(stderr, "cnf %s: %s: --drop-missing dropped %zu of %zu rows (a missing value in a "
             "modelled column; the first at %s)\n", cmd, path, dropped, n0, rb);
@@ -258,7 +261,7 @@ static int handle_missing(const char *cmd, const char *path, const data_opts *o,
  * rows (the preprocessing drops the others unless --drop-constant=0). Checked on the file's
  * values, before any dequantisation. */
 static int check_levels(const char *cmd, const char *path, const data_opts *o, const cnf_data *D,
-                        size_t n_train, const size_t *cols)
+                        const size_t *file_row, size_t n_train, const size_t *cols)
 {
     char rb[48], cb[320];
     size_t d = D->d;
@@ -269,10 +272,11 @@ static int check_levels(const char *cmd, const char *path, const data_opts *o, c
         if (!varies)
             continue;
         size_t bad = D->n;
+        const size_t *pos = D->line ? D->line : file_row; /* position in the file, or NULL */
         for (size_t i = 0; i < D->n; i++) {
             double x = D->X[i * d + j];
             if (!(x == floor(x) && x >= 0 && x + 1.0 <= o->levels) &&
-                (bad == D->n || (D->line && D->line[i] < D->line[bad]) || (!D->line && i < bad)))
+                (bad == D->n || (pos ? pos[i] < pos[bad] : i < bad)))
                 bad = i; /* the first in the file */
         }
         if (bad == D->n)
@@ -285,7 +289,8 @@ static int check_levels(const char *cmd, const char *path, const data_opts *o, c
         fprintf(stderr, "cnf %s: %s: %s, %s: %.17g is %s [0, %g) that --dequantize %g needs "
                 "(this column's values span [%.17g, %.17g]). --dequantize is for integer data "
                 "with the values 0, 1, ..., LEVELS-1 in every modelled column: %s\n",
-                cmd, path, row_name(D, bad, rb, sizeof rb), col_name(D, j, cols[j], cb, sizeof cb),
+                cmd, path, row_name(D, file_row, bad, rb, sizeof rb),
+                col_name(D, j, cols[j], cb, sizeof cb),
                 x, x == floor(x) ? "outside the integers in" : "not one of the integers in",
                 o->levels, o->levels, lo, hi,
                 x != floor(x) ? "leave it out for continuous data (or --exclude-columns this "
@@ -298,27 +303,32 @@ static int check_levels(const char *cmd, const char *path, const data_opts *o, c
     return 0;
 }
 
-/* Shuffle the rows of D (and their line numbers) with r. */
-static int shuffle_rows(const char *cmd, cnf_data *D, cnf_rng *r)
+/* Shuffle the rows of D (and their line numbers) with r; without line numbers (binary formats)
+ * *file_row = each row's index in the file (owned by the caller), else NULL. */
+static int shuffle_rows(const char *cmd, cnf_data *D, cnf_rng *r, size_t **file_row)
 {
-    if (D->line) { /* the same draws on a column of row indices give the permutation */
-        double *perm = malloc((D->n ? D->n : 1) * sizeof *perm);
-        size_t *line = malloc((D->n ? D->n : 1) * sizeof *line);
-        if (!perm || !line) {
-            free(perm);
-            free(line);
-            fprintf(stderr, "cnf %s: out of memory\n", cmd);
-            return 1;
-        }
-        for (size_t i = 0; i < D->n; i++)
-            perm[i] = (double)i;
-        cnf_rng r2 = *r;
-        cnf_data_shuffle(perm, D->n, 1, &r2);
-        for (size_t i = 0; i < D->n; i++)
-            line[i] = D->line[(size_t)perm[i]];
+    /* The same draws on a column of row indices give the permutation. */
+    double *perm = malloc((D->n ? D->n : 1) * sizeof *perm);
+    size_t *row = malloc((D->n ? D->n : 1) * sizeof *row);
+    *file_row = NULL;
+    if (!perm || !row) {
         free(perm);
+        free(row);
+        fprintf(stderr, "cnf %s: out of memory\n", cmd);
+        return 1;
+    }
+    for (size_t i = 0; i < D->n; i++)
+        perm[i] = (double)i;
+    cnf_rng r2 = *r;
+    cnf_data_shuffle(perm, D->n, 1, &r2);
+    for (size_t i = 0; i < D->n; i++)
+        row[i] = D->line ? D->line[(size_t)perm[i]] : (size_t)perm[i];
+    free(perm);
+    if (D->line) {
         free(D->line);
-        D->line = line;
+        D->line = row;
+    } else {
+        *file_row = row;
     }
     cnf_data_shuffle(D->X, D->n, D->d, r);
     return 0;
@@ -364,7 +374,7 @@ int data_load(const char *cmd, const char *path, const char *columns, const data
     if (!shuffle) {
         out->train = out->all.X;
         out->n_train = n;
-        u = o->levels > 0 ? check_levels(cmd, path, o, &out->all, n, cols) : 0;
+        u = o->levels > 0 ? check_levels(cmd, path, o, &out->all, NULL, n, cols) : 0;
         free(cols);
         if (u)
             data_split_free(out);
@@ -372,7 +382,8 @@ int data_load(const char *cmd, const char *path, const char *columns, const data
     }
     cnf_rng r;
     cnf_rng_seed(&r, seed ^ 0x5b1175ULL); /* the split's own stream */
-    if ((u = shuffle_rows(cmd, &out->all, &r))) {
+    size_t *file_row;
+    if ((u = shuffle_rows(cmd, &out->all, &r, &file_row))) {
         free(cols);
         data_split_free(out);
         return u;
@@ -385,11 +396,13 @@ int data_load(const char *cmd, const char *path, const char *columns, const data
         fprintf(stderr, "cnf %s: %s: %zu rows are too few for the split (train %zu, validation "
                 "%zu, test %zu)\n", cmd, path, n, out->n_train, out->n_val, out->n_test);
         free(cols);
+        free(file_row);
         data_split_free(out);
         return 1;
     }
-    u = o->levels > 0 ? check_levels(cmd, path, o, &out->all, out->n_train, cols) : 0;
+    u = o->levels > 0 ? check_levels(cmd, path, o, &out->all, file_row, out->n_train, cols) : 0;
     free(cols);
+    free(file_row);
     if (u) {
         data_split_free(out);
         return u;
