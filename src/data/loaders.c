@@ -319,15 +319,12 @@ static int parse_csv(const char *buf, size_t len, const char *name, unsigned fla
             if (!rc)
                 rc = vec_push(&a, x, name);
         }
-        if (rc == CNF_OK && n == lcap) {
-            size_t nc = lcap ? 2 * lcap : 256;
-            size_t *t = nc < lcap ? NULL : cnf_realloc(lines, nc, sizeof *lines);
-            if (!t)
-                rc = cnf_fail(CNF_ENOMEM, "%s: %zu line numbers", name, nc);
-            else {
-                lines = t;
-                lcap = nc;
-            }
+        if (rc == CNF_OK && !lines) { /* one per line of the file: allocated once */
+            for (const char *q = buf; (q = memchr(q, '\n', len - (size_t)(q - buf))); q++)
+                lcap++;
+            lcap++;
+            if (!(lines = cnf_calloc(lcap, sizeof *lines)))
+                rc = cnf_fail(CNF_ENOMEM, "%s: %zu line numbers", name, lcap);
         }
         if (rc)
             break;
