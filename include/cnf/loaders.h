@@ -48,7 +48,10 @@ typedef struct cnf_data {
     size_t n, d;
     size_t height, width; /* image shape when the file has 3 dimensions (d = height·width), else 0 */
     int integer;          /* every value is an integer (counts, pixels): a hint to dequantise */
-    size_t *line;         /* (n) CSV: the 1-based file line of each row (for messages); else NULL */
+    size_t first_line;    /* CSV: the 1-based file line of row 0; 0 for the binary formats */
+    size_t *line;         /* (n) CSV: the line of each row when the rows are not consecutive
+                           * lines (comments or blank lines between them), else NULL (row i is
+                           * on line first_line + i); see cnf_data_line */
     char **names;         /* (d) CSV: the header's column names (quotes removed); else NULL */
 } cnf_data;
 
@@ -81,10 +84,12 @@ CNF_API int cnf_data_select(cnf_data *data, const size_t *cols, size_t k);
 /* The first missing value (NaN, from CNF_DATA_MISSING_NAN) in row-major order: 1 with its row and
  * column in *row, *col, or 0 if there is none. */
 CNF_API int cnf_data_missing(const cnf_data *data, size_t *row, size_t *col);
+/* The file line of row (CSV, counted from 1), or 0 if the format has no lines. */
+CNF_API size_t cnf_data_line(const cnf_data *data, size_t row);
 /* Remove every row holding a missing value (NaN), keeping the order of the others (and their
- * lines); *dropped = the number removed; integer is recomputed on the rows kept. Never fails:
- * the array is compacted in place. */
-CNF_API void cnf_data_drop_missing(cnf_data *data, size_t *dropped);
+ * lines); *dropped = the number removed; integer is recomputed on the rows kept. CNF_ENOMEM
+ * (with *data unchanged) if the line numbers cannot be stored. */
+CNF_API int cnf_data_drop_missing(cnf_data *data, size_t *dropped);
 
 /* Shuffle the rows of X (n, d) in place by a Fisher–Yates permutation drawn from rng: the same
  * seed gives the same split on every machine. */

@@ -69,9 +69,9 @@ int data_is_file(const char *name)
  * --columns does; in a binary file "column 3". */
 static const char *col_name(const cnf_data *D, size_t sel, size_t file_col, char *buf, size_t len)
 {
-    if (D->line && D->names)
+    if (D->first_line && D->names)
         snprintf(buf, len, "field %zu (column %zu, '%s')", file_col + 1, file_col, D->names[sel]);
-    else if (D->line)
+    else if (D->first_line)
         snprintf(buf, len, "field %zu (column %zu)", file_col + 1, file_col);
     else
         snprintf(buf, len, "column %zu", file_col);
@@ -82,12 +82,11 @@ static const char *col_name(const cnf_data *D, size_t sel, size_t file_col, char
 static const char *row_name(const cnf_data *D, const size_t *file_row, size_t i, char *buf,
                             size_t len)
 {
-    if (D->line)
-        snprintf(buf, len, "line %zu", D->line[i]);
-    else if (file_row)
-        snprintf(buf, len, "row %zu", file_row[i]);
+    size_t r = D->line || !file_row ? i : file_row[i]; /* the row in the file (or in D->line) */
+    if (D->first_line)
+        snprintf(buf, len, "line %zu", cnf_data_line(D, r));
     else
-        snprintf(buf, len, "row %zu", i);
+        snprintf(buf, len, "row %zu", r);
     return buf;
 }
 
@@ -184,7 +183,7 @@ static int resolve_columns(const char *cmd, const char *path, const cnf_data *D,
     if (columns) {
         u = parse_columns(cmd, "--columns", path, D, columns, &c, &n);
     } else {
-        c = malloc(D->d * sizeof *c);
+        c = malloc(D->d * sizeof *c); /* d values are in memory already */
         if (!c) {
             fprintf(stderr, "cnf %s: out of memory\n", cmd);
             return 1;
@@ -246,7 +245,11 @@ static int handle_missing(const char *cmd, const char *path, const data_opts *o,
         return 1;
     }
     row_name(D, NULL, i, rb, sizeof rb);
-    cnf_data_drop_missing(D, &dropped);
+    int rc = cnf_data_drop_missing(D, &dropped);
+    if (rc) {
+        cli_error(cmd, rc, "--drop-missing");
+        return 1;
+    }
     fprintf(stderr, "cnf %s: %s: --drop-missing dropped %zu of %zu rows (a missing value in a "
             "modelled column; the first at %s)\n", cmd, path, dropped, n0, rb);
     if (D->n == 0) {
@@ -303,12 +306,12 @@ static int check_levels(const char *cmd, const char *path, const data_opts *o, c
     return 0;
 }
 
-/* Shuffle the rows of D (and their line numbers) with r; without line numbers (binary formats)
- * *file_row = each row's index in the file (owned by the caller), else NULL. */
+/* Shuffle the rows of D (and D->line if there is one) with r; without D->line *file_row = each
+ * row's index in the file (owned by the caller), else NULL. */
 static int shuffle_rows(const char *cmd, cnf_data *D, cnf_rng *r, size_t **file_row)
 {
     /* The same draws on a column of row indices give the permutation. */
-    double *perm = malloc((D->n ? D->n : 1) * sizeof *perm);
+    double *perm = malloc((D->n ? D->n : 1) * sizeof *perm); /* n values are in memory */
     size_t *row = malloc((D->n ? D->n : 1) * sizeof *row);
     *file_row = NULL;
     if (!perm || !row) {

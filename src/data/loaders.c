@@ -237,7 +237,7 @@ static int parse_csv(const char *buf, size_t len, const char *name, unsigned fla
     char delim = 0;
     int rc = CNF_OK, integer = 1, missing_ok = (flags & CNF_DATA_MISSING_NAN) != 0;
     field *f = NULL;
-    size_t fmax = 0, *lines = NULL, lcap = 0;
+    size_t fmax = 0, *lines = NULL, lcap = 0, first_line = 0;
     char **names = NULL;
     while (pos < len && rc == CNF_OK) {
         line++;
@@ -319,16 +319,23 @@ static int parse_csv(const char *buf, size_t len, const char *name, unsigned fla
             if (!rc)
                 rc = vec_push(&a, x, name);
         }
-        if (rc == CNF_OK && !lines) { /* one per line of the file: allocated once */
+        if (rc == CNF_OK && n && !lines && line != first_line + n) {
+            /* Not right after the previous row (a comment or blank line between): the rows'
+             * lines are stored, one entry per line of the file, allocated once. */
             for (const char *q = buf; (q = memchr(q, '\n', len - (size_t)(q - buf))); q++)
                 lcap++;
             lcap++;
             if (!(lines = cnf_calloc(lcap, sizeof *lines)))
                 rc = cnf_fail(CNF_ENOMEM, "%s: %zu line numbers", name, lcap);
+            for (size_t i = 0; lines && i < n; i++)
+                lines[i] = first_line + i;
         }
         if (rc)
             break;
-        lines[n] = line;
+        if (!n)
+            first_line = line;
+        if (lines)
+            lines[n] = line;
         d = k;
         n++;
     }
@@ -348,6 +355,7 @@ static int parse_csv(const char *buf, size_t len, const char *name, unsigned fla
     out->d = d;
     out->integer = integer;
     out->line = lines;
+    out->first_line = first_line;
     out->names = names;
     return CNF_OK;
 }
@@ -840,10 +848,23 @@ int cnf_data_missing(const cnf_data *data, size_t *row, size_t *col)
     return 0;
 }
 
-void cnf_data_drop_missing(cnf_data *data, size_t *dropped)
+size_t cnf_data_line(const cnf_data *data, size_t row)
 {
-    size_t d = data->d, m = 0;
+    return data->line ? data->line[row] : data->first_line ? data->first_line + row : 0;
+}
+
+int cnf_data_drop_missing(cnf_data *data, size_t *dropped)
+{
+    size_t d = data->d, m = 0, r, c;
     int integer = 1;
+    *dropped = 0;
+    if (!data->line && data->first_line && cnf_data_missing(data, &r, &c)) {
+        /* the rows kept are no longer consecutive lines: store each one's */
+        if (!(data->line = cnf_calloc(data->n, sizeof *data->line)))
+            return cnf_fail(CNF_ENOMEM, "%zu line numbers", data->n);
+        for (size_t i = 0; i < data->n; i++)
+            data->line[i] = data->first_line + i;
+    }
     for (size_t i = 0; i < data->n; i++) {
         const double *x = data->X + i * d;
         int miss = 0;
@@ -863,4 +884,5 @@ void cnf_data_drop_missing(cnf_data *data, size_t *dropped)
     *dropped = data->n - m;
     data->n = m;
     data->integer = integer;
+    return CNF_OK;
 }
