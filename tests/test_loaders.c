@@ -255,3 +255,66 @@ Test(loaders, select_shuffle_dequantize)
         cr_assert(A[i] >= B[i] && A[i] < B[i] + 1);
     cnf_data_clear(&D);
 }
+
+/* Messages name the file's line: a CSV row records its 1-based line (after a header, comments
+ * and blank lines), and a header its names (quotes removed); select keeps both consistent. */
+Test(loaders, csv_rows_know_their_lines_and_columns_their_names)
+{
+    const char *text = "# c\n\"w\",e,j\n\n1,2,3\n# x\n4,5,6\n7,8,9\n";
+    cnf_data D;
+    cr_assert_eq(cnf_data_parse(text, strlen(text), CNF_DATA_CSV, "t.csv", &D), CNF_OK, "%s",
+                 cnf_errmsg());
+    cr_assert_eq(D.n, 3);
+    cr_assert(D.line && D.names, "a comment between rows: lines stored");
+    cr_assert_eq(cnf_data_line(&D, 0), 4);
+    cr_assert_eq(cnf_data_line(&D, 1), 6);
+    cr_assert_eq(cnf_data_line(&D, 2), 7);
+    cr_assert_str_eq(D.names[0], "w");
+    cr_assert_str_eq(D.names[2], "j");
+    const size_t cols[] = {2, 0};
+    cr_assert_eq(cnf_data_select(&D, cols, 2), CNF_OK);
+    cr_assert_str_eq(D.names[0], "j");
+    cr_assert_str_eq(D.names[1], "w");
+    cr_assert_eq(D.X[2], 6.0);
+    cr_assert_eq(cnf_data_line(&D, 2), 7);
+    cnf_data_clear(&D);
+    const char *plain = "1 2\n3 4\n";
+    cr_assert_eq(cnf_data_parse(plain, strlen(plain), CNF_DATA_CSV, "p", &D), CNF_OK);
+    cr_assert_null(D.names, "no header, no names");
+    cr_assert_null(D.line, "consecutive rows: no array");
+    cr_assert_eq(cnf_data_line(&D, 1), 2);
+    cnf_data_clear(&D);
+}
+
+/* Missing values: an error naming line and field by default; NaN with CNF_DATA_MISSING_NAN, and
+ * cnf_data_drop_missing removes exactly those rows (lines and the integer flag follow). */
+Test(loaders, missing_values_read_as_nan_on_request_and_dropped)
+{
+    const char *text = "a,b\n1,2\nNA,3\n4,\n5,nan\n6,?\n7,N/A\n8,9\n";
+    cnf_data D;
+    cr_assert_eq(cnf_data_parse(text, strlen(text), CNF_DATA_CSV, "m.csv", &D), CNF_EFORMAT);
+    cr_assert(strstr(cnf_errmsg(), "m.csv: line 3, field 1"), "%s", cnf_errmsg());
+    cr_assert_eq(cnf_data_parse_flags(text, strlen(text), CNF_DATA_CSV, CNF_DATA_MISSING_NAN,
+                                      "m.csv", &D), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(D.n, 7);
+    size_t r, c;
+    cr_assert(cnf_data_missing(&D, &r, &c));
+    cr_assert_eq(r, 1);
+    cr_assert_eq(c, 0);
+    size_t dropped;
+    cr_assert_eq(cnf_data_drop_missing(&D, &dropped), CNF_OK);
+    cr_assert_eq(dropped, 5);
+    cr_assert_eq(D.n, 2);
+    cr_assert_eq(D.X[2], 8.0);
+    cr_assert_eq(cnf_data_line(&D, 1), 8);
+    cr_assert(D.integer);
+    cr_assert_not(cnf_data_missing(&D, &r, &c));
+    cnf_data_clear(&D);
+    /* Not a marker: still "not a number"; inf still not finite. */
+    const char *bad = "1,x2\n";
+    cr_assert_eq(cnf_data_parse_flags(bad, strlen(bad), CNF_DATA_CSV, CNF_DATA_MISSING_NAN, "b",
+                                      &D), CNF_EFORMAT);
+    const char *inf = "1,2\n1,inf\n";
+    cr_assert_eq(cnf_data_parse_flags(inf, strlen(inf), CNF_DATA_CSV, CNF_DATA_MISSING_NAN, "i",
+                                      &D), CNF_ENONFINITE);
+}

@@ -48,7 +48,19 @@ typedef struct cnf_data {
     size_t n, d;
     size_t height, width; /* image shape when the file has 3 dimensions (d = height·width), else 0 */
     int integer;          /* every value is an integer (counts, pixels): a hint to dequantise */
+    size_t first_line;    /* CSV: the 1-based file line of row 0; 0 for the binary formats */
+    size_t *line;         /* (n) CSV: the line of each row when the rows are not consecutive
+                           * lines (comments or blank lines between them), else NULL (row i is
+                           * on line first_line + i); see cnf_data_line */
+    char **names;         /* (d) CSV: the header's column names (quotes removed); else NULL */
 } cnf_data;
+
+/* Flags of cnf_data_load_flags / cnf_data_parse_flags. */
+enum {
+    /* CSV: a missing value — an empty field, NA, N/A, NaN (any case) or ? — is read as NaN
+     * instead of failing with CNF_EFORMAT; see cnf_data_missing and cnf_data_drop_missing. */
+    CNF_DATA_MISSING_NAN = 1,
+};
 
 /* Read path in format fmt into *out. On failure *out is zeroed and nothing is allocated. */
 CNF_API int cnf_data_load(const char *path, cnf_data_format fmt, cnf_data *out);
@@ -56,12 +68,28 @@ CNF_API int cnf_data_load(const char *path, cnf_data_format fmt, cnf_data *out);
  * content that is neither .npy nor IDX, which are recognised by their magic bytes. */
 CNF_API int cnf_data_parse(const void *buf, size_t len, cnf_data_format fmt, const char *name,
                            cnf_data *out);
-/* Free out->X and zero *out (NULL is fine). */
+/* cnf_data_load / cnf_data_parse with flags (a combination of CNF_DATA_* flags above; 0 gives
+ * the functions above). */
+CNF_API int cnf_data_load_flags(const char *path, cnf_data_format fmt, unsigned flags,
+                                cnf_data *out);
+CNF_API int cnf_data_parse_flags(const void *buf, size_t len, cnf_data_format fmt, unsigned flags,
+                                 const char *name, cnf_data *out);
+/* Free out->X, out->line, out->names and zero *out (NULL is fine). */
 CNF_API void cnf_data_clear(cnf_data *out);
 
-/* Keep only the columns listed in cols (k indices < d, in that order): X becomes (n, k).
- * CNF_EINVAL names an out-of-range index; *data is unchanged on failure. */
+/* Keep only the columns listed in cols (k indices < d, in that order): X becomes (n, k), and
+ * names (if any) follow. CNF_EINVAL names an out-of-range index; *data is unchanged on failure. */
 CNF_API int cnf_data_select(cnf_data *data, const size_t *cols, size_t k);
+
+/* The first missing value (NaN, from CNF_DATA_MISSING_NAN) in row-major order: 1 with its row and
+ * column in *row, *col, or 0 if there is none. */
+CNF_API int cnf_data_missing(const cnf_data *data, size_t *row, size_t *col);
+/* The file line of row (CSV, counted from 1), or 0 if the format has no lines. */
+CNF_API size_t cnf_data_line(const cnf_data *data, size_t row);
+/* Remove every row holding a missing value (NaN), keeping the order of the others (and their
+ * lines); *dropped = the number removed; integer is recomputed on the rows kept. CNF_ENOMEM
+ * (with *data unchanged) if the line numbers cannot be stored. */
+CNF_API int cnf_data_drop_missing(cnf_data *data, size_t *dropped);
 
 /* Shuffle the rows of X (n, d) in place by a Fisher–Yates permutation drawn from rng: the same
  * seed gives the same split on every machine. */

@@ -7,7 +7,11 @@
 #include "opts.h"
 
 typedef struct data_opts {
-    const char *columns;      /* "0-63,65" or NULL: every column */
+    const char *columns;      /* "0-63,65", "waiting,eruptions" or NULL: every column */
+    const char *exclude;      /* --exclude-columns: the same kind of list, or NULL */
+    int drop_missing;         /* skip rows with a missing value (else: an error naming it) */
+    int warn_integer;         /* warn about integer data without --dequantize (training runs:
+                               * set by data_opts_table) */
     double val_frac, test_frac;
     int standardize, drop_constant;
     double levels, alpha;     /* --dequantize LEVELS (0: continuous data), --alpha */
@@ -15,11 +19,12 @@ typedef struct data_opts {
     size_t patience;          /* early stopping: validations without improvement (0: off) */
 } data_opts;
 
-enum { DATA_OPTS_COUNT = 9 };
+enum { DATA_OPTS_COUNT = 11 };
 
 void data_opts_default(data_opts *o);
-/* Append the options (DATA_OPTS_COUNT entries, all saved in model files) to t; returns the
- * count. */
+/* Append the options (DATA_OPTS_COUNT entries, all but --drop-missing saved in model files, so
+ * that files of runs without it are what they were) to t; returns the count. These are training
+ * options: o->warn_integer is set. */
 size_t data_opts_table(data_opts *o, cli_opt *t);
 
 /* Is name a file rather than one of the toy sets? (it contains '/' or '.', or it is no toy set's
@@ -34,9 +39,13 @@ typedef struct data_split {
     size_t n_train, n_val, n_test;
 } data_split;
 
-/* Load path, select --columns (a column list, or NULL for all), shuffle with seed and split.
- * With shuffle = 0 the rows keep their file order and everything is "train" (eval --scores).
- * 0, or 1 after a message on stderr. */
+/* Load path, select --columns (a column list, or NULL for all) minus o->exclude, shuffle with
+ * seed and split. Before the shuffle: a missing value in a selected column is an error naming
+ * its file line and column, or its row is dropped (o->drop_missing, with a note on stderr);
+ * with o->levels > 0 every value must be an integer in [0, levels) (else an error naming the
+ * file's line, column and value); integer data without o->levels get a warning when
+ * o->warn_integer. With shuffle = 0 the rows keep their file order and everything is "train"
+ * (eval --scores). 0, or 1 or 2 after a message on stderr. */
 int data_load(const char *cmd, const char *path, const char *columns, const data_opts *o,
               uint64_t seed, int shuffle, data_split *out);
 void data_split_free(data_split *s);

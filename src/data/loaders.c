@@ -20,6 +20,10 @@ void cnf_data_clear(cnf_data *out)
     if (!out)
         return;
     free(out->X);
+    free(out->line);
+    for (size_t j = 0; out->names && j < out->d; j++)
+        free(out->names[j]);
+    free(out->names);
     memset(out, 0, sizeof *out);
 }
 
@@ -139,6 +143,22 @@ static int field_number(const char *s, size_t len, double *x)
 
 static int is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
+/* A missing-value marker: empty, NA, N/A, NaN (any case) or ?. */
+static int is_missing(const char *s, size_t len)
+{
+    static const char *const marks[] = {"na", "n/a", "nan", "?"};
+    if (len == 0)
+        return 1;
+    for (size_t m = 0; m < sizeof marks / sizeof *marks; m++) {
+        size_t k = strlen(marks[m]), i = 0;
+        while (i < k && i < len && (s[i] | 0x20) == marks[m][i])
+            i++;
+        if (i == k && k == len)
+            return 1;
+    }
+    return 0;
+}
+
 /* Split line [s, s+len) into fields; calls back with each field (trimmed). Returns the count, or
  * sets *empty to the 1-based index of an empty comma-separated field. */
 typedef struct field {
@@ -186,14 +206,39 @@ static size_t split(const char *s, size_t len, char delim, field *f, size_t max,
     return k;
 }
 
-static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *out)
+/* The header's names: each field with surrounding double quotes removed; NULL if out of memory. */
+static char **header_names(const field *f, size_t k)
+{
+    char **names = calloc(k, sizeof *names);
+    for (size_t j = 0; names && j < k; j++) {
+        const char *s = f[j].s;
+        size_t l = f[j].len;
+        if (l >= 2 && s[0] == '"' && s[l - 1] == '"') {
+            s++;
+            l -= 2;
+        }
+        if (!(names[j] = malloc(l + 1))) {
+            for (size_t i = 0; i < j; i++)
+                free(names[i]);
+            free(names);
+            return NULL;
+        }
+        memcpy(names[j], s, l);
+        names[j][l] = '\0';
+    }
+    return names;
+}
+
+static int parse_csv(const char *buf, size_t len, const char *name, unsigned flags,
+                     cnf_data *out)
 {
     vec a = {0};
     size_t line = 0, pos = 0, d = 0, header_d = 0, n = 0;
     char delim = 0;
-    int rc = CNF_OK, integer = 1;
+    int rc = CNF_OK, integer = 1, missing_ok = (flags & CNF_DATA_MISSING_NAN) != 0;
     field *f = NULL;
-    size_t fmax = 0;
+    size_t fmax = 0, *lines = NULL, lcap = 0, first_line = 0;
+    char **names = NULL;
     while (pos < len && rc == CNF_OK) {
         line++;
         const char *s = buf + pos;
@@ -224,7 +269,7 @@ static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *ou
             fmax = k;
             split(s, l, delim, f, fmax, &empty);
         }
-        if (empty) {
+        if (empty && !missing_ok) {
             rc = cnf_fail(CNF_EFORMAT, "%s: line %zu, field %zu: empty field", name, line, empty);
             break;
         }
@@ -234,16 +279,23 @@ static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *ou
                           name, line, k, expect);
             break;
         }
-        size_t numeric = 0, first_bad = 0;
+        size_t numeric = 0, first_bad = 0, missing = 0;
         double x;
         for (size_t j = 0; j < k; j++) {
-            if (field_number(f[j].s, f[j].len, &x))
+            if (missing_ok && is_missing(f[j].s, f[j].len))
+                missing++;
+            else if (field_number(f[j].s, f[j].len, &x))
                 numeric++;
             else if (!first_bad)
                 first_bad = j + 1;
         }
-        if (numeric == 0 && !d && !header_d) { /* the header line */
+        /* The header line: no number (and, when missing values are read, not only markers). */
+        if (numeric == 0 && missing < k && !d && !header_d) {
             header_d = k;
+            if (!(names = header_names(f, k))) {
+                rc = cnf_fail(CNF_ENOMEM, "%s: line %zu: %zu column names", name, line, k);
+                break;
+            }
             continue;
         }
         if (first_bad) {
@@ -254,6 +306,10 @@ static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *ou
             break;
         }
         for (size_t j = 0; j < k && rc == CNF_OK; j++) {
+            if (missing_ok && is_missing(f[j].s, f[j].len)) {
+                rc = vec_push(&a, NAN, name);
+                continue;
+            }
             field_number(f[j].s, f[j].len, &x);
             if (!isfinite(x))
                 rc = cnf_fail(CNF_ENONFINITE, "%s: line %zu, field %zu: '%.*s' is not finite",
@@ -263,6 +319,23 @@ static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *ou
             if (!rc)
                 rc = vec_push(&a, x, name);
         }
+        if (rc == CNF_OK && n && !lines && line != first_line + n) {
+            /* Not right after the previous row (a comment or blank line between): the rows'
+             * lines are stored, one entry per line of the file, allocated once. */
+            for (const char *q = buf; (q = memchr(q, '\n', len - (size_t)(q - buf))); q++)
+                lcap++;
+            lcap++;
+            if (!(lines = cnf_calloc(lcap, sizeof *lines)))
+                rc = cnf_fail(CNF_ENOMEM, "%s: %zu line numbers", name, lcap);
+            for (size_t i = 0; lines && i < n; i++)
+                lines[i] = first_line + i;
+        }
+        if (rc)
+            break;
+        if (!n)
+            first_line = line;
+        if (lines)
+            lines[n] = line;
         d = k;
         n++;
     }
@@ -271,12 +344,19 @@ static int parse_csv(const char *buf, size_t len, const char *name, cnf_data *ou
         rc = cnf_fail(CNF_EFORMAT, "%s: no data rows (%zu lines)", name, line);
     if (rc) {
         free(a.v);
+        free(lines);
+        for (size_t j = 0; names && j < header_d; j++)
+            free(names[j]);
+        free(names);
         return rc;
     }
     out->X = a.v;
     out->n = n;
     out->d = d;
     out->integer = integer;
+    out->line = lines;
+    out->first_line = first_line;
+    out->names = names;
     return CNF_OK;
 }
 
@@ -611,6 +691,12 @@ static cnf_data_format by_extension(const char *path)
 int cnf_data_parse(const void *buf, size_t len, cnf_data_format fmt, const char *name,
                    cnf_data *out)
 {
+    return cnf_data_parse_flags(buf, len, fmt, 0, name, out);
+}
+
+int cnf_data_parse_flags(const void *buf, size_t len, cnf_data_format fmt, unsigned flags,
+                         const char *name, cnf_data *out)
+{
     if (!out || (!buf && len))
         return cnf_fail(CNF_EINVAL, "cnf_data_parse: NULL argument");
     memset(out, 0, sizeof *out);
@@ -634,7 +720,7 @@ int cnf_data_parse(const void *buf, size_t len, cnf_data_format fmt, const char 
     }
     int rc;
     switch (fmt) {
-    case CNF_DATA_CSV: rc = parse_csv((const char *)b, len, name, out); break;
+    case CNF_DATA_CSV: rc = parse_csv((const char *)b, len, name, flags, out); break;
     case CNF_DATA_NPY: rc = parse_npy(b, len, name, out); break;
     case CNF_DATA_IDX: rc = parse_idx(b, len, name, out); break;
     default: rc = cnf_fail(CNF_EINVAL, "%s: unknown data format %d", name, (int)fmt);
@@ -646,6 +732,11 @@ int cnf_data_parse(const void *buf, size_t len, cnf_data_format fmt, const char 
 }
 
 int cnf_data_load(const char *path, cnf_data_format fmt, cnf_data *out)
+{
+    return cnf_data_load_flags(path, fmt, 0, out);
+}
+
+int cnf_data_load_flags(const char *path, cnf_data_format fmt, unsigned flags, cnf_data *out)
 {
     if (!path || !out)
         return cnf_fail(CNF_EINVAL, "cnf_data_load: NULL argument");
@@ -678,7 +769,7 @@ int cnf_data_load(const char *path, cnf_data_format fmt, cnf_data *out)
     }
     if (fmt == CNF_DATA_AUTO)
         fmt = by_extension(path);
-    int rc = cnf_data_parse(buf, len, fmt, path, out);
+    int rc = cnf_data_parse_flags(buf, len, fmt, flags, path, out);
     free(buf);
     return rc;
 }
@@ -692,8 +783,25 @@ int cnf_data_select(cnf_data *data, const size_t *cols, size_t k)
             return cnf_fail(CNF_EINVAL, "column %zu does not exist (the data have %zu columns, "
                             "numbered from 0)", cols[j], data->d);
     double *Y = cnf_calloc(cnf_size_mul(data->n, k), sizeof(double));
-    if (!Y)
+    char **names = data->names ? calloc(k, sizeof *names) : NULL;
+    for (size_t j = 0; names && j < k; j++)
+        names[j] = malloc(strlen(data->names[cols[j]]) + 1);
+    int nomem = !Y || (data->names && !names);
+    for (size_t j = 0; names && j < k; j++)
+        nomem |= !names[j];
+    if (nomem) {
+        for (size_t j = 0; names && j < k; j++)
+            free(names[j]);
+        free(names);
+        free(Y);
         return cnf_fail(CNF_ENOMEM, "%zu x %zu values", data->n, k);
+    }
+    for (size_t j = 0; names && j < k; j++)
+        strcpy(names[j], data->names[cols[j]]);
+    for (size_t j = 0; data->names && j < data->d; j++)
+        free(data->names[j]);
+    free(data->names);
+    data->names = names;
     int integer = 1;
     for (size_t i = 0; i < data->n; i++)
         for (size_t j = 0; j < k; j++) {
@@ -726,4 +834,55 @@ void cnf_data_dequantize(double *X, size_t n, size_t d, cnf_rng *rng)
 {
     for (size_t i = 0; i < n * d; i++)
         X[i] += cnf_rng_uniform(rng);
+}
+
+int cnf_data_missing(const cnf_data *data, size_t *row, size_t *col)
+{
+    for (size_t i = 0; i < data->n; i++)
+        for (size_t j = 0; j < data->d; j++)
+            if (isnan(data->X[i * data->d + j])) {
+                *row = i;
+                *col = j;
+                return 1;
+            }
+    return 0;
+}
+
+size_t cnf_data_line(const cnf_data *data, size_t row)
+{
+    return data->line ? data->line[row] : data->first_line ? data->first_line + row : 0;
+}
+
+int cnf_data_drop_missing(cnf_data *data, size_t *dropped)
+{
+    size_t d = data->d, m = 0, r, c;
+    int integer = 1;
+    *dropped = 0;
+    if (!data->line && data->first_line && cnf_data_missing(data, &r, &c)) {
+        /* the rows kept are no longer consecutive lines: store each one's */
+        if (!(data->line = cnf_calloc(data->n, sizeof *data->line)))
+            return cnf_fail(CNF_ENOMEM, "%zu line numbers", data->n);
+        for (size_t i = 0; i < data->n; i++)
+            data->line[i] = data->first_line + i;
+    }
+    for (size_t i = 0; i < data->n; i++) {
+        const double *x = data->X + i * d;
+        int miss = 0;
+        for (size_t j = 0; j < d && !miss; j++)
+            miss = isnan(x[j]);
+        if (miss)
+            continue;
+        for (size_t j = 0; j < d; j++)
+            integer &= x[j] == floor(x[j]);
+        if (m != i) {
+            memmove(data->X + m * d, x, d * sizeof(double));
+            if (data->line)
+                data->line[m] = data->line[i];
+        }
+        m++;
+    }
+    *dropped = data->n - m;
+    data->n = m;
+    data->integer = integer;
+    return CNF_OK;
 }
