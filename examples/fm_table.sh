@@ -29,7 +29,7 @@ for data in 8gaussians checkerboard 2spirals; do
       --json > "$out/$k-$data.eval"
   done
   awk -v d="$data" -v a="$(field "$out/ml-$data.log" test_nll)" -v s="$secs" \
-      -v f="$(field "$out/ml-$data.eval" nfe)" -v g="$(field "$out/fm-$data.eval" nfe)" \
+      -v f="$(field "$out/ml-$data.eval" nfe_per_solve)" -v g="$(field "$out/fm-$data.eval" nfe_per_solve)" \
       -v m="$(field "$out/fm-$data.log" test_nll)" -v i="$(field "$out/fm-$data.log" iters)" \
       'BEGIN { printf "| %s | %.3f | %.0f | %d | %.3f | %d | %d | %+.3f |\n", d, a, s, f, m, i, g, m - a }'
 done

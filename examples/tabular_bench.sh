@@ -71,7 +71,7 @@ run_cli() {
     "$cnf" eval --model "$base.safetensors" --data "$file" --split test \
         --scores "$base.scores" --json > "$base.eval" 2>> "$base.err" ||
         { echo "   eval failed: $(tail -n 2 "$base.err")" >&2; return 0; }
-    echo "   test NLL $(field "$base.log" test_nll), iteration $(field "$base.log" best_iter)/$(field "$base.log" iters), $(field "$base.log" seconds) s, eval NFE $(field "$base.eval" nfe)" >&2
+    echo "   test NLL $(field "$base.log" test_nll), iteration $(field "$base.log" best_iter)/$(field "$base.log" iters), $(field "$base.log" seconds) s, eval NFE $(field "$base.eval" nfe_per_solve)" >&2
 }
 
 for spec in "$@"; do
@@ -144,10 +144,10 @@ def last_json(path):
     except Exception:
         return None
 
-def nfe_per_solve(e):  # cnf eval's nfe adds up its batches of 1000 rows
-    if "nfe" not in e or not e.get("n"):
+def nfe_per_solve(e):  # cnf eval's mean NFE over its solves (batches of rows)
+    if e.get("nfe_per_solve") is None:
         return ""
-    return f"{e['nfe'] / -(-e['n'] // 1000):.0f}"
+    return f"{e['nfe_per_solve']:.0f}"
 
 print(f"Budget {secs} s of wall-clock training per model; test NLL in nats (± SE); "
       "paired: CNF − best other model over the same test rows (negative: the CNF is better).\n")

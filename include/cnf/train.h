@@ -106,7 +106,17 @@ typedef struct cnf_train_config {
     const void *objective_params;
     cnf_batch_fn next_batch; /* objectives that fit data (ml, flow matching): required */
     void *batch_ctx;
-    double max_seconds;      /* stop after this much wall time (0 = no limit) */
+    /* Wall-time budget of the run (0 = no limit), from the start of cnf_trainer_run. The run
+     * ends (status CNF_TRAIN_TIME_LIMIT) after the last iteration that leaves room for one more
+     * validation and for after_rows, i.e. once
+     *     elapsed + t_iter + r·(val_n + after_rows) (+ r·val_n if this iteration validates anyway)
+     * would pass it, so that the final validation (and the caller's evaluation of after_rows
+     * more rows, e.g. a test set) fit inside. t_iter is the last iteration's time; r the time
+     * per validated row (per sample for reverse KL) of the last validation — before the first,
+     * of a probe evaluation of one training batch at the first iteration — times 1.1, scaled by
+     * the growth of the training solves' NFE since it was measured. */
+    double max_seconds;
+    size_t after_rows;       /* with max_seconds: rows the caller evaluates after the run */
     /* Stop request (optional), polled before every iteration: when it returns non-zero the run
      * ends after the iteration in progress with CNF_OK and status CNF_TRAIN_INTERRUPTED, without
      * a further validation. Meant for a flag an application's signal handler sets: the library
@@ -153,9 +163,9 @@ CNF_API int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_c
                                uint64_t seed);
 CNF_API void cnf_trainer_free(cnf_trainer *t);
 
-/* Train until cfg->iters iterations are done (from wherever the trainer stands), or until
- * max_seconds have passed (the last iteration then reports has_val with a validation, if val_every
- * is set), or the stop callback asks. cnf_trainer_status says which. On a divergence or solver
+/* Train until cfg->iters iterations are done (from wherever the trainer stands), or until the
+ * max_seconds budget is used (the last iteration then reports has_val with a validation, if
+ * val_every is set), or the stop callback asks. cnf_trainer_status says which. On a divergence or solver
  * failure the trainer is back at its last good state (see the guard above; with ema_decay the
  * flow holds that state's average). On another error the parameters hold the last successful
  * step (not the average of ema_decay), and the iteration count says where. */

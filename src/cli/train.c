@@ -57,8 +57,11 @@ static void build_table(train_ctx *c)
          "--ema: the average restarts)", 0},
         {"--json", OPT_FLAG, &c->to.json, NULL,
          "print a JSON object as the last line of stdout, whatever the outcome: status (ok, "
-         "diverged, solver_failed, interrupted, time_limit, error), iters, seconds, train_loss, "
-         "test_nll, test_nll_stderr, nfe_forward, nfe_backward (means per iteration); with "
+         "diverged, solver_failed, interrupted, time_limit, error), iters, seconds (wall-clock "
+         "of the whole command), max_seconds (null without a limit), train_loss (the mean loss "
+         "of the last 100 iterations, or of all if fewer ran), test_nll, test_nll_stderr, "
+         "nfe_forward, nfe_backward (means per iteration); data files also: bits_per_dim, "
+         "best_iter and val_nll (null without validation rows), n_train, n_test; with "
          "reverse-kl: elbo, log_z_estimate, ess_fraction, seconds, log_z_true (where known)",
          0},
         {"--objective", OPT_STR, &c->to.objective, "NAME", c->objective_help, 1},
@@ -73,13 +76,21 @@ static void build_table(train_ctx *c)
          "flow matching: icfm (independent pairs) or otcfm (minibatch optimal transport)", 1},
         {"--fm-sigma", OPT_DOUBLE, &c->to.fm_sigma, "S", "flow matching: path noise", 1},
         {"--max-seconds", OPT_DOUBLE, &c->to.max_seconds, "S",
-         "stop after S seconds of training (0: no limit), validating at the stop", 0},
+         "wall-clock budget of the whole command (0: no limit), counted from its start (the "
+         "process's own start, a few tens of milliseconds, is not counted): loading the data, "
+         "training, the final validation and the test evaluation all fit in it; training stops "
+         "early enough for the evaluations, whose time is estimated from the validations so "
+         "far; the JSON's status is then time_limit", 0},
         {"--ema", OPT_DOUBLE, &c->to.ema, "DECAY",
          "average the weights (exponential moving average with this decay, e.g. 0.999; 0: off): "
          "validation, the final figures and the saved model use the average (--plot-every "
          "pictures between validations show the current weights; --resume starts a new average)",
          1},
+        {"--progress-every", OPT_DOUBLE, &c->to.progress_every, "S",
+         "when stderr is not a terminal: a progress line there every S seconds until the first "
+         "log line (0: none; a terminal gets a live line instead)", 0},
     };
+    _Static_assert(sizeof mine / sizeof *mine <= TRAIN_OPTS_MAX, "raise TRAIN_OPTS_MAX");
     memcpy(c->table + c->n_table, mine, sizeof mine);
     c->n_table += sizeof mine / sizeof *mine;
     c->n_table += data_opts_table(&c->dop, c->table + c->n_table);
@@ -106,9 +117,17 @@ static void help(FILE *out)
                  "with its effective sample size.\n"
                  "\noptions:\n");
     cli_opts_help(out, c->table, c->n_table);
-    fprintf(out, "\nProgress: a live line on a terminal (stderr), log lines on stdout otherwise.\n"
-                 "Test NLL is the mean -log p in nats over the held-out points, +- its standard\n"
-                 "error.\n\n"
+    fprintf(out, "\nProgress: a live line on a terminal (stderr), log lines on stdout otherwise\n"
+                 "(and on stderr a progress line every --progress-every seconds until the first\n"
+                 "of them). A CNF's log lines show the NFE of the iteration (forward/backward)\n"
+                 "and the current end time T. Test NLL is the mean -log p in nats over the\n"
+                 "held-out points, +- its standard error.\n\n"
+                 "Model selection: on a toy set validation is the test NLL of --test-n fresh\n"
+                 "points; on a data file it is the NLL of the validation rows (\"val nll\"), the\n"
+                 "parameters of the best validation are kept and then scored once on the test\n"
+                 "rows. With --val-frac 0 there are no validation rows: nothing is selected (the\n"
+                 "test rows are never used to choose), the final parameters (the average with\n"
+                 "--ema) are kept, and --patience is refused.\n\n"
                  "A health guard stops a run whose loss or gradient turns non-finite or explodes,\n"
                  "whose optimizer step runs away (e.g. far too large --lr), or whose ODE solver\n"
                  "fails: the message says what happened where and what to try, and --out gets\n"
@@ -136,6 +155,7 @@ static cli_opt *find_opt(train_ctx *c, const char *name)
 
 int cmd_train(int argc, char **argv)
 {
+    const double t0 = cli_now();
     train_ctx ctx, *c = &ctx;
     memset(c, 0, sizeof *c);
     help_ctx = c;
@@ -153,6 +173,7 @@ int cmd_train(int argc, char **argv)
     c->to.objective = "ml";
     c->to.prior_sd = 1.0;
     c->to.fm_variant = "icfm";
+    c->to.progress_every = 10;
     build_table(c);
     int u = cli_opts_parse(CMD, c->table, c->n_table, argc, argv, help);
     if (u)
@@ -161,12 +182,17 @@ int cmd_train(int argc, char **argv)
     if ((u = cli_check_output_path(CMD, "--out", c->to.out)) ||
         (u = cli_check_output_path(CMD, "--plot", c->to.plot)))
         return u;
+    if (!(c->to.max_seconds >= 0) || !(c->to.progress_every >= 0)) {
+        fprintf(stderr, "cnf %s: --max-seconds and --progress-every must be >= 0\n", CMD);
+        return 2;
+    }
     if (c->to.save_every && !c->to.out) {
         fprintf(stderr, "cnf %s: --save-every needs --out FILE\n", CMD);
         return 2;
     }
 
     memset(&c->R, 0, sizeof c->R);
+    c->R.t0 = t0;
     cnf_st_file *file = NULL;
     int status = 1, rc;
     double *test = NULL;
@@ -288,14 +314,27 @@ int cmd_train(int argc, char **argv)
                            .next_batch = toy_batch, .batch_ctx = (void *)data,
                            .progress = train_progress, .progress_ctx = c, .objective = objective,
                            .objective_params = flow_matching ? &fmp : NULL,
-                           .max_seconds = c->to.max_seconds, .stop = train_stop_requested};
-    if (c->R.file) { /* validate on the validation rows (the test rows if there are none) */
-        tc.val_X = c->R.split.n_val ? c->R.split.val : c->R.split.test;
-        tc.val_n = c->R.split.n_val ? c->R.split.n_val : c->R.split.n_test;
+                           .stop = train_stop_requested};
+    if (c->to.max_seconds > 0) /* the budget counts from the command's start */
+        tc.max_seconds = fmax(c->to.max_seconds - (cli_now() - c->R.t0), 1e-9);
+    c->R.val_name = c->R.file ? "val" : "test";
+    if (c->R.file) { /* validate on the validation rows; never on the test rows */
+        tc.val_X = c->R.split.val;
+        tc.val_n = c->R.split.n_val;
         tc.next_batch = data_batch_fn;
         tc.batch_ctx = &c->R.db;
-        if (tc.val_n == 0)
+        tc.after_rows = c->R.split.n_test; /* scored after the run, within --max-seconds */
+        if (tc.val_n == 0) {
+            tc.val_X = NULL;
             tc.val_every = 0;
+            if (c->dop.patience) {
+                fprintf(stderr, "cnf %s: --patience stops on the validation NLL, but %s leaves "
+                        "no validation rows (--val-frac %g): give --val-frac > 0\n", CMD,
+                        c->to.data, c->dop.val_frac);
+                status = 2;
+                goto done;
+            }
+        }
     }
     if ((c->R.file || c->dop.patience) && tc.val_every &&
         (rc = cnf_early_stop_init(&c->R.es, c->R.flow, c->dop.patience))) {
@@ -317,15 +356,15 @@ int cmd_train(int argc, char **argv)
     }
     c->R.first_iter = cnf_trainer_iter(c->R.trainer);
     c->R.tty = isatty(2);
-    printf("cnf train: %s, %s flow with %zu parameters, %s, batch %zu, seed %llu, from "
-           "iteration %zu to %zu\n",
-           c->to.data, cnf_flow_kind(c->R.flow), cnf_flow_n_params(c->R.flow),
-           cnf_cflow_settings(c->R.flow) ? c->fo.solver : "no ODE solver", c->to.batch,
-           (unsigned long long)c->to.seed, c->R.first_iter, c->to.iters);
+    train_banner(c);
+    if (c->R.file && !c->R.split.n_val)
+        printf("no validation rows (--val-frac %g): no model selection; the final parameters%s "
+               "are kept and scored on the test rows\n", c->dop.val_frac,
+               c->to.ema > 0 ? " (their average)" : "");
     fflush(stdout);
     c->R.start = cli_now();
     rc = cnf_trainer_run(c->R.trainer);
-    double seconds = cli_now() - c->R.start;
+    double seconds;
     outcome o;
     train_outcome_of_run(c, &o, rc);
     if (train_outcome_good(&o) && c->R.es.best && c->R.es.best_nll < INFINITY) {
@@ -344,6 +383,8 @@ int cmd_train(int argc, char **argv)
         if (rc)
             train_outcome_fail(&o, rc, "evaluating the test rows");
         else
+            c->R.val_name = "test";
+        if (!rc)
             printf("test NLL %.4f +- %.4f nats over %zu rows (%s)", c->R.last_val, c->R.last_val_se,
                    c->R.split.n_test, cnf_pre_is_projection(p) ? "in PCA space" : "in data space");
         if (!rc && isfinite(bpd))
@@ -360,9 +401,14 @@ int cmd_train(int argc, char **argv)
     }
     size_t n = c->R.n_logged ? c->R.n_logged : 1;
     char nll[96] = "no validation yet";
+    const int is_test = !strcmp(c->R.val_name, "test");
     if (c->R.has_val)
-        snprintf(nll, sizeof nll, "test NLL %.4f +- %.4f nats", c->R.last_val, c->R.last_val_se);
-    if (train_outcome_good(&o))
+        snprintf(nll, sizeof nll, "%s NLL %.4f +- %.4f nats", is_test ? "test" : "validation",
+                 c->R.last_val, c->R.last_val_se);
+    seconds = cli_now() - c->R.t0; /* the whole command, as --max-seconds counts it */
+    if (o.st == CNF_TRAIN_TIME_LIMIT)
+        printf("done (--max-seconds %g reached): ", c->to.max_seconds);
+    else if (train_outcome_good(&o))
         printf("done: ");
     else
         printf("stopped (%s): ", cnf_train_status_name(o.st));
@@ -377,12 +423,14 @@ int cmd_train(int argc, char **argv)
                                                                           : c->R.flow));
         printf(",\"iters\":%zu,\"seconds\":", cnf_trainer_iter(c->R.trainer));
         cli_json_number(stdout, seconds);
+        printf(",\"max_seconds\":");
+        cli_json_number(stdout, c->to.max_seconds > 0 ? c->to.max_seconds : NAN);
         printf(",\"train_loss\":");
-        cli_json_number(stdout, c->R.n_logged ? c->R.loss_sum / n : NAN);
+        cli_json_number(stdout, train_final_loss(c));
         printf(",\"test_nll\":");
-        cli_json_number(stdout, c->R.has_val ? c->R.last_val : NAN);
+        cli_json_number(stdout, c->R.has_val && is_test ? c->R.last_val : NAN);
         printf(",\"test_nll_stderr\":");
-        cli_json_number(stdout, c->R.has_val ? c->R.last_val_se : NAN);
+        cli_json_number(stdout, c->R.has_val && is_test ? c->R.last_val_se : NAN);
         printf(",\"nfe_forward\":");
         cli_json_number(stdout, c->R.nfe_f / n);
         printf(",\"nfe_backward\":");
@@ -390,8 +438,11 @@ int cmd_train(int argc, char **argv)
         if (c->R.file) {
             printf(",\"bits_per_dim\":");
             cli_json_number(stdout, bpd);
-            printf(",\"best_iter\":%zu,\"val_nll\":", c->R.es.best_iter);
-            cli_json_number(stdout, c->R.es.best_nll);
+            const int sel = c->R.es.best && c->R.es.best_nll < INFINITY;
+            printf(",\"best_iter\":");
+            cli_json_number(stdout, sel ? (double)c->R.es.best_iter : NAN);
+            printf(",\"val_nll\":");
+            cli_json_number(stdout, sel ? c->R.es.best_nll : NAN);
             printf(",\"n_train\":%zu,\"n_test\":%zu", c->R.split.n_train, c->R.split.n_test);
         }
         printf(",\"seed\":%llu}\n", (unsigned long long)c->to.seed);

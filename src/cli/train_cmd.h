@@ -11,6 +11,8 @@
 #include "opts.h"
 
 #define CMD "train"
+#define TRAIN_OPTS_MAX 28 /* cnf train's own options (build_table checks) */
+#define TRAIN_LOSS_WINDOW 100 /* the JSON's train_loss: mean loss of the last this many iterations */
 
 typedef struct train_opts {
     const char *data;
@@ -21,13 +23,20 @@ typedef struct train_opts {
     int json;
     const char *objective, *target, *target_csv, *fm_variant;
     double fm_sigma, max_seconds, prior_sd, ema;
+    double progress_every; /* stderr not a terminal: a progress line this often until the first
+                              log line (seconds; 0: never) */
 } train_opts;
 
 typedef struct run {
     const cnf_toy_type *data;
-    double start, loss_sum, nfe_f, nfe_b;
+    double t0;    /* the command's start: --max-seconds and the summary's seconds count from it */
+    double start, nfe_f, nfe_b;
+    double loss_win[TRAIN_LOSS_WINDOW]; /* the last iterations' losses (a ring) */
     size_t n_logged, first_iter;
     int tty;
+    int logged;        /* a log line was printed on stdout */
+    double last_note;  /* when the last progress line before it went to stderr */
+    const char *val_name; /* what validation measures: "test" (toy sets) or "val" (data files) */
     cnf_flow *flow;
     cnf_trainer *trainer;
     double last_val, last_val_se;
@@ -48,7 +57,7 @@ typedef struct train_ctx {
     flow_opts fo;
     data_opts dop;
     train_opts to;
-    cli_opt table[FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT];
+    cli_opt table[FLOW_OPTS_MAX + TRAIN_OPTS_MAX + DATA_OPTS_COUNT];
     size_t n_table, n_flow_opts; /* the first n_flow_opts entries are flow_opts' */
     char objective_help[1024];   /* --objective's help: the library's list of objectives */
     run R;
@@ -69,6 +78,9 @@ int train_save_out(train_ctx *c);
 int train_write_plot(train_ctx *c, const char *path);
 
 /* train_report.c */
+cnf_flow *train_model(train_ctx *c); /* the flow inside the preprocessing wrapper, or the flow */
+void train_banner(train_ctx *c);     /* the run's first line: data, model, solver, batch, seed */
+double train_final_loss(const train_ctx *c); /* mean loss of the last TRAIN_LOSS_WINDOW iterations */
 int train_progress(const cnf_train_progress *p, void *ctx); /* ctx: the train_ctx */
 void train_outcome_of_run(train_ctx *c, outcome *o, int rc);
 void train_outcome_fail(outcome *o, int rc, const char *what);

@@ -145,7 +145,7 @@ int train_apply_runtime(train_ctx *c)
 /* The saved options as metadata pairs: "key", "value", …, NULL. Strings point into store. */
 const char **train_saved_pairs(train_ctx *c, char store[][64])
 {
-    static const char *pairs[2 * (FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT) + 1];
+    static const char *pairs[2 * (FLOW_OPTS_MAX + TRAIN_OPTS_MAX + DATA_OPTS_COUNT) + 1];
     size_t k = 0;
     for (size_t i = 0; i < c->n_table; i++) {
         if (!c->table[i].saved)

@@ -40,7 +40,10 @@ int train_reverse_kl(train_ctx *c, cnf_st_file *file)
                            .val_every = c->to.val_every ? c->to.val_every : c->to.iters,
                            .val_n = c->to.test_n, .objective = cnf_objective_rkl,
                            .objective_params = &c->R.rkl, .progress = train_progress, .progress_ctx = c,
-                           .max_seconds = c->to.max_seconds, .stop = train_stop_requested};
+                           .after_rows = c->to.test_n, /* the final log Z estimate */
+                           .stop = train_stop_requested};
+    if (c->to.max_seconds > 0) /* the budget counts from the command's start */
+        tc.max_seconds = fmax(c->to.max_seconds - (cli_now() - c->R.t0), 1e-9);
     cnf_optim_settings_default(&tc.optim, CNF_OPTIM_ADAM);
     tc.optim.lr = c->to.lr;
     tc.optim.weight_decay = c->to.weight_decay;
@@ -72,6 +75,7 @@ int train_reverse_kl(train_ctx *c, cnf_st_file *file)
         train_outcome_fail(&o, rc, "estimating log Z at the end");
     double truth = cnf_target_log_z(c->R.target);
     train_outcome_save(c, &o);
+    seconds = cli_now() - c->R.t0; /* the whole command, as --max-seconds counts it */
     if (c->to.plot && train_outcome_good(&o)) {
         sigset_t old;
         train_signals_block(&old);
@@ -99,6 +103,8 @@ int train_reverse_kl(train_ctx *c, cnf_st_file *file)
         cli_json_string(stdout, tname);
         printf(",\"iters\":%zu,\"seconds\":", cnf_trainer_iter(c->R.trainer));
         cli_json_number(stdout, seconds);
+        printf(",\"max_seconds\":");
+        cli_json_number(stdout, c->to.max_seconds > 0 ? c->to.max_seconds : NAN);
         printf(",\"elbo\":");
         cli_json_number(stdout, elbo);
         printf(",\"log_z_estimate\":");

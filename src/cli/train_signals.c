@@ -63,7 +63,7 @@ void train_signals_block(sigset_t *old)
 /* Save --out (model, training state, options) with the signals held off. */
 int train_save_out(train_ctx *c)
 {
-    char store[FLOW_OPTS_MAX + 26 + DATA_OPTS_COUNT][64];
+    char store[FLOW_OPTS_MAX + TRAIN_OPTS_MAX + DATA_OPTS_COUNT][64];
     sigset_t old;
     train_signals_block(&old);
     int rc = cnf_model_save(c->to.out, c->R.flow, c->R.trainer, train_saved_pairs(c, store));

@@ -265,6 +265,72 @@ static int stop_failed(cnf_trainer *t, int rc, size_t iter, const char *during)
     return stop_unhealthy(t, rc, iter, what);
 }
 
+/* ---- the time budget (max_seconds, see cnf/train.h) ------------------------------------------ */
+
+typedef struct budget {
+    double iter_s;   /* the last iteration's time, without validation */
+    double row_s;    /* evaluation time per row (NAN: not measured yet) */
+    double row_nfe;  /* the smoothed training forward NFE when row_s was measured */
+    size_t row_iter; /* the iteration it was measured at */
+    int refreshed;   /* measured again near the end */
+    double nfe;      /* the smoothed training forward NFE now */
+} budget;
+
+/* Time per evaluated row now: the measurement, with a 10% margin, scaled by the NFE's growth. */
+static double budget_row_s(const budget *b)
+{
+    const double grow = b->row_nfe > 0 && b->nfe > 0 ? fmax(b->nfe / b->row_nfe, 1.0) : 1.0;
+    return 1.1 * b->row_s * grow;
+}
+
+/* Before any validation: time the objective's validation on one evaluation batch of the
+ * validation data (the batch layout a validation uses), or on the training batch without any. */
+static void budget_probe(cnf_trainer *t, budget *b, const cnf_train_progress *p)
+{
+    cnf_train_config pc = t->cfg;
+    if (pc.val_n == 0) {
+        pc.val_X = t->X;
+        pc.val_n = pc.batch;
+    } else if (pc.val_batch > 0 && pc.val_batch < pc.val_n) {
+        pc.val_n = pc.val_batch;
+    }
+    pc.val_batch = 0;
+    cnf_train_progress pp = *p;
+    cnf_rng r;
+    cnf_rng_seed(&r, 0x9b0be);
+    double figure;
+    const double s0 = cnf_wall_seconds();
+    const int rc = t->obj->validate(t->flow, &pc, &r, &pp, &figure);
+    const double s = cnf_wall_seconds() - s0;
+    b->row_s = rc ? b->iter_s / (double)pc.batch : s / (double)pc.val_n;
+    b->row_nfe = b->nfe;
+    b->row_iter = t->iter;
+}
+
+/* After iteration p->iter (periodic: it validates anyway): is it the last the budget allows? */
+static int budget_spent(cnf_trainer *t, budget *b, const cnf_train_progress *p, int periodic,
+                        double start)
+{
+    const cnf_train_config *c = &t->cfg;
+    const size_t final_rows = (c->val_every ? c->val_n : 0) + c->after_rows;
+    if (final_rows > 0 && isnan(b->row_s))
+        budget_probe(t, b, p);
+    for (;;) {
+        const double r = final_rows > 0 ? budget_row_s(b) : 0.0;
+        const double val = c->val_every ? r * (double)c->val_n : 0.0;
+        const double need = b->iter_s + val + r * (double)c->after_rows + (periodic ? val : 0.0);
+        const double left = c->max_seconds - (cnf_wall_seconds() - start);
+        /* The evaluations' cost grows with the field's stiffness faster than the training NFE
+         * says: near the end, an estimate more than 10 iterations old is measured once more. */
+        if (final_rows > 0 && !b->refreshed && need >= 0.5 * left && t->iter > b->row_iter + 10) {
+            budget_probe(t, b, p);
+            b->refreshed = 1;
+            continue;
+        }
+        return need >= left;
+    }
+}
+
 int cnf_trainer_run(cnf_trainer *t)
 {
     const cnf_train_config *c = &t->cfg;
@@ -277,7 +343,9 @@ int cnf_trainer_run(cnf_trainer *t)
     t->status = CNF_TRAIN_OK;
     t->reason[0] = '\0';
     t->good.valid = t->good.validated = 0;
+    budget B = {.row_s = NAN};
     while (t->iter < c->iters) {
+        const double it0 = cnf_wall_seconds();
         if (c->stop && c->stop(c->stop_ctx)) {
             t->status = CNF_TRAIN_INTERRUPTED;
             snprintf(t->reason, sizeof t->reason, "interrupted after iteration %zu", t->iter);
@@ -343,9 +411,15 @@ int cnf_trainer_run(cnf_trainer *t)
         p.nll = st.nll;
         p.nfe_forward = st.nfe_forward;
         p.nfe_backward = st.nfe_backward;
-        const int out_of_time = c->max_seconds > 0 && cnf_wall_seconds() - start >= c->max_seconds;
-        if (c->val_every &&
-            (t->iter % c->val_every == 0 || t->iter == c->iters || out_of_time)) {
+        const int periodic = c->val_every && (t->iter % c->val_every == 0 || t->iter == c->iters);
+        int out_of_time = 0;
+        if (c->max_seconds > 0) {
+            B.iter_s = cnf_wall_seconds() - it0;
+            B.nfe = B.nfe > 0 ? 0.9 * B.nfe + 0.1 * (double)st.nfe_forward : (double)st.nfe_forward;
+            out_of_time = budget_spent(t, &B, &p, periodic, start);
+        }
+        if (periodic || (c->val_every && out_of_time)) {
+            const double v0 = cnf_wall_seconds();
             /* Validation draws (importance sampling) from its own stream so that validating does
              * not change the training run. */
             cnf_rng vr;
@@ -358,6 +432,11 @@ int cnf_trainer_run(cnf_trainer *t)
                 use_iterate(t, theta, P);
             if (rc)
                 return stop_failed(t, rc, t->iter, "validating");
+            if (c->max_seconds > 0 && c->val_n > 0) {
+                B.row_s = (cnf_wall_seconds() - v0) / (double)c->val_n;
+                B.row_nfe = B.nfe;
+                B.row_iter = t->iter;
+            }
             if (!isfinite(figure) || fabs(figure) > g_loss) {
                 snprintf(what, sizeof what, "the validation %s is %g", t->obj->figure, figure);
                 return stop_unhealthy(t, CNF_EDIVERGED, t->iter, what);
