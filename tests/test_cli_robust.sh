@@ -110,6 +110,38 @@ cmp -s "$tmp/two.safetensors" "$tmp/m.orig" \
   || fail "two signals: --out is neither the old file nor a complete new one"
 no_temp_files
 
+# A second signal that comes while the model is being written (a large one, so the write takes
+# a while) waits for the write to finish, whichever thread receives it: with helper threads in
+# the MLP's pool the signal may go to one of them, where a blocked mask on the writer did not
+# hold it off and the temporary file was left behind.
+mkdir "$tmp/w"
+CNF_NUM_THREADS=3 "$cnf" train --data moons --iters 100000000 --hidden 1200-1200-1200 --solver rk4 \
+  --steps 1 --test-n 20 --batch 16 --val-every 0 --log-every 1 --out "$tmp/w/big.safetensors" \
+  > "$tmp/w.out" 2>&1 &
+pid=$!
+pids="$pids $pid"
+i=0
+until grep -q '^iter' "$tmp/w.out" 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 1200 ] || fail "no log line from the large run"; sleep 0.05
+done
+kill -s INT "$pid"
+i=0
+until ls -a "$tmp/w" | grep -q '\.tmp\.'; do
+  i=$((i + 1)); [ $i -lt 3000 ] || fail "the large run's write never started"; sleep 0.01
+done
+kill -s INT "$pid"
+wait_for "$pid"
+[ "$st" -eq 130 ] || fail "second signal during the write: exit $st"
+if ls -a "$tmp/w" | grep -q '\.tmp\.'; then fail "second signal during the write left its temporary file"; fi
+[ "$(meta "$tmp/w/big.safetensors" train.status)" = interrupted ] \
+  || fail "second signal during the write: the model file is not complete"
+
+# --plot-every with reverse KL draws the target's picture (there is no data set to sample).
+"$cnf" train --objective reverse-kl --target banana --hidden 8-8 --solver rk4 --steps 4 \
+  --test-n 200 --plot "$tmp/rk.png" --plot-every 2 --iters 4 > /dev/null 2> "$tmp/rk.err" \
+  || fail "reverse-kl --plot-every: $(cat "$tmp/rk.err")"
+[ -s "$tmp/rk.png" ] || fail "reverse-kl --plot-every wrote no picture"
+
 # 3. --save-every: a run killed outright (SIGKILL, nothing to catch) leaves its last checkpoint.
 # It is done in a directory of its own: a SIGKILL during a write can leave the writer's
 # temporary file (never a partial checkpoint), which no process can clean up.

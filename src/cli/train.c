@@ -56,13 +56,16 @@ static void build_table(train_ctx *c)
          "--iters is the total to reach (bit-identical to an uninterrupted run, except with "
          "--ema: the average restarts)", 0},
         {"--json", OPT_FLAG, &c->to.json, NULL,
-         "print a JSON object as the last line of stdout, whatever the outcome: status (ok, "
+         "print a JSON object as the last line of stdout once training has started, whatever "
+         "its outcome (a run refused before that - bad options, unreadable data - only prints "
+         "its error on stderr and exits 1 or 2): status (ok, "
          "diverged, solver_failed, interrupted, time_limit, error), iters, seconds (wall-clock "
          "of the whole command), max_seconds (null without a limit), train_loss (the mean loss "
          "of the last 100 iterations, or of all if fewer ran), test_nll, test_nll_stderr, "
          "nfe_forward, nfe_backward (means per iteration); data files also: bits_per_dim, "
          "best_iter and val_nll (null without validation rows), n_train, n_test; with "
-         "reverse-kl: elbo, log_z_estimate, ess_fraction, seconds, log_z_true (where known)",
+         "reverse-kl, instead of train_loss, test_nll and its stderr: elbo, log_z_estimate, "
+         "ess_fraction, log_z_true (where known)",
          0},
         {"--objective", OPT_STR, &c->to.objective, "NAME", c->objective_help, 1},
         {"--target", OPT_STR, &c->to.target, "NAME",

@@ -71,7 +71,9 @@ typedef struct outcome {
 /* train_signals.c: the signals (the first ends the run after its iteration, a second exits). */
 void train_signals_install(void);
 void train_signals_restore(void);
-void train_signals_block(sigset_t *old);
+/* Around a file write: a second signal meanwhile exits only once the write is over. */
+void train_write_begin(void);
+void train_write_end(void);
 int train_stop_requested(void *ctx); /* the trainer's stop callback: 1 once a signal came */
 /* --out (model, training state, options) and the --plot picture, with the signals held off. */
 int train_save_out(train_ctx *c);

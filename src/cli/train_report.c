@@ -128,8 +128,13 @@ int train_progress(const cnf_train_progress *p, void *ctx)
     }
     if (c->to.plot && c->to.plot_every && p->iter % c->to.plot_every == 0 && p->iter != p->iters) {
         int rc = train_write_plot(c, c->to.plot);
-        if (rc)
-            return rc;
+        if (rc) {
+            if (c->R.tty)
+                fputc('\n', stderr);
+            cli_error(CMD, rc, "writing the --plot-every picture");
+            c->R.save_failed = 1;
+            return 1;
+        }
     }
     if (c->to.out && c->to.save_every && p->iter % c->to.save_every == 0 && p->iter != p->iters) {
         int rc = train_save_out(c);

@@ -77,10 +77,9 @@ int train_reverse_kl(train_ctx *c, cnf_st_file *file)
     train_outcome_save(c, &o);
     seconds = cli_now() - c->R.t0; /* the whole command, as --max-seconds counts it */
     if (c->to.plot && train_outcome_good(&o)) {
-        sigset_t old;
-        train_signals_block(&old);
+        train_write_begin();
         rc = cnf_plot_target(c->to.plot, c->R.flow, cnf_target_logq, c->R.target, 100, 20000, &r, NULL);
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        train_write_end();
         if (rc)
             train_outcome_fail(&o, rc, "writing --plot");
         else

@@ -379,8 +379,12 @@ int cnf_trainer_run(cnf_trainer *t)
                      isfinite(p.grad_norm) ? " (beyond the guard's limit)" : "");
             return stop_unhealthy(t, CNF_EDIVERGED, p.iter, what);
         }
-        if (c->clip_norm > 0 && (rc = cnf_optim_clip_norm(t->grad, P, c->clip_norm, NULL)))
-            return cnf_fail(rc, "gradient at iteration %zu: %s", p.iter, cnf_errmsg());
+        if (c->clip_norm > 0 && (rc = cnf_optim_clip_norm(t->grad, P, c->clip_norm, NULL))) {
+            t->status = CNF_TRAIN_ERROR;
+            snprintf(t->reason, sizeof t->reason, "clipping the gradient at iteration %zu: %s",
+                     p.iter, cnf_errmsg());
+            return cnf_fail(rc, "%s", t->reason);
+        }
         /* θ gave a healthy loss and gradient: until a validation vouches for later parameters,
          * this is the state to come back to. */
         if (!t->good.validated)
