@@ -3,7 +3,8 @@
 # [0, LEVELS) is an error naming the FILE's line, column and value (not a shuffled row, not the
 # value + 0.5); integer data without --dequantize get a warning; columns by header name and
 # --exclude-columns; a missing value is an error naming its line and column, and --drop-missing
-# skips such rows saying how many.
+# skips such rows saying how many. cnf eval follows the model: its --exclude-columns and
+# --drop-missing (so --split test gives the training run's test rows), and the --dequantize check.
 # Usage: test_cli_data_checks.sh path/to/cnf
 set -eu
 cnf="$1"
@@ -96,4 +97,47 @@ grep -q "57 rows x 3 columns" "$tmp/out" || fail "--drop-missing kept: $(cat "$t
 "$cnf" train --data "$tmp/na.csv" $run --exclude-columns junk --drop-missing > "$tmp/out" \
   2> "$tmp/err" || fail "--drop-missing with --exclude-columns"
 grep -q "dropped 2 of 60 rows" "$tmp/err" || fail "dropped: $(cat "$tmp/err")"
+
+# cnf eval on a model trained with these options: the training run's test rows, the same NLL.
+same_test_nll() { # train-output eval-json
+  python3 - "$1" "$2" <<'PY' || fail "eval --split test differs from the training run: $(cat "$2")"
+import json, sys
+t = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+e = json.loads(open(sys.argv[2]).read().splitlines()[-1])
+assert e["n"] == t["n_test"] and abs(e["nll"] - t["test_nll"]) < 1e-9, (t, e)
+PY
+}
+"$cnf" train --data "$tmp/cont.csv" $run --exclude-columns junk --out "$tmp/ex.safetensors" \
+  --json > "$tmp/train" || fail "train --exclude-columns --out"
+"$cnf" eval --model "$tmp/ex.safetensors" --data "$tmp/cont.csv" --split test --json \
+  > "$tmp/ev" 2> "$tmp/err" || fail "eval of an --exclude-columns model: $(cat "$tmp/err")"
+same_test_nll "$tmp/train" "$tmp/ev"
+"$cnf" train --data "$tmp/na.csv" $run --drop-missing --out "$tmp/dm.safetensors" --json \
+  > "$tmp/train" 2> /dev/null || fail "train --drop-missing --out"
+"$cnf" eval --model "$tmp/dm.safetensors" --data "$tmp/na.csv" --split test --json \
+  > "$tmp/ev" 2> "$tmp/err" || fail "eval of a --drop-missing model: $(cat "$tmp/err")"
+grep -q "cnf eval: .*dropped 3 of 60 rows" "$tmp/err" || fail "eval dropped: $(cat "$tmp/err")"
+same_test_nll "$tmp/train" "$tmp/ev"
+expect_error "eval --drop-missing=0" "line 6, field 2: empty field or missing value" \
+  "$cnf" eval --model "$tmp/dm.safetensors" --data "$tmp/na.csv" --drop-missing=0
+grep -q "cnf eval --drop-missing skips" "$tmp/err" || fail "eval names no remedy: $(cat "$tmp/err")"
+# A model trained without --drop-missing: its file does not mention it, and eval takes the option.
+! grep -aq drop-missing "$tmp/n.safetensors" || fail "drop-missing saved though not given"
+grep -aq '"user.drop-missing":"1"' "$tmp/dm.safetensors" || fail "drop-missing not saved"
+expect_error "eval: missing value" "na.csv: line 6, field 2" \
+  "$cnf" eval --model "$tmp/n.safetensors" --data "$tmp/na.csv"
+"$cnf" eval --model "$tmp/n.safetensors" --data "$tmp/na.csv" --drop-missing --json \
+  > "$tmp/ev" 2> "$tmp/err" || fail "eval --drop-missing: $(cat "$tmp/err")"
+grep -q "dropped 2 of 60 rows" "$tmp/err" || fail "eval --drop-missing dropped: $(cat "$tmp/err")"
+grep -q '"n":58,' "$tmp/ev" || fail "eval --drop-missing rows: $(cat "$tmp/ev")"
+
+# A --dequantize model on values outside its levels: the file's line, column and value.
+"$cnf" train --data "$tmp/int.csv" $run --dequantize 10 --out "$tmp/q.safetensors" > /dev/null \
+  || fail "train --dequantize --out"
+expect_error "eval: value above LEVELS" "big.csv: line 43, field 1 (column 0, 'a'): 20 is outside" \
+  "$cnf" eval --model "$tmp/q.safetensors" --data "$tmp/big.csv"
+expect_error "eval: non-integer" "frac.csv: line 32, field 2 (column 1): 2.5 is not one of" \
+  "$cnf" eval --model "$tmp/q.safetensors" --data "$tmp/frac.csv"
+"$cnf" eval --model "$tmp/q.safetensors" --data "$tmp/int.csv" > /dev/null \
+  || fail "eval of valid integer data"
 echo "data checks: ok"

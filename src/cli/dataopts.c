@@ -29,7 +29,7 @@ size_t data_opts_table(data_opts *o, cli_opt *t)
          "data files: columns not to model (numbers or names, as --columns)", 1},
         {"--drop-missing", OPT_FLAG, &o->drop_missing, NULL,
          "data files: skip rows with a missing value (empty, NA, N/A, NaN, ?) in a modelled "
-         "column, saying how many (default: such a value is an error naming its line)", 0},
+         "column, saying how many (default: such a value is an error naming its line)", 2},
         {"--val-frac", OPT_DOUBLE, &o->val_frac, "F",
          "data files: fraction of rows for validation (early stopping)", 1},
         {"--test-frac", OPT_DOUBLE, &o->test_frac, "F", "data files: fraction of rows for test",
@@ -240,8 +240,8 @@ static int handle_missing(const char *cmd, const char *path, const data_opts *o,
         else
             snprintf(cb, sizeof cb, "column %zu", cols[j]);
         fprintf(stderr, "cnf %s: %s: %s, field %zu: empty field or missing value (NA, N/A, NaN or "
-                "?) in %s, a modelled column; cnf train --drop-missing skips the rows that have "
-                "one\n", cmd, path, row_name(D, NULL, i, rb, sizeof rb), cols[j] + 1, cb);
+                "?) in %s, a modelled column; cnf %s --drop-missing skips the rows that have one\n", cmd,
+                path, row_name(D, NULL, i, rb, sizeof rb), cols[j] + 1, cb, cmd);
         return 1;
     }
     row_name(D, NULL, i, rb, sizeof rb);
@@ -260,17 +260,19 @@ static int handle_missing(const char *cmd, const char *path, const data_opts *o,
 }
 
 /* --dequantize LEVELS: every value x of a modelled column must be an integer with x + 1 <= LEVELS
- * (so that x + u, u ~ U[0, 1), stays in [0, LEVELS)). Modelled: varying on the n_train training
- * rows (the preprocessing drops the others unless --drop-constant=0). Checked on the file's
- * values, before any dequantisation. */
+ * (so that x + u, u ~ U[0, 1), stays in [0, LEVELS)). Modelled: those in o->keep (a model's), or
+ * varying on the n_train training rows (the preprocessing drops the others unless
+ * --drop-constant=0). Checked on the file's values, before any dequantisation. */
 static int check_levels(const char *cmd, const char *path, const data_opts *o, const cnf_data *D,
                         const size_t *file_row, size_t n_train, const size_t *cols)
 {
     char rb[48], cb[320];
     size_t d = D->d;
     for (size_t j = 0; j < d; j++) {
-        int varies = !o->drop_constant;
-        for (size_t i = 1; i < n_train && !varies; i++)
+        int varies = !o->drop_constant && !o->keep;
+        for (size_t q = 0; q < o->n_keep && !varies; q++)
+            varies = o->keep[q] == (double)j;
+        for (size_t i = 1; !o->keep && i < n_train && !varies; i++)
             varies = D->X[i * d + j] != D->X[j];
         if (!varies)
             continue;
@@ -362,6 +364,11 @@ int data_load(const char *cmd, const char *path, const char *columns, const data
     }
     if (!u)
         u = handle_missing(cmd, path, o, &out->all, cols);
+    if (!u && o->dim && out->all.d != o->dim) {
+        fprintf(stderr, "cnf %s: the model has dimension %zu, %s has %zu columns\n", cmd, o->dim,
+                path, out->all.d);
+        u = 1;
+    }
     if (u) {
         free(cols);
         data_split_free(out);

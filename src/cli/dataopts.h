@@ -10,6 +10,12 @@ typedef struct data_opts {
     const char *columns;      /* "0-63,65", "waiting,eruptions" or NULL: every column */
     const char *exclude;      /* --exclude-columns: the same kind of list, or NULL */
     int drop_missing;         /* skip rows with a missing value (else: an error naming it) */
+    const double *keep;       /* cnf eval: the model's modelled columns (its "pre.keep": indices
+                               * into the selected columns), n_keep of them, for the --dequantize
+                               * check; NULL: those varying on the training rows */
+    size_t n_keep;
+    size_t dim;               /* cnf eval: the model's dimension (0: any), checked after the
+                               * column selection */
     int warn_integer;         /* warn about integer data without --dequantize (training runs:
                                * set by data_opts_table) */
     double val_frac, test_frac;
@@ -22,9 +28,9 @@ typedef struct data_opts {
 enum { DATA_OPTS_COUNT = 11 };
 
 void data_opts_default(data_opts *o);
-/* Append the options (DATA_OPTS_COUNT entries, all but --drop-missing saved in model files, so
- * that files of runs without it are what they were) to t; returns the count. These are training
- * options: o->warn_integer is set. */
+/* Append the options (DATA_OPTS_COUNT entries, saved in model files; --drop-missing only when
+ * given, so that files of runs without it are what they were) to t; returns the count. These are
+ * training options: o->warn_integer is set. */
 size_t data_opts_table(data_opts *o, cli_opt *t);
 
 /* Is name a file rather than one of the toy sets? (it contains '/' or '.', or it is no toy set's
@@ -44,7 +50,8 @@ typedef struct data_split {
  * its file line and column, or its row is dropped (o->drop_missing, with a note on stderr);
  * with o->levels > 0 every value must be an integer in [0, levels) (else an error naming the
  * file's line, column and value); integer data without o->levels get a warning when
- * o->warn_integer. With shuffle = 0 the rows keep their file order and everything is "train"
+ * o->warn_integer. With o->dim > 0, another count of selected columns is an error (after the
+ * missing values, before the --dequantize check). With shuffle = 0 the rows keep their file order and everything is "train"
  * (eval --scores). 0, or 1 or 2 after a message on stderr. */
 int data_load(const char *cmd, const char *path, const char *columns, const data_opts *o,
               uint64_t seed, int shuffle, data_split *out);

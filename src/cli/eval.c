@@ -15,6 +15,7 @@ typedef struct use_opts {
     size_t n, batch;
     uint64_t seed;
     int json;
+    int drop_missing; /* eval --data FILE: -1 (not given: the model's) or the flag */
 } use_opts;
 
 static use_opts uo;
@@ -71,13 +72,15 @@ static const char *eval_help_text =
     "Mean negative log-likelihood (nats) of N points of a toy set drawn with --seed, or of the\n"
     "rows of a data file (.csv, .npy, IDX; optionally gzipped), with its standard error, the\n"
     "solver's work (NFE) and the time taken, using the model's evaluation solver. A data file\n"
-    "gets the model's recorded preprocessing and the --columns it was trained with; integer\n"
-    "data are dequantised with --seed and also reported in bits/dim. --split test evaluates the\n"
-    "test rows of the training run's split (same seed and fractions). --scores FILE writes one\n"
-    "log p per row, in row order (anomaly scores: low = unusual). --json prints {nll,\n"
-    "nll_stderr, n, nfe_per_solve, solves, seconds[, bits_per_dim]} as the last line of\n"
-    "stdout: the rows are solved --batch at a time, and nfe_per_solve is the mean NFE of\n"
-    "those solves (solves of them).\n\n"
+    "gets the model's recorded preprocessing, the columns it was trained with (--columns and\n"
+    "--exclude-columns) and, if it was trained with --drop-missing, rows with a missing value\n"
+    "skipped; integer data are dequantised with --seed (values outside the model's levels are\n"
+    "an error naming their line) and also reported in bits/dim. --split test evaluates the\n"
+    "test rows of the training run's split (same seed, fractions and dropped rows). --scores\n"
+    "FILE writes one log p per row, in row order (anomaly scores: low = unusual). --json\n"
+    "prints {nll, nll_stderr, n, nfe_per_solve, solves, seconds[, bits_per_dim]} as the last\n"
+    "line of stdout: the rows are solved --batch at a time, and nfe_per_solve is the mean NFE\n"
+    "of those solves (solves of them).\n\n"
     "Reproducibility: with one BLAS kernel, a row's log p is the same bit for bit from run to\n"
     "run and on any number of threads for the same batch layout (--batch and the rows batched\n"
     "with it); across batch sizes or positions in a batch it agrees within a few ulp (GEMM\n"
@@ -97,7 +100,22 @@ static int eval_file(cnf_flow *f, const cnf_st_file *file)
 {
     data_opts o;
     data_opts_default(&o);
+    /* The model's column selection (--columns replaces it whole) and missing-value rule. */
     const char *cols = uo.columns ? uo.columns : saved_opt(file, "columns");
+    o.exclude = uo.columns ? NULL : saved_opt(file, "exclude-columns");
+    const char *dm = saved_opt(file, "drop-missing");
+    o.drop_missing = uo.drop_missing >= 0 ? uo.drop_missing : dm && !strcmp(dm, "1");
+    const cnf_pre *p = cnf_pre_flow_pre(f);
+    const double *keep = NULL;
+    const size_t *keep_shape;
+    size_t keep_ndim;
+    if (p && cnf_pre_levels(p) > 0 &&
+        !cnf_st_get(file, "pre.keep", &keep_shape, &keep_ndim, &keep) && keep_ndim == 1) {
+        o.levels = cnf_pre_levels(p); /* the file's values checked as cnf train checks them */
+        o.keep = keep;
+        o.n_keep = keep_shape[0];
+    }
+    o.dim = cnf_flow_dim(f);
     int test = uo.split && !strcmp(uo.split, "test");
     if (uo.split && !test && strcmp(uo.split, "all")) {
         fprintf(stderr, "cnf eval: --split is all or test, not '%s'\n", uo.split);
@@ -122,12 +140,6 @@ static int eval_file(cnf_flow *f, const cnf_st_file *file)
     size_t n = test ? D.n_test : D.n_train, d = D.all.d;
     int status = 1;
     double *lp = malloc((n ? n : 1) * sizeof(double));
-    const cnf_pre *p = cnf_pre_flow_pre(f);
-    if (cnf_flow_dim(f) != d) {
-        fprintf(stderr, "cnf eval: the model has dimension %zu, %s has %zu columns\n",
-                cnf_flow_dim(f), uo.data, d);
-        goto out;
-    }
     if (!lp) {
         fprintf(stderr, "cnf eval: out of memory for %zu scores\n", n);
         goto out;
@@ -173,7 +185,8 @@ static int eval_file(cnf_flow *f, const cnf_st_file *file)
     if (isfinite(bpd))
         printf("%.4f bits/dim over %zu modelled dimensions\n", bpd, cnf_pre_dim(p));
     if (uo.scores)
-        printf("wrote %zu scores (log p, one per row in order) to %s\n", n, uo.scores);
+        printf("wrote %zu scores (log p, one per row in order%s) to %s\n", n,
+               o.drop_missing ? ", rows with a missing value left out" : "", uo.scores);
     if (uo.json) {
         printf("{\"nll\":");
         cli_json_number(stdout, mean);
@@ -220,11 +233,15 @@ int cmd_eval(int argc, char **argv)
     memset(&uo, 0, sizeof uo);
     uo.n = 5000;
     uo.batch = 1000;
+    uo.drop_missing = -1;
     USE_TABLE({"--data", OPT_STR, &uo.data, "NAME|PATH", "toy data set or data file", 0},
               {"-n", OPT_SIZE, &uo.n, "N", "number of points (toy sets)", 0},
               {"--scores", OPT_STR, &uo.scores, "FILE", "data files: write log p per row", 0},
               {"--columns", OPT_STR, &uo.columns, "LIST",
                "data files: columns (default: those the model was trained on)", 0},
+              {"--drop-missing", OPT_FLAG, &uo.drop_missing, NULL,
+               "data files: skip rows with a missing value in a modelled column (default: as the "
+               "model was trained; =0: such a value is an error)", 0},
               {"--split", OPT_STR, &uo.split, "all|test",
                "data files: every row (default) or the training run's test rows", 0},
               {"--batch", OPT_SIZE, &uo.batch, "N", "evaluation batch size", 0},

@@ -14,7 +14,8 @@ typedef struct cli_opt {
     void *ptr;        /* const char **, size_t *, double *, int *, uint64_t * */
     const char *arg;  /* "W1-W2-…" shown in help; NULL for flags */
     const char *help;
-    int saved;        /* recorded in model files (training settings) */
+    int saved;        /* recorded in model files (training settings); 2: a flag recorded only
+                       * when set, so that files of runs without it stay as they were */
 } cli_opt;
 
 /* Parse argv[1..] against opts. Returns 0 on success, 1 if --help was asked (help printed to

@@ -151,7 +151,7 @@ const char **train_saved_pairs(train_ctx *c, char store[][64])
         if (!c->table[i].saved)
             continue;
         const char *v = cli_opt_format(&c->table[i], store[i], 64);
-        if (!v)
+        if (!v || (c->table[i].saved == 2 && !strcmp(v, "0")))
             continue;
         pairs[k++] = c->table[i].name + 2;
         pairs[k++] = v;
