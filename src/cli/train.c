@@ -31,6 +31,12 @@ static void build_table(train_ctx *c)
         {"--iters", OPT_SIZE, &c->to.iters, "N", "training iterations (in total, with --resume)", 0},
         {"--batch", OPT_SIZE, &c->to.batch, "N", "batch size", 1},
         {"--lr", OPT_DOUBLE, &c->to.lr, "LR", "Adam learning rate", 1},
+        {"--lr-schedule", OPT_STR, &c->to.lr_schedule, "NAME",
+         "learning-rate schedule: constant (the default: --lr throughout) or cosine (from --lr "
+         "to --lr-final along a half cosine of the elapsed fraction of the run: of --max-seconds "
+         "when given, else of the iterations; with --fine-tune each phase has its own)", 1},
+        {"--lr-final", OPT_DOUBLE, &c->to.lr_final, "LR",
+         "--lr-schedule cosine: the learning rate at the end (0 <= LR <= --lr)", 2},
         {"--weight-decay", OPT_DOUBLE, &c->to.weight_decay, "W", "Adam weight decay (L2)", 1},
         {"--clip", OPT_DOUBLE, &c->to.clip, "NORM", "clip the gradient norm (0: no clipping)", 1},
         {"--seed", OPT_U64, &c->to.seed, "S", "seed of every random draw", 1},
@@ -146,6 +152,25 @@ static void help(FILE *out)
 static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
 {
     return cnf_toy_sample(ctx, n, X, rng);
+}
+
+int train_lr_schedule(const train_ctx *c, cnf_train_config *tc)
+{
+    if (c->to.lr_schedule && cnf_lr_schedule_from_name(c->to.lr_schedule, &tc->lr_schedule)) {
+        fprintf(stderr, "cnf %s: --lr-schedule: %s\n", CMD, cnf_errmsg());
+        return 2;
+    }
+    if (tc->lr_schedule == CNF_LR_CONSTANT && c->to.lr_final != 0) {
+        fprintf(stderr, "cnf %s: --lr-final needs --lr-schedule cosine\n", CMD);
+        return 2;
+    }
+    if (!(c->to.lr_final >= 0 && c->to.lr_final <= c->to.lr)) {
+        fprintf(stderr, "cnf %s: --lr-final %g must be in [0, --lr %g]\n", CMD, c->to.lr_final,
+                c->to.lr);
+        return 2;
+    }
+    tc->lr_final = c->to.lr_final;
+    return 0;
 }
 
 static cli_opt *find_opt(train_ctx *c, const char *name)
@@ -348,6 +373,10 @@ int cmd_train(int argc, char **argv)
     tc.optim.lr = c->to.lr;
     tc.optim.weight_decay = c->to.weight_decay;
     tc.ema_decay = c->to.ema;
+    if ((u = train_lr_schedule(c, &tc))) {
+        status = u;
+        goto done;
+    }
     if ((rc = cnf_trainer_create(&c->R.trainer, c->R.flow, &tc, c->to.seed))) {
         cli_error(CMD, rc, "setting up training");
         status = 2;
