@@ -110,12 +110,15 @@ typedef struct cnf_train_config {
      * iteration i uses the base rate
      *     lr(f) = lr_final + (optim.lr − lr_final)·½(1 + cos π f),
      * f the elapsed fraction of the run: with max_seconds, the wall time since the start of this
-     * cnf_trainer_run over max_seconds (capped at 1); otherwise (i − 1)/(iters − 1) (0 when
-     * iters = 1), so the first step uses optim.lr and the last lr_final. The optimizer's linear
-     * warm-up (optim.warmup) multiplies the scheduled rate as it does the constant one.
-     * lr_final ≥ 0 and at most optim.lr. */
+     * cnf_trainer_run over max_seconds (capped at 1); otherwise (i − 1 − i0)/(iters − 1 − i0)
+     * (0 when iters = i0 + 1), i0 = lr_iter0, so the step of iteration i0 + 1 uses optim.lr and
+     * the last lr_final. The optimizer's linear warm-up (optim.warmup) multiplies the scheduled
+     * rate as it does the constant one. lr_final ≥ 0 and at most optim.lr. lr_iter0 (< iters)
+     * is where the schedule starts, e.g. the iteration a second phase of training begins at
+     * (0: the first iteration; a resumed run continues the same schedule). */
     cnf_lr_schedule lr_schedule;
     double lr_final;
+    size_t lr_iter0;
     double clip_norm;        /* clip the gradient to this norm (0 = no clipping) */
     size_t val_every;        /* validate every this many iterations (0 = never) */
     const double *val_X;     /* (val_n, d) held-out data, borrowed (objectives that fit data) */

@@ -365,7 +365,9 @@ static double scheduled_lr(const cnf_train_config *c, size_t iter, double elapse
     if (c->max_seconds > 0)
         f = elapsed / c->max_seconds;
     else
-        f = c->iters > 1 ? (double)(iter - 1) / (double)(c->iters - 1) : 0.0;
+        f = c->iters > c->lr_iter0 + 1 && iter > c->lr_iter0
+                ? (double)(iter - 1 - c->lr_iter0) / (double)(c->iters - 1 - c->lr_iter0)
+                : 0.0;
     f = f < 0 ? 0 : f > 1 ? 1 : f;
     return c->lr_final + (c->optim.lr - c->lr_final) * 0.5 * (1 + cos(M_PI * f));
 }
