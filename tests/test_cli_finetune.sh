@@ -18,7 +18,7 @@ grep -q '^iter 21/21 .* lr 0.0001 ' "$tmp/cos" || fail "last lr: $(grep '^iter 2
 # Bad schedule settings: exit 2 with a message.
 for bad in "--lr-final 1e-4" "--lr-schedule linear" "--lr-schedule cosine --lr-final 1" \
            "--fine-tune 0.5" "--objective flow-matching --fine-tune 1" \
-           "--objective flow-matching --fine-tune -0.1"; do
+           "--objective flow-matching --fine-tune -0.1" "--val-n 5"; do
   set +e
   "$cnf" train --data moons --iters 4 $small $bad > /dev/null 2> "$tmp/err"
   st=$?
@@ -69,4 +69,15 @@ a = json.load(open(sys.argv[1]))["nll"]
 b = json.load(open(sys.argv[2]))["nll"]
 assert b < a - 0.3, (a, b)
 PY
+# --val-n: validation on the first N validation rows (40 here): all of them give the default's
+# figure, 10 another one on the same parameters (validation does not change the training).
+for v in 0 40 10; do
+  "$cnf" train --data "$tmp/d.csv" $fm --iters 10 --val-every 5 --val-n $v > "$tmp/v$v" \
+    || fail "--val-n $v"
+  grep '^iter 5/10' "$tmp/v$v" | sed 's/.*it\/s//' > "$tmp/l$v"
+done
+[ -s "$tmp/l0" ] || fail "no validation line"
+cmp -s "$tmp/l0" "$tmp/l40" || fail "--val-n 40 (all rows) differs: $(cat "$tmp/l0" "$tmp/l40")"
+cmp -s "$tmp/l0" "$tmp/l10" && fail "--val-n 10 validated on all rows"
+grep -q '^validating on 10 of the 40 validation rows' "$tmp/v10" || fail "no --val-n line"
 echo ok

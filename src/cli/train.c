@@ -46,6 +46,9 @@ static void build_table(train_ctx *c)
         {"--val-every", OPT_SIZE, &c->to.val_every, "N",
          "validate every N iterations and at the end (0: only at the end): test NLL on toy "
          "sets, validation rows of a data file, log Z and ESS for reverse-kl", 1},
+        {"--val-n", OPT_SIZE, &c->to.val_n, "N",
+         "data files: validate on the first N validation rows of the split (a fixed random "
+         "subset; 0: all); the final test NLL uses all test rows", 2},
         {"--log-every", OPT_SIZE, &c->to.log_every, "N", "log line every N iterations", 0},
         {"--out", OPT_STR, &c->to.out, "FILE",
          "save the model with its training state (safetensors; usable with --resume)", 0},
@@ -377,6 +380,12 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     c->R.data = data;
+    if (c->to.val_n && !c->R.file) {
+        fprintf(stderr, "cnf %s: --val-n is for data files (toy sets validate on --test-n "
+                "points)\n", CMD);
+        status = 2;
+        goto done;
+    }
     if (c->to.batch == 0 || c->to.test_n == 0) {
         fprintf(stderr, "cnf %s: --batch and --test-n must be positive\n", CMD);
         status = 2;
@@ -422,6 +431,10 @@ int cmd_train(int argc, char **argv)
     if (c->R.file) { /* validate on the validation rows; never on the test rows */
         tc.val_X = c->R.split.val;
         tc.val_n = c->R.split.n_val;
+        if (c->to.val_n && c->to.val_n < tc.val_n) {
+            tc.val_n = c->to.val_n;
+            printf("validating on %zu of the %zu validation rows\n", tc.val_n, c->R.split.n_val);
+        }
         tc.next_batch = data_batch_fn;
         tc.batch_ctx = &c->R.db;
         tc.after_rows = c->R.split.n_test; /* scored after the run, within --max-seconds */

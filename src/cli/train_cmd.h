@@ -16,7 +16,7 @@
 
 typedef struct train_opts {
     const char *data;
-    size_t iters, batch, test_batch, test_n, val_every, log_every, plot_every, save_every;
+    size_t iters, batch, test_batch, test_n, val_n, val_every, log_every, plot_every, save_every;
     double lr, weight_decay, clip;
     uint64_t seed;
     const char *out, *plot, *resume;
