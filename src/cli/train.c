@@ -74,7 +74,8 @@ static void build_table(train_ctx *c)
          "nfe_forward, nfe_backward (means per iteration); data files also: bits_per_dim, "
          "best_iter and val_nll (null without validation rows), n_train, n_test; with "
          "reverse-kl, instead of train_loss, test_nll and its stderr: elbo, log_z_estimate, "
-         "ess_fraction, log_z_true (where known)",
+         "ess_fraction, log_z_true (where known); with --fine-tune also fm_iters and ml_iters, the "
+         "iterations of each phase",
          0},
         {"--objective", OPT_STR, &c->to.objective, "NAME", c->objective_help, 1},
         {"--target", OPT_STR, &c->to.target, "NAME",
