@@ -253,3 +253,86 @@ Test(guard, stop_callback_ends_the_run_after_the_iteration_in_progress)
     cnf_trainer_free(t);
     cnf_flow_free(f);
 }
+
+/* The learning rate each step used, by iteration (the progress callback's p->lr). */
+typedef struct lr_log {
+    double lr[32];
+    size_t n;
+} lr_log;
+
+static int log_lr(const cnf_train_progress *p, void *ctx)
+{
+    lr_log *l = ctx;
+    if (p->iter <= 32)
+        l->lr[p->iter - 1] = p->lr;
+    l->n = p->iter;
+    return 0;
+}
+
+/* The cosine schedule over iterations: the first step at lr, the middle one at the mean of lr
+ * and lr_final, the last at lr_final, in between monotone; the optimizer's warm-up multiplies
+ * it; the constant schedule (the default) keeps lr; a bad final rate or schedule is refused. */
+Test(train, cosine_schedule_runs_from_lr_to_lr_final)
+{
+    const double lr = 1e-2, lr_final = 1e-4;
+    for (int warm = 0; warm < 2; warm++) {
+        cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 12);
+        lr_log L = {{0}, 0};
+        cnf_train_config tc = train_config(21);
+        tc.batch = 8;
+        tc.optim.lr = lr;
+        tc.optim.warmup = warm ? 4 : 0;
+        tc.lr_schedule = CNF_LR_COSINE;
+        tc.lr_final = lr_final;
+        tc.progress = log_lr;
+        tc.progress_ctx = &L;
+        cnf_trainer *t;
+        cr_assert_eq(cnf_trainer_create(&t, f, &tc, 3), CNF_OK, "%s", cnf_errmsg());
+        cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+        cr_assert_eq(L.n, 21);
+        if (!warm)
+            cr_assert(fabs(L.lr[0] - lr) <= 1e-12, "first %g", L.lr[0]);
+        cr_assert(fabs(L.lr[10] - 0.5 * (lr + lr_final)) <= 1e-12, "middle %.17g", L.lr[10]);
+        cr_assert(fabs(L.lr[20] - lr_final) <= 1e-12, "last %.17g", L.lr[20]);
+        for (size_t i = 1; i < 21; i++) {
+            const double sched = lr_final + (lr - lr_final) * 0.5 * (1 + cos(M_PI * (double)i / 20));
+            const double w = warm && i + 1 < 4 ? (double)(i + 1) / 4 : 1.0;
+            cr_assert(fabs(L.lr[i] - sched * w) <= 1e-12, "step %zu: %.17g vs %.17g", i + 1,
+                      L.lr[i], sched * w);
+        }
+        cnf_trainer_free(t);
+        cnf_flow_free(f);
+    }
+    /* The default is constant, lr_final 0 lets the last step stand still. */
+    cnf_flow *f = small_cnf(CNF_TRACE_EXACT, 12);
+    lr_log L = {{0}, 0};
+    cnf_train_config tc = train_config(5);
+    tc.batch = 8;
+    tc.progress = log_lr;
+    tc.progress_ctx = &L;
+    cnf_trainer *t;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 3), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK);
+    for (size_t i = 0; i < 5; i++)
+        cr_assert_eq(L.lr[i], tc.optim.lr);
+    cnf_trainer_free(t);
+    tc.lr_schedule = CNF_LR_COSINE;
+    tc.lr_final = 0;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 3), CNF_OK);
+    cr_assert_eq(cnf_trainer_run(t), CNF_OK, "%s", cnf_errmsg());
+    cr_assert_eq(L.lr[4], 0.0);
+    cnf_trainer_free(t);
+    tc.lr_final = 2 * tc.optim.lr;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 3), CNF_EINVAL);
+    cr_assert(strstr(cnf_errmsg(), "final learning rate"), "%s", cnf_errmsg());
+    tc.lr_final = 0;
+    tc.lr_schedule = (cnf_lr_schedule)7;
+    cr_assert_eq(cnf_trainer_create(&t, f, &tc, 3), CNF_EINVAL);
+    cnf_lr_schedule s;
+    cr_assert_eq(cnf_lr_schedule_from_name("cosine", &s), CNF_OK);
+    cr_assert_eq(s, CNF_LR_COSINE);
+    cr_assert_str_eq(cnf_lr_schedule_name(CNF_LR_CONSTANT), "constant");
+    cr_assert_eq(cnf_lr_schedule_from_name("linear", &s), CNF_ENAME);
+    cr_assert(strstr(cnf_errmsg(), "constant, cosine"), "%s", cnf_errmsg());
+    cnf_flow_free(f);
+}

@@ -59,7 +59,8 @@ CNF_API int cnf_optim_step(cnf_optim *opt, double *params, const double *grad);
 
 /* The learning rate the next step will use (warm-up included). */
 CNF_API double cnf_optim_lr(const cnf_optim *opt);
-/* Change the base learning rate (for schedules); CNF_EINVAL unless lr > 0. */
+/* Change the base learning rate (for schedules; 0 allowed: a step then leaves the parameters
+ * alone); CNF_EINVAL unless lr >= 0. */
 CNF_API int cnf_optim_set_lr(cnf_optim *opt, double lr);
 CNF_API size_t cnf_optim_n_params(const cnf_optim *opt);
 

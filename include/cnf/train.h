@@ -91,10 +91,34 @@ typedef enum cnf_train_status {
 
 CNF_API const char *cnf_train_status_name(cnf_train_status s);
 
+/* The learning-rate schedule of a run (cnf_train_config.lr_schedule). */
+typedef enum cnf_lr_schedule {
+    CNF_LR_CONSTANT = 0, /* "constant": optim.lr throughout */
+    CNF_LR_COSINE,       /* "cosine": optim.lr → lr_final along a half cosine of the elapsed
+                            fraction of the run (see lr_final) */
+} cnf_lr_schedule;
+
+/* The schedules by name ("constant", "cosine"); CNF_ENAME lists the valid ones. */
+CNF_API int cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *out);
+CNF_API const char *cnf_lr_schedule_name(cnf_lr_schedule s);
+
 typedef struct cnf_train_config {
     size_t iters;            /* total iterations to reach */
     size_t batch;            /* batch size ≥ 1 */
     cnf_optim_settings optim;
+    /* Learning-rate schedule (0 = CNF_LR_CONSTANT: optim.lr). With CNF_LR_COSINE the step of
+     * iteration i uses the base rate
+     *     lr(f) = lr_final + (optim.lr − lr_final)·½(1 + cos π f),
+     * f the elapsed fraction of the run: with max_seconds, the wall time since the start of this
+     * cnf_trainer_run over max_seconds (capped at 1); otherwise (i − 1 − i0)/(iters − 1 − i0)
+     * (0 when iters = i0 + 1), i0 = lr_iter0, so the step of iteration i0 + 1 uses optim.lr and
+     * the last lr_final. The optimizer's linear warm-up (optim.warmup) multiplies the scheduled
+     * rate as it does the constant one. lr_final ≥ 0 and at most optim.lr. lr_iter0 (< iters)
+     * is where the schedule starts, e.g. the iteration a second phase of training begins at
+     * (0: the first iteration; a resumed run continues the same schedule). */
+    cnf_lr_schedule lr_schedule;
+    double lr_final;
+    size_t lr_iter0;
     double clip_norm;        /* clip the gradient to this norm (0 = no clipping) */
     size_t val_every;        /* validate every this many iterations (0 = never) */
     const double *val_X;     /* (val_n, d) held-out data, borrowed (objectives that fit data) */

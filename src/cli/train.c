@@ -31,6 +31,12 @@ static void build_table(train_ctx *c)
         {"--iters", OPT_SIZE, &c->to.iters, "N", "training iterations (in total, with --resume)", 0},
         {"--batch", OPT_SIZE, &c->to.batch, "N", "batch size", 1},
         {"--lr", OPT_DOUBLE, &c->to.lr, "LR", "Adam learning rate", 1},
+        {"--lr-schedule", OPT_STR, &c->to.lr_schedule, "NAME",
+         "learning-rate schedule: constant (the default: --lr throughout) or cosine (from --lr "
+         "to --lr-final along a half cosine of the elapsed fraction of the run: of --max-seconds "
+         "when given, else of the iterations; with --fine-tune each phase has its own)", 1},
+        {"--lr-final", OPT_DOUBLE, &c->to.lr_final, "LR",
+         "--lr-schedule cosine: the learning rate at the end (0 <= LR <= --lr)", 2},
         {"--weight-decay", OPT_DOUBLE, &c->to.weight_decay, "W", "Adam weight decay (L2)", 1},
         {"--clip", OPT_DOUBLE, &c->to.clip, "NORM", "clip the gradient norm (0: no clipping)", 1},
         {"--seed", OPT_U64, &c->to.seed, "S", "seed of every random draw", 1},
@@ -40,6 +46,9 @@ static void build_table(train_ctx *c)
         {"--val-every", OPT_SIZE, &c->to.val_every, "N",
          "validate every N iterations and at the end (0: only at the end): test NLL on toy "
          "sets, validation rows of a data file, log Z and ESS for reverse-kl", 1},
+        {"--val-n", OPT_SIZE, &c->to.val_n, "N",
+         "data files: validate on the first N validation rows of the split (a fixed random "
+         "subset; 0: all); the final test NLL uses all test rows", 2},
         {"--log-every", OPT_SIZE, &c->to.log_every, "N", "log line every N iterations", 0},
         {"--out", OPT_STR, &c->to.out, "FILE",
          "save the model with its training state (safetensors; usable with --resume)", 0},
@@ -65,7 +74,8 @@ static void build_table(train_ctx *c)
          "nfe_forward, nfe_backward (means per iteration); data files also: bits_per_dim, "
          "best_iter and val_nll (null without validation rows), n_train, n_test; with "
          "reverse-kl, instead of train_loss, test_nll and its stderr: elbo, log_z_estimate, "
-         "ess_fraction, log_z_true (where known)",
+         "ess_fraction, log_z_true (where known); with --fine-tune also fm_iters and ml_iters, the "
+         "iterations of each phase",
          0},
         {"--objective", OPT_STR, &c->to.objective, "NAME", c->objective_help, 1},
         {"--target", OPT_STR, &c->to.target, "NAME",
@@ -84,6 +94,16 @@ static void build_table(train_ctx *c)
          "training, the final validation and the test evaluation all fit in it; training stops "
          "early enough for the evaluations, whose time is estimated from the validations so "
          "far; the JSON's status is then time_limit", 0},
+        {"--fine-tune", OPT_DOUBLE, &c->to.fine_tune, "F",
+         "--objective flow-matching: train the last fraction F (0 <= F < 1) of the iterations, "
+         "and with --max-seconds of the time, by maximum likelihood, starting from the "
+         "flow-matching parameters (the best validated ones on a data file): own learning rate "
+         "--fine-tune-lr, Hutchinson (Rademacher) trace in more than 2 dimensions unless --trace "
+         "is given (the evaluation trace stays), the regularizers --reg-kinetic and "
+         "--reg-jacobian, T fixed; a new Adam state and --ema average, the cosine schedule "
+         "restarts; model selection spans both phases; not with --resume", 2},
+        {"--fine-tune-lr", OPT_DOUBLE, &c->to.fine_tune_lr, "LR",
+         "--fine-tune: its learning rate (0: --lr / 10; --lr-final scales with it)", 2},
         {"--ema", OPT_DOUBLE, &c->to.ema, "DECAY",
          "average the weights (exponential moving average with this decay, e.g. 0.999; 0: off): "
          "validation, the final figures and the saved model use the average (--plot-every "
@@ -146,6 +166,77 @@ static void help(FILE *out)
 static int toy_batch(void *ctx, size_t n, double *X, cnf_rng *rng)
 {
     return cnf_toy_sample(ctx, n, X, rng);
+}
+
+int train_lr_schedule(const train_ctx *c, cnf_train_config *tc)
+{
+    if (c->to.lr_schedule && cnf_lr_schedule_from_name(c->to.lr_schedule, &tc->lr_schedule)) {
+        fprintf(stderr, "cnf %s: --lr-schedule: %s\n", CMD, cnf_errmsg());
+        return 2;
+    }
+    if (tc->lr_schedule == CNF_LR_CONSTANT && c->to.lr_final != 0) {
+        fprintf(stderr, "cnf %s: --lr-final needs --lr-schedule cosine\n", CMD);
+        return 2;
+    }
+    if (!(c->to.lr_final >= 0 && c->to.lr_final <= c->to.lr)) {
+        fprintf(stderr, "cnf %s: --lr-final %g must be in [0, --lr %g]\n", CMD, c->to.lr_final,
+                c->to.lr);
+        return 2;
+    }
+    tc->lr_final = c->to.lr_final;
+    return 0;
+}
+
+static cli_opt *find_opt(train_ctx *c, const char *name);
+
+/* --fine-tune: after flow matching (fm_done iterations, configuration fm), a new trainer for
+ * n_ml iterations of maximum likelihood on the same flow (see the option's help). 0, or 1 or 2
+ * after a message. */
+static int fine_tune(train_ctx *c, const cnf_train_config *fm, size_t fm_done, size_t n_ml)
+{
+    if (c->R.es.best && c->R.es.best_nll < INFINITY) {
+        cnf_early_stop_restore(&c->R.es);
+        printf("fine-tuning from the parameters of iteration %zu (validation NLL %.4f)\n",
+               c->R.es.best_iter, c->R.es.best_nll);
+    }
+    cnf_flow *inner = cnf_pre_flow_inner(c->R.flow) ? cnf_pre_flow_inner(c->R.flow) : c->R.flow;
+    cnf_cflow_config *set = cnf_cflow_settings(inner);
+    if (!set) { /* flow matching accepted it, so it is a CNF */
+        fprintf(stderr, "cnf %s: --fine-tune needs a CNF\n", CMD);
+        return 2;
+    }
+    if (cnf_flow_dim(inner) > 2 && !cli_opt_given(c->table, find_opt(c, "--trace")))
+        set->trace = CNF_TRACE_HUTCH_RADEMACHER;
+    cnf_train_config tc = *fm;
+    tc.objective = cnf_objective_ml;
+    tc.objective_params = NULL;
+    tc.iters = fm_done + n_ml;
+    if (tc.val_every) /* validate at the end of this phase too (not without validation rows) */
+        tc.val_every = c->to.val_every ? c->to.val_every : tc.iters;
+    tc.lr_iter0 = fm_done;
+    tc.optim.lr = c->to.fine_tune_lr > 0 ? c->to.fine_tune_lr : c->to.lr / 10;
+    tc.lr_final = c->to.lr_final * (tc.optim.lr / c->to.lr);
+    if (tc.lr_final > tc.optim.lr) /* rounding */
+        tc.lr_final = tc.optim.lr;
+    tc.max_seconds = 0;
+    if (c->to.max_seconds > 0)
+        tc.max_seconds = fmax(c->to.max_seconds - (cli_now() - c->R.t0), 1e-9);
+    tc.after_rows = c->R.file ? c->R.split.n_test : 0;
+    cnf_trainer *t;
+    int rc = cnf_trainer_create(&t, c->R.flow, &tc, c->to.seed + 1);
+    if (rc) {
+        cli_error(CMD, rc, "setting up fine-tuning");
+        return 2;
+    }
+    cnf_trainer_set_iter(t, fm_done);
+    cnf_trainer_free(c->R.trainer);
+    c->R.trainer = t;
+    c->R.first_iter = fm_done;
+    printf("fine-tuning by maximum likelihood: iterations %zu to %zu, lr %g, %s trace, "
+           "regularizers kinetic %g, Jacobian %g\n", fm_done + 1, tc.iters, tc.optim.lr,
+           cnf_trace_name(set->trace), set->reg_kinetic, set->reg_jacobian);
+    fflush(stdout);
+    return 0;
 }
 
 static cli_opt *find_opt(train_ctx *c, const char *name)
@@ -247,6 +338,17 @@ int cmd_train(int argc, char **argv)
         status = 2;
         goto done;
     }
+    if (!(c->to.fine_tune >= 0 && c->to.fine_tune < 1) || !(c->to.fine_tune_lr >= 0)) {
+        fprintf(stderr, "cnf %s: --fine-tune must be in [0, 1) and --fine-tune-lr >= 0\n", CMD);
+        status = 2;
+        goto done;
+    }
+    if (c->to.fine_tune > 0 && (!flow_matching || c->to.resume)) {
+        fprintf(stderr, "cnf %s: --fine-tune follows flow matching: it needs --objective "
+                "flow-matching, and is not available with --resume\n", CMD);
+        status = 2;
+        goto done;
+    }
     if (c->to.resume && (u = train_apply_runtime(c))) {
         status = u;
         goto done;
@@ -279,6 +381,12 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
     c->R.data = data;
+    if (c->to.val_n && !c->R.file) {
+        fprintf(stderr, "cnf %s: --val-n is for data files (toy sets validate on --test-n "
+                "points)\n", CMD);
+        status = 2;
+        goto done;
+    }
     if (c->to.batch == 0 || c->to.test_n == 0) {
         fprintf(stderr, "cnf %s: --batch and --test-n must be positive\n", CMD);
         status = 2;
@@ -324,6 +432,10 @@ int cmd_train(int argc, char **argv)
     if (c->R.file) { /* validate on the validation rows; never on the test rows */
         tc.val_X = c->R.split.val;
         tc.val_n = c->R.split.n_val;
+        if (c->to.val_n && c->to.val_n < tc.val_n) {
+            tc.val_n = c->to.val_n;
+            printf("validating on %zu of the %zu validation rows\n", tc.val_n, c->R.split.n_val);
+        }
         tc.next_batch = data_batch_fn;
         tc.batch_ctx = &c->R.db;
         tc.after_rows = c->R.split.n_test; /* scored after the run, within --max-seconds */
@@ -348,6 +460,25 @@ int cmd_train(int argc, char **argv)
     tc.optim.lr = c->to.lr;
     tc.optim.weight_decay = c->to.weight_decay;
     tc.ema_decay = c->to.ema;
+    if ((u = train_lr_schedule(c, &tc))) {
+        status = u;
+        goto done;
+    }
+    /* --fine-tune: flow matching gets the first 1 - F of the iterations (and of the time). */
+    const size_t n_ml = (size_t)llround(c->to.fine_tune * (double)c->to.iters);
+    if (n_ml > 0) {
+        if (n_ml >= c->to.iters) {
+            fprintf(stderr, "cnf %s: --fine-tune %g of --iters %zu leaves no flow-matching "
+                    "iterations\n", CMD, c->to.fine_tune, c->to.iters);
+            status = 2;
+            goto done;
+        }
+        tc.iters = c->to.iters - n_ml;
+        if (tc.val_every > tc.iters)
+            tc.val_every = tc.iters;
+        tc.max_seconds *= 1 - c->to.fine_tune;
+        tc.after_rows = 0; /* the test rows are scored after fine-tuning */
+    }
     if ((rc = cnf_trainer_create(&c->R.trainer, c->R.flow, &tc, c->to.seed))) {
         cli_error(CMD, rc, "setting up training");
         status = 2;
@@ -370,6 +501,16 @@ int cmd_train(int argc, char **argv)
     double seconds;
     outcome o;
     train_outcome_of_run(c, &o, rc);
+    const size_t fm_done = cnf_trainer_iter(c->R.trainer);
+    if (n_ml > 0 && train_outcome_good(&o) && !c->R.stopped && !train_stop_requested(NULL)) {
+        if ((u = fine_tune(c, &tc, fm_done, n_ml)) != 0) {
+            status = u;
+            goto done;
+        }
+        rc = cnf_trainer_run(c->R.trainer);
+        train_outcome_of_run(c, &o, rc);
+    }
+    const size_t ml_done = cnf_trainer_iter(c->R.trainer) - fm_done;
     if (train_outcome_good(&o) && c->R.es.best && c->R.es.best_nll < INFINITY) {
         cnf_early_stop_restore(&c->R.es); /* keep the best parameters, as FFJORD's tabular runs */
         printf("kept the parameters of iteration %zu (validation NLL %.4f)\n", c->R.es.best_iter,
@@ -448,6 +589,8 @@ int cmd_train(int argc, char **argv)
             cli_json_number(stdout, sel ? c->R.es.best_nll : NAN);
             printf(",\"n_train\":%zu,\"n_test\":%zu", c->R.split.n_train, c->R.split.n_test);
         }
+        if (n_ml > 0)
+            printf(",\"fm_iters\":%zu,\"ml_iters\":%zu", fm_done, ml_done);
         printf(",\"seed\":%llu}\n", (unsigned long long)c->to.seed);
     }
     status = train_outcome_exit(&o);

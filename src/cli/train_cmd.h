@@ -11,18 +11,21 @@
 #include "opts.h"
 
 #define CMD "train"
-#define TRAIN_OPTS_MAX 28 /* cnf train's own options (build_table checks) */
+#define TRAIN_OPTS_MAX 32 /* cnf train's own options (build_table checks) */
 #define TRAIN_LOSS_WINDOW 100 /* the JSON's train_loss: mean loss of the last this many iterations */
 
 typedef struct train_opts {
     const char *data;
-    size_t iters, batch, test_batch, test_n, val_every, log_every, plot_every, save_every;
+    size_t iters, batch, test_batch, test_n, val_n, val_every, log_every, plot_every, save_every;
     double lr, weight_decay, clip;
     uint64_t seed;
     const char *out, *plot, *resume;
     int json;
     const char *objective, *target, *target_csv, *fm_variant;
     double fm_sigma, max_seconds, prior_sd, ema;
+    const char *lr_schedule; /* NULL: constant */
+    double lr_final;
+    double fine_tune, fine_tune_lr; /* flow matching then ML: the last fraction, its lr (0: lr/10) */
     double progress_every; /* stderr not a terminal: a progress line this often until the first
                               log line (seconds; 0: never) */
 } train_opts;
@@ -100,6 +103,9 @@ int train_check_architecture(train_ctx *c, const cnf_st_file *file);
 int train_check_iterations(train_ctx *c, const cnf_st_file *file);
 int train_apply_runtime(train_ctx *c);
 const char **train_saved_pairs(train_ctx *c, char store[][64]);
+
+/* train.c: --lr-schedule and --lr-final into a trainer configuration (0, or 2 after a message). */
+int train_lr_schedule(const train_ctx *c, cnf_train_config *tc);
 
 /* train_rkl.c: --objective reverse-kl; the exit status. */
 int train_reverse_kl(train_ctx *c, cnf_st_file *file);

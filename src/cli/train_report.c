@@ -117,6 +117,8 @@ int train_progress(const cnf_train_progress *p, void *ctx)
         if (cnf_cflow_settings(m))
             printf("  nfe %zu/%zu  T %.4f", p->nfe_forward, p->nfe_backward,
                    cnf_cflow_end_time(m));
+        if ((c->to.lr_schedule && strcmp(c->to.lr_schedule, "constant")) || c->to.fine_tune > 0)
+            printf("  lr %.4g", p->lr);
         printf("  %.1f it/s", rate);
         if (p->has_val && c->R.target)
             printf("  log Z (IS) %.4f  ESS %.1f%%  ELBO %.4f", p->log_z, 100 * p->ess_fraction,

@@ -48,6 +48,8 @@ int train_reverse_kl(train_ctx *c, cnf_st_file *file)
     tc.optim.lr = c->to.lr;
     tc.optim.weight_decay = c->to.weight_decay;
     tc.ema_decay = c->to.ema;
+    if ((rc = train_lr_schedule(c, &tc)))
+        return rc;
     if ((rc = cnf_trainer_create(&c->R.trainer, c->R.flow, &tc, c->to.seed))) {
         cli_error(CMD, rc, "setting up training");
         return 2;

@@ -156,8 +156,8 @@ double cnf_optim_lr(const cnf_optim *opt) { return lr_at(opt, opt->t + 1); }
 
 int cnf_optim_set_lr(cnf_optim *opt, double lr)
 {
-    if (!(lr > 0) || !isfinite(lr))
-        return cnf_fail(CNF_EINVAL, "learning rate %g is not a positive number", lr);
+    if (!(lr >= 0) || !isfinite(lr))
+        return cnf_fail(CNF_EINVAL, "learning rate %g is not a number >= 0", lr);
     opt->s.lr = lr;
     return CNF_OK;
 }

@@ -49,6 +49,27 @@ const char *cnf_train_status_name(cnf_train_status s)
     return "unknown";
 }
 
+int cnf_lr_schedule_from_name(const char *name, cnf_lr_schedule *out)
+{
+    if (name && !strcmp(name, "constant"))
+        *out = CNF_LR_CONSTANT;
+    else if (name && !strcmp(name, "cosine"))
+        *out = CNF_LR_COSINE;
+    else
+        return cnf_fail(CNF_ENAME, "unknown learning-rate schedule '%s' (constant, cosine)",
+                        name ? name : "(null)");
+    return CNF_OK;
+}
+
+const char *cnf_lr_schedule_name(cnf_lr_schedule s)
+{
+    switch (s) {
+    case CNF_LR_CONSTANT: return "constant";
+    case CNF_LR_COSINE: return "cosine";
+    }
+    return "unknown";
+}
+
 int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *cfg,
                        uint64_t seed)
 {
@@ -62,6 +83,12 @@ int cnf_trainer_create(cnf_trainer **out, cnf_flow *f, const cnf_train_config *c
                         cfg->clip_norm, cfg->max_seconds);
     if (!(cfg->ema_decay >= 0.0 && cfg->ema_decay < 1.0))
         return cnf_fail(CNF_EINVAL, "EMA decay %g is not in [0, 1)", cfg->ema_decay);
+    if (cfg->lr_schedule != CNF_LR_CONSTANT && cfg->lr_schedule != CNF_LR_COSINE)
+        return cnf_fail(CNF_EINVAL, "unknown learning-rate schedule %d", (int)cfg->lr_schedule);
+    if (cfg->lr_schedule == CNF_LR_COSINE &&
+        !(cfg->lr_final >= 0.0 && cfg->lr_final <= cfg->optim.lr))
+        return cnf_fail(CNF_EINVAL, "final learning rate %g is not in [0, lr = %g]", cfg->lr_final,
+                        cfg->optim.lr);
     if (isnan(cfg->guard_loss) || isnan(cfg->guard_grad) || isnan(cfg->guard_step))
         return cnf_fail(CNF_EINVAL, "a guard threshold is NaN");
     cnf_train_config c = *cfg;
@@ -331,6 +358,20 @@ static int budget_spent(cnf_trainer *t, budget *b, const cnf_train_progress *p, 
     }
 }
 
+/* The scheduled base learning rate of the step of iteration `iter` (1-based), see cnf/train.h. */
+static double scheduled_lr(const cnf_train_config *c, size_t iter, double elapsed)
+{
+    double f;
+    if (c->max_seconds > 0)
+        f = elapsed / c->max_seconds;
+    else
+        f = c->iters > c->lr_iter0 + 1 && iter > c->lr_iter0
+                ? (double)(iter - 1 - c->lr_iter0) / (double)(c->iters - 1 - c->lr_iter0)
+                : 0.0;
+    f = f < 0 ? 0 : f > 1 ? 1 : f;
+    return c->lr_final + (c->optim.lr - c->lr_final) * 0.5 * (1 + cos(M_PI * f));
+}
+
 int cnf_trainer_run(cnf_trainer *t)
 {
     const cnf_train_config *c = &t->cfg;
@@ -389,6 +430,14 @@ int cnf_trainer_run(cnf_trainer *t)
          * this is the state to come back to. */
         if (!t->good.validated)
             snapshot_take(t, theta, &rng0, t->iter);
+        if (c->lr_schedule == CNF_LR_COSINE &&
+            (rc = cnf_optim_set_lr(t->optim, scheduled_lr(c, p.iter,
+                                                          cnf_wall_seconds() - start))) != 0) {
+            t->status = CNF_TRAIN_ERROR;
+            snprintf(t->reason, sizeof t->reason, "learning rate at iteration %zu: %s", p.iter,
+                     cnf_errmsg());
+            return rc;
+        }
         p.lr = cnf_optim_lr(t->optim);
         if (ema && t->ema_steps == 0) /* θ̄ starts from the parameters before the first step */
             memcpy(t->avg, theta, P * sizeof(double));
