@@ -99,11 +99,9 @@ static void error_handler(int code, const char *module, const char *function, ch
     snprintf(s->msg, sizeof s->msg, "%s: %s", function, msg);
 }
 
-static int rhs_wrap(sunrealtype t, N_Vector y, N_Vector dy, void *data)
+/* Record a callback's return code rc and whether its output out (dim values) is finite; rc. */
+static int note_call(cv_state *s, int rc, const double *out)
 {
-    cv_state *s = data;
-    double *out = N_VGetArrayPointer(dy);
-    int rc = cnf_sys_eval(&s->sys, t, N_VGetArrayPointer(y), out);
     if (rc)
         s->rhs_rc = rc;
     if (rc < 0)
@@ -117,6 +115,13 @@ static int rhs_wrap(sunrealtype t, N_Vector y, N_Vector dy, void *data)
     return rc;
 }
 
+static int rhs_wrap(sunrealtype t, N_Vector y, N_Vector dy, void *data)
+{
+    cv_state *s = data;
+    double *out = N_VGetArrayPointer(dy);
+    return note_call(s, cnf_sys_eval(&s->sys, t, N_VGetArrayPointer(y), out), out);
+}
+
 /* Jv = J(t, y) v through the caller's opt.jvp (cvode-bdf's Newton–Krylov iteration). */
 static int jtimes_wrap(N_Vector v, N_Vector Jv, sunrealtype t, N_Vector y, N_Vector fy,
                        void *data, N_Vector tmp)
@@ -126,18 +131,8 @@ static int jtimes_wrap(N_Vector v, N_Vector Jv, sunrealtype t, N_Vector y, N_Vec
     cv_state *s = data;
     double *out = N_VGetArrayPointer(Jv);
     s->njvp++;
-    int rc = s->opt.jvp(t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), out, s->sys.ctx);
-    if (rc)
-        s->rhs_rc = rc;
-    if (rc < 0)
-        s->rhs_fatal = rc;
-    if (!rc)
-        for (size_t i = 0; i < s->dim; i++)
-            if (!isfinite(out[i])) {
-                s->nonfinite = 1;
-                break;
-            }
-    return rc;
+    return note_call(s, s->opt.jvp(t, N_VGetArrayPointer(y), N_VGetArrayPointer(v), out,
+                                   s->sys.ctx), out);
 }
 
 static int weight_fn(N_Vector y, N_Vector ewt, void *data)
